@@ -1,0 +1,125 @@
+//! `genprior bench`: time the network on an architecture with random weights.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Tensor, Var};
+use genprior_nn::UNet2DConfig;
+
+use crate::common::DeviceArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Architecture: ddpm-cifar10-32, ddpm-256, or a path to a UNet2DModel config.json.
+    #[arg(long, default_value = "ddpm-cifar10-32")]
+    pub arch: String,
+    /// Batch size.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Also time the gradient of a scalar of the output with respect to the input (as DPS needs).
+    #[arg(long)]
+    pub grad: bool,
+    /// Timed passes (after one warm-up pass).
+    #[arg(long, default_value_t = 3)]
+    pub iters: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Peak resident memory of this process in bytes (Linux; 0 elsewhere).
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    if args.batch == 0 || args.iters == 0 {
+        bail!("--batch and --iters must be at least 1");
+    }
+    let cfg = match genprior_nn::preset_config(&args.arch) {
+        Some(c) => c,
+        None => {
+            let p = Path::new(&args.arch);
+            if !p.is_file() {
+                bail!(
+                    "unknown --arch `{}` (expected one of {:?} or a config.json path)",
+                    args.arch,
+                    genprior_nn::PRESETS
+                );
+            }
+            UNet2DConfig::from_file(p).with_context(|| format!("reading {}", p.display()))?
+        }
+    };
+    let (h, w) = cfg.image_size().unwrap_or((32, 32));
+    let (device, dtype) = args.device.open()?;
+    let net = genprior_nn::random_unet2d(cfg.clone(), 0, dtype, &device)?;
+    let flops = genprior_nn::unet2d::flops::forward_flops(&cfg, h, w) * args.batch as f64;
+    let x = Tensor::randn(0f32, 1f32, (args.batch, cfg.in_channels, h, w), &device)?;
+    let t = Tensor::full(500f32, args.batch, &device)?;
+    let pass = |x: &Tensor| -> Result<()> {
+        if args.grad {
+            let v = Var::from_tensor(x)?;
+            let y = net.forward(v.as_tensor(), &t)?;
+            let g = y.sqr()?.sum_all()?.backward()?;
+            let gx = g.get(v.as_tensor()).context("no gradient for the input")?;
+            gx.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        } else {
+            let y = net.forward(x, &t)?;
+            y.sum_all()?.to_scalar::<f32>()?;
+        }
+        Ok(())
+    };
+    pass(&x)?; // warm-up
+    let start = Instant::now();
+    for _ in 0..args.iters {
+        pass(&x)?;
+    }
+    let secs = start.elapsed().as_secs_f64() / args.iters as f64;
+    // Forward + input gradient ≈ 2 forward passes of matmul/conv work.
+    let work = if args.grad { 2.0 * flops } else { flops };
+    let gflops = work / secs / 1e9;
+    let rss = peak_rss_bytes() as f64 / (1 << 20) as f64;
+    let report = serde_json::json!({
+        "arch": args.arch,
+        "batch": args.batch,
+        "grad": args.grad,
+        "dtype": format!("{dtype:?}").to_lowercase(),
+        "device": format!("{device:?}"),
+        "params": net.num_parameters(),
+        "gflop_per_forward_per_image": flops / args.batch as f64 / 1e9,
+        "seconds_per_pass": secs,
+        "images_per_second": args.batch as f64 / secs,
+        "gflops_per_second": gflops,
+        "peak_rss_mib": rss,
+        "iters": args.iters,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "{} batch {} {}: {:.4} s/pass, {:.2} images/s, {:.1} GFLOP/s ({:.2} GFLOP/image forward), peak RSS {:.0} MiB, {} parameters",
+            args.arch,
+            args.batch,
+            if args.grad { "forward+grad" } else { "forward" },
+            secs,
+            args.batch as f64 / secs,
+            gflops,
+            flops / args.batch as f64 / 1e9,
+            rss,
+            net.num_parameters()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! `genprior`: imaging inverse problems with generative priors.
+//!
+//! The binary only parses arguments, loads, calls library crates and writes files.
+
+mod cmd_bench;
+mod cmd_model;
+mod common;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "genprior",
+    version,
+    about = "Imaging inverse problems with generative priors: diffusion plug-and-play (DPnP), DPS, and ScaledGD low-rank recovery",
+    long_about = "genprior solves imaging inverse problems y = A(x) + noise with pretrained unconditional \
+diffusion models as priors (diffusion plug-and-play, Xu & Chi 2024; DPS baseline), and low-rank \
+matrix/tensor problems with scaled gradient descent (Tong, Ma & Chi).\n\n\
+Models: a local diffusers folder (config.json + diffusion_pytorch_model.safetensors|.bin) or a \
+Hugging Face Hub id such as google/ddpm-cifar10-32. Without --model the bundled MNIST prior \
+(models/mnist-ddpm-32) is used.\n\nDevices: --device auto|cpu|cuda|metal (auto: CUDA, then Metal, then CPU)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Describe a model: source, file format, dtype, config summary, parameter count.
+    Inspect(cmd_model::InspectArgs),
+    /// Raw network output for a batch: NPY in, NPY out (f32). The hook parity checks use.
+    Predict(cmd_model::PredictArgs),
+    /// Time the network forward (and input-gradient) pass of an architecture with random weights.
+    Bench(cmd_bench::BenchArgs),
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Command::Inspect(a) => cmd_model::inspect(a),
+        Command::Predict(a) => cmd_model::predict(a),
+        Command::Bench(a) => cmd_bench::run(a),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, no backtrace: the chain of causes joined by ": ".
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Compressed sensing: y = A vec(x) + σz with a dense m × n matrix, n = C·H·W.
+//!
+//! `cs` draws A with i.i.d. N(0, 1/m) entries from the operator seed, m = round(ratio·n).
+//! The matrix is stored densely, so the product m·n is capped at [`MAX_ENTRIES`] (use small
+//! images or ratios). Baseline: the least-norm solution Aᵀ(AAᵀ)⁻¹y by conjugate gradients (not
+//! clipped, so that A x̂ = y can be checked).
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::error::{InverseError, Result};
+use crate::linalg::conjugate_gradient;
+use crate::operator::{gaussian_linear_ll_grad, Operator};
+
+/// Largest m·n accepted (64 Mi entries, 512 MiB of f64).
+pub const MAX_ENTRIES: usize = 1 << 26;
+
+/// Dense linear measurements (see the module docs).
+#[derive(Debug, Clone)]
+pub struct CompressedSensing {
+    shape: [usize; 3],
+    m: usize,
+    a: Vec<f64>,
+    noise_sigma: f64,
+    likelihood_sigma: f64,
+}
+
+impl CompressedSensing {
+    /// `cs` at `ratio` ∈ (0, 1] with a Gaussian matrix drawn from `seed`.
+    pub fn gaussian(shape: [usize; 3], ratio: f64, seed: u64, noise_sigma: f64, likelihood_sigma: f64) -> Result<Self> {
+        super::check_shape("cs", shape)?;
+        if !(ratio > 0.0 && ratio <= 1.0) {
+            return Err(InverseError::InvalidOption { task: "cs".into(), msg: format!("ratio must be in (0, 1], got {ratio}") });
+        }
+        let n: usize = shape.iter().product();
+        let m = ((ratio * n as f64).round() as usize).max(1);
+        if m.saturating_mul(n) > MAX_ENTRIES {
+            return Err(InverseError::InvalidOption {
+                task: "cs".into(),
+                msg: format!("a dense {m}×{n} matrix exceeds {MAX_ENTRIES} entries; use a smaller image or ratio"),
+            });
+        }
+        let mut rng = StdRng::seed_from_u64(seed);
+        let s = 1.0 / (m as f64).sqrt();
+        let a = (0..m * n)
+            .map(|_| {
+                let z: f64 = StandardNormal.sample(&mut rng);
+                s * z
+            })
+            .collect();
+        Self::from_matrix(shape, m, a, noise_sigma, likelihood_sigma)
+    }
+
+    /// From a given row-major m × (C·H·W) matrix.
+    pub fn from_matrix(shape: [usize; 3], m: usize, a: Vec<f64>, noise_sigma: f64, likelihood_sigma: f64) -> Result<Self> {
+        super::check_shape("cs", shape)?;
+        super::check_sigma("cs", "noise sigma", noise_sigma)?;
+        super::check_sigma("cs", "likelihood sigma", likelihood_sigma)?;
+        let n: usize = shape.iter().product();
+        if m == 0 || a.len() != m * n {
+            return Err(InverseError::InvalidOption {
+                task: "cs".into(),
+                msg: format!("matrix must have m ≥ 1 rows of {n} entries; got {} values for m = {m}", a.len()),
+            });
+        }
+        if a.iter().any(|v| !v.is_finite()) {
+            return Err(InverseError::InvalidOption { task: "cs".into(), msg: "matrix has non-finite entries".into() });
+        }
+        Ok(Self { shape, m, a, noise_sigma, likelihood_sigma })
+    }
+
+    /// Number of measurements m.
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    /// The row-major m × n matrix.
+    pub fn matrix(&self) -> &[f64] {
+        &self.a
+    }
+}
+
+impl Operator for CompressedSensing {
+    fn name(&self) -> &str {
+        "cs"
+    }
+    fn image_shape(&self) -> [usize; 3] {
+        self.shape
+    }
+    fn measurement_shape(&self) -> Vec<usize> {
+        vec![self.m]
+    }
+    fn noise_sigma(&self) -> f64 {
+        self.noise_sigma
+    }
+    fn temperature(&self) -> f64 {
+        self.likelihood_sigma
+    }
+    fn is_linear(&self) -> bool {
+        true
+    }
+    fn is_linear_gaussian(&self) -> bool {
+        true
+    }
+    fn forward_host(&self, x: &[f64]) -> Result<Vec<f64>> {
+        let n = x.len();
+        Ok(self.a.chunks_exact(n).map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum()).collect())
+    }
+    fn adjoint_host(&self, y: &[f64]) -> Result<Vec<f64>> {
+        let n = self.a.len() / self.m;
+        let mut out = vec![0.0; n];
+        for (row, &yi) in self.a.chunks_exact(n).zip(y) {
+            for (o, a) in out.iter_mut().zip(row) {
+                *o += a * yi;
+            }
+        }
+        Ok(out)
+    }
+    fn log_likelihood_and_grad_host(&self, x: &[f64], y: &[f64]) -> Result<(f64, Vec<f64>)> {
+        gaussian_linear_ll_grad(self, self.likelihood_sigma, x, y)
+    }
+    fn baseline_host(&self, y: &[f64]) -> Result<Vec<f64>> {
+        let v = conjugate_gradient(|p| self.forward_host(&self.adjoint_host(p)?), y, 1e-10, 2 * self.m + 100)?;
+        self.adjoint_host(&v)
+    }
+}

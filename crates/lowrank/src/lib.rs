@@ -1,0 +1,22 @@
+//! genprior-lowrank: scaled gradient descent (ScaledGD) for ill-conditioned low-rank
+//! matrix and tensor estimation, on candle tensors (f32/f64, CPU or CUDA/Metal through
+//! candle).
+//!
+//! Problems ([`MatrixCompletion`], [`RobustPca`], [`MatrixSensing`], [`PsdSensing`],
+//! [`TensorCompletion`], [`TensorRpca`]) each provide a spectral (or specified)
+//! initialisation and `solve(rank, &Options)` running ScaledGD or vanilla GD with a
+//! common stopping rule ([`Options`], [`Report`]). See the crate README for the update
+//! rules, benchmarks and the real-data demonstration.
+
+pub mod error;
+pub mod linalg;
+pub mod matrix;
+pub mod select;
+pub mod solver;
+pub mod synthetic;
+pub mod tensor;
+
+pub use error::{LowRankError, Result};
+pub use matrix::{Design, Factors, MatrixCompletion, MatrixSensing, PsdInit, PsdSensing, RobustPca};
+pub use solver::{Damping, Method, Options, Report, StopReason};
+pub use tensor::{TensorCompletion, TensorRpca, TrpcaParams, Tucker};

@@ -1,0 +1,119 @@
+//! `--device auto|cpu|cuda|metal`.
+
+use candle_core::Device;
+
+use crate::error::{NnError, Result};
+
+/// Which device the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda,
+    Metal,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = NnError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda),
+            "metal" => Ok(Self::Metal),
+            other => Err(NnError::Device(format!(
+                "unknown device `{other}` (expected auto, cpu, cuda or metal)"
+            ))),
+        }
+    }
+}
+
+/// Try to open CUDA device 0. candle's dynamically loaded CUDA libraries panic when the
+/// driver is absent, so the attempt runs under `catch_unwind` and any failure (error
+/// or panic) becomes a message.
+fn try_cuda() -> std::result::Result<Device, String> {
+    if !cfg!(feature = "cuda") {
+        return Err("this genprior binary was built without CUDA support (rebuild with --features cuda, see scripts/build-cuda.sh)".into());
+    }
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let res = std::panic::catch_unwind(|| Device::new_cuda(0));
+    std::panic::set_hook(prev);
+    match res {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(e)) => Err(format!("CUDA device 0 is not usable: {e}")),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown failure".into());
+            Err(format!("CUDA is not available on this machine: {msg}"))
+        }
+    }
+}
+
+fn try_metal() -> std::result::Result<Device, String> {
+    if !cfg!(feature = "metal") {
+        return Err(
+            "this genprior binary was built without Metal support (rebuild with --features metal)"
+                .into(),
+        );
+    }
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let res = std::panic::catch_unwind(|| Device::new_metal(0));
+    std::panic::set_hook(prev);
+    match res {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(e)) => Err(format!("Metal device 0 is not usable: {e}")),
+        Err(_) => Err("Metal is not available on this machine".into()),
+    }
+}
+
+/// Open the requested device. Returns the device and a one-line description of the
+/// choice (for `auto`, including why faster devices were skipped).
+pub fn select_device(choice: DeviceChoice) -> Result<(Device, String)> {
+    match choice {
+        DeviceChoice::Cpu => Ok((Device::Cpu, "cpu".into())),
+        DeviceChoice::Cuda => try_cuda()
+            .map(|d| (d, "cuda:0".into()))
+            .map_err(NnError::Device),
+        DeviceChoice::Metal => try_metal()
+            .map(|d| (d, "metal:0".into()))
+            .map_err(NnError::Device),
+        DeviceChoice::Auto => {
+            let mut why = Vec::new();
+            if cfg!(feature = "cuda") {
+                match try_cuda() {
+                    Ok(d) => return Ok((d, "cuda:0 (auto)".into())),
+                    Err(e) => why.push(e),
+                }
+            }
+            if cfg!(feature = "metal") {
+                match try_metal() {
+                    Ok(d) => return Ok((d, "metal:0 (auto)".into())),
+                    Err(e) => why.push(e),
+                }
+            }
+            let desc = if why.is_empty() {
+                "cpu (auto: built without GPU support)".to_string()
+            } else {
+                format!("cpu (auto: {})", why.join("; "))
+            };
+            Ok((Device::Cpu, desc))
+        }
+    }
+}
+
+/// Parse `f32|f16|bf16`.
+pub fn parse_dtype(s: &str) -> Result<candle_core::DType> {
+    match s {
+        "f32" => Ok(candle_core::DType::F32),
+        "f16" => Ok(candle_core::DType::F16),
+        "bf16" => Ok(candle_core::DType::BF16),
+        other => Err(NnError::Device(format!(
+            "unknown dtype `{other}` (expected f32, f16 or bf16)"
+        ))),
+    }
+}
