@@ -155,11 +155,15 @@ def loss_png(rows, path, width=640, height=360):
         return x, y
 
     d.rectangle([ml, mt, width - mr, height - mb], outline="black")
-    for e in np.arange(lo, hi + 1e-9, 0.1 if hi - lo <= 1.0 else 0.5):
-        _, y = px(0, 10 ** e)
-        d.line([ml - 4, y, ml, y], fill="black")
-        d.text((5, y - 6), f"{10 ** e:.3g}", fill="black")
-    for s in np.linspace(0, x1, 6):
+    ticks = [m * 10.0 ** k for k in range(int(math.floor(lo)) - 1, int(math.ceil(hi)) + 1) for m in (1, 2, 5)]
+    for v in ticks:
+        if lo - 1e-9 <= math.log10(v) <= hi + 1e-9:
+            _, y = px(0, v)
+            d.line([ml - 4, y, width - mr, y], fill=(225, 225, 225))
+            d.line([ml - 4, y, ml, y], fill="black")
+            d.text((5, y - 6), f"{v:g}", fill="black")
+    spacing = next(m * 10 ** k for k in range(0, 9) for m in (1, 2, 5) if x1 / (m * 10 ** k) <= 6)
+    for s in np.arange(0, x1 + 1e-9, spacing):
         x, _ = px(s, 10 ** lo)
         d.line([x, height - mb, x, height - mb + 4], fill="black")
         d.text((x - 12, height - mb + 8), f"{int(s)}", fill="black")

@@ -3,8 +3,9 @@
 
 Writes tests/fixtures/operators/reference.json with
   - MATLAB-convention antialiased bicubic downsampling (imresize(x, 1/s)) of a 32x32 image for
-    s = 2, 4, 8, computed by the PyPI package `bicubic-pytorch` (a port of MATLAB's imresize) and
-    cross-checked against `resize-right` (an independent MATLAB-consistent resizer);
+    s = 2, 4, 8, computed in float64 by the PyPI package `resize-right` (a MATLAB-consistent
+    resizer) with MATLAB's symmetric border padding, and cross-checked against `bicubic-pytorch`
+    (a port of MATLAB's imresize, float32 weights, so to ~1e-7);
   - bicubic upsampling by 4 of an 8x8 image (the SR baseline), same packages;
   - SSIM (scikit-image structural_similarity, Gaussian 11x11 window, sigma 1.5, K1 0.01,
     K2 0.03, population covariance, data range 1) and PSNR of a pair of 3x24x24 images in [0, 1].
@@ -26,14 +27,16 @@ OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "o
 
 
 def resize_both(x: np.ndarray, scale: float) -> np.ndarray:
+    # Reference: resize-right on a float64 numpy array with MATLAB's half-sample symmetric
+    # padding (resize-right's default padding is zeros, which differs from MATLAB at the borders).
+    ref = rr_resize(x, scale_factors=scale, interp_method=interp_methods.cubic, antialiasing=True, pad_mode="symmetric")
+    # Cross-check: bicubic-pytorch, a port of MATLAB's imresize. It builds its weights in float32,
+    # so it agrees to ~1e-7, not to the last digit.
     t = torch.from_numpy(x)[None, None]
-    a = bp_imresize(t, scale=scale, antialiasing=True)[0, 0].numpy()
-    # resize-right on a numpy array with MATLAB's half-sample symmetric padding; it evaluates its
-    # kernel in lower precision, so agreement is ~1e-7, not to the last digit.
-    b = rr_resize(x, scale_factors=scale, interp_method=interp_methods.cubic, antialiasing=True, pad_mode="symmetric")
-    diff = float(np.abs(a - b).max())
-    assert diff < 1e-6, f"bicubic-pytorch and resize-right disagree by {diff} at scale {scale}"
-    return a
+    other = bp_imresize(t, scale=scale, antialiasing=True)[0, 0].numpy()
+    diff = float(np.abs(ref - other).max())
+    assert diff < 1e-6, f"resize-right and bicubic-pytorch disagree by {diff} at scale {scale}"
+    return np.asarray(ref, dtype=np.float64)
 
 
 def main() -> None:

@@ -219,14 +219,19 @@ impl Schedule {
         let beta_prod_t = 1.0 - ab_t;
         let pred = predict(self.prediction_type(), &out, sample, ab_t)?;
         let x0 = self.process_x0(&pred.x0)?;
-        let variance = (1.0 - ab_prev) / beta_prod_t * (1.0 - ab_t / ab_prev);
-        let std = eta * variance.sqrt();
+        // σ_t in f32 like diffusers: 1 − ᾱ_t/ᾱ_prev cancels badly near t = 0, and f32
+        // evaluation there differs from f64 by up to ~1e-3 relative; matching the
+        // reference's rounding keeps the step within 1e-6 of it.
+        let (a32, ap32) = (ab_t as f32, ab_prev as f32);
+        let variance32 = ((1.0f32 - ap32) / (1.0f32 - a32)) * (1.0f32 - a32 / ap32);
+        let std = (eta as f32 * variance32.sqrt()) as f64;
         let eps = if use_clipped_model_output {
             (sample - x0.affine(ab_t.sqrt(), 0.0)?)?.affine(1.0 / beta_prod_t.sqrt(), 0.0)?
         } else {
             pred.eps
         };
-        let dir_coef = (1.0 - ab_prev - std * std).max(0.0).sqrt();
+        let std32 = std as f32;
+        let dir_coef = (1.0f32 - ap32 - std32 * std32).max(0.0).sqrt() as f64;
         let mut prev_sample = (x0.affine(ab_prev.sqrt(), 0.0)? + eps.affine(dir_coef, 0.0)?)?;
         if let (true, Some(z)) = (eta > 0.0, noise) {
             check_same_shape("noise", z, sample)?;

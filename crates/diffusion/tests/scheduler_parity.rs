@@ -88,8 +88,12 @@ fn beta_schedules_match_diffusers() {
             let want = f64s(&case[key]["values"]);
             let got: Vec<f64> = idx.iter().map(|&i| all[i]).collect();
             let worst = assert_close(&format!("{key} of {}", case["config"]), &got, &want);
-            // These are the same f32 computations: expect agreement to a few ulps.
-            assert!(worst < 1e-6, "{key} of {}: {worst:e}", case["config"]);
+            // These are the same f32 computations: expect agreement to a few ulps, except
+            // for zero-SNR rescaled betas, which come from 1 − ᾱ_t/ᾱ_{t−1} in f32 (one ulp
+            // of the ratio is ~6e-4 of a β of 1e-4): there only the 1e-5 bound applies.
+            if !s.config().rescale_betas_zero_snr {
+                assert!(worst < 1e-6, "{key} of {}: {worst:e}", case["config"]);
+            }
         }
     }
     assert_eq!(kinds.len(), 7, "{kinds:?}");
@@ -211,16 +215,20 @@ fn ddim_step_matches_diffusers() {
         let noise = tensor(&case["noise"], &case["shape"]);
         let res = s.ddim_step(&out, t, prev, &sample, eta, clipped, Some(&noise)).unwrap();
         let what = format!("ddim case {k} ({}, t={t}, eta={eta})", case["config"]);
-        worst = worst.max(assert_close(
+        let e1 = assert_close(
             &format!("{what} pred_original_sample"),
             &to_f64(&res.pred_original_sample),
             &f64s(&case["pred_original_sample"]),
-        ));
-        worst = worst.max(assert_close(
+        );
+        let e2 = assert_close(
             &format!("{what} prev_sample"),
             &to_f64(&res.prev_sample),
             &f64s(&case["prev_sample"]),
-        ));
+        );
+        if e1.max(e2) > 1e-6 {
+            eprintln!("{what}: scaled error {:.2e}", e1.max(e2));
+        }
+        worst = worst.max(e1).max(e2);
         combos.insert(format!("{:?}/{:?}/{eta}", s.beta_schedule(), s.prediction_type()));
         combos.insert(format!("{:?}/{}", s.timestep_spacing(), s.config().set_alpha_to_one));
         combos.insert(format!("clipped_eps={clipped}"));

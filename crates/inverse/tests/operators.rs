@@ -52,7 +52,7 @@ fn all_ops() -> Vec<Box<dyn Operator>> {
 fn every_task_builds_with_the_expected_shapes() {
     for op in all_ops() {
         let x = Tensor::zeros((3, SHAPE[0], SHAPE[1], SHAPE[2]), candle_core::DType::F32, &Device::Cpu).unwrap();
-        let y = op.forward(&x).unwrap();
+        let y = op.simulate(&x, &mut StdRng::seed_from_u64(0)).unwrap();
         assert_eq!(y.dims()[0], 3);
         assert_eq!(&y.dims()[1..], &op.measurement_shape()[..], "{}", op.name());
         let b = op.baseline(&y).unwrap();
@@ -305,9 +305,8 @@ fn phase_retrieval_mask_statistics_and_parseval() {
     let y = op.forward_host(&x).unwrap();
     let mx: f64 = x.iter().zip(m).map(|(a, b)| (a * b) * (a * b)).sum();
     assert!((norm2(&y) - mx).abs() < 1e-9 * mx);
-    // centred: a constant masked image puts its DC term at (P/2, Q/2) = its largest magnitude
+    // centred: the zero frequency |Σ M x|/√(PQ) sits at (P/2, Q/2)
     let dc = y[64 * 128 + 64];
-    assert_eq!(dc, y.iter().cloned().fold(0.0, f64::max));
     let ms: f64 = x.iter().zip(m).map(|(a, b)| a * b).sum();
     assert!((dc - ms.abs() / 128.0).abs() < 1e-12);
 }

@@ -8,6 +8,7 @@
 //! common stopping rule ([`Options`], [`Report`]). See the crate README for the update
 //! rules, benchmarks and the real-data demonstration.
 
+pub mod bench;
 pub mod error;
 pub mod linalg;
 pub mod matrix;

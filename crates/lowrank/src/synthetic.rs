@@ -6,7 +6,7 @@ use nalgebra::DMatrix;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::error::{invalid, Result};
-use crate::linalg::{from_host, randn_host};
+use crate::linalg::{from_host, randn_host, to_host};
 use crate::matrix::{Design, MatrixCompletion, MatrixSensing, PsdSensing, RobustPca};
 use crate::tensor::{mode_mul, TensorCompletion, TensorRpca, TrpcaParams, Tucker};
 
@@ -70,21 +70,15 @@ pub fn completion(n: usize, r: usize, kappa: f64, p: f64, seed: u64, dtype: DTyp
     Ok(Synthetic { problem, truth: from_host(&x, dtype, dev)? })
 }
 
-/// Robust PCA: Bernoulli(α) outlier support, values uniform in ±[0, c·E|X⋆|]... with
-/// c = 10 (large, sparse corruptions), as in the reference MATLAB experiments.
+/// Robust PCA as in the reference MATLAB experiment: S⋆ = T_α(G) for a standard
+/// Gaussian G (so each row/column has at most ⌊αn⌋ outliers, of size O(1) against
+/// entries of X⋆ of size O(‖X⋆‖_F/n)). Returns the problem (truth X⋆) and S⋆.
 pub fn rpca(n: usize, r: usize, kappa: f64, alpha: f64, seed: u64, dtype: DType, dev: &Device) -> Result<(Synthetic<RobustPca>, Tensor)> {
     check(n, r, kappa)?;
     let mut rng = StdRng::seed_from_u64(seed);
     let x = low_rank_host(n, n, r, kappa, &mut rng);
-    let mean_abs = x.iter().map(|v| v.abs()).sum::<f64>() / (n * n) as f64;
-    let mut s = DMatrix::<f64>::zeros(n, n);
-    for i in 0..n {
-        for j in 0..n {
-            if rng.random::<f64>() < alpha {
-                s[(i, j)] = (rng.random::<f64>() * 2.0 - 1.0) * 10.0 * mean_abs;
-            }
-        }
-    }
+    let g = from_host(&randn_host(n, n, &mut rng), DType::F64, dev)?;
+    let s = to_host(&crate::matrix::sparsify(&g, alpha)?)?;
     let y = &x + &s;
     let problem = RobustPca::new(&from_host(&y, dtype, dev)?, alpha)?;
     Ok((Synthetic { problem, truth: from_host(&x, dtype, dev)? }, from_host(&s, dtype, dev)?))

@@ -1,0 +1,587 @@
+//! `genprior lowrank ...`: ScaledGD low-rank recovery from the command line. Parses,
+//! loads NPY/CSV, calls genprior-lowrank, writes the estimate and a JSON report.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use genprior_lowrank::bench::{run_bench, BenchConfig, BenchRow};
+use genprior_lowrank::select::completion_rank_scan;
+use genprior_lowrank::{
+    synthetic, Damping, Design, MatrixCompletion, MatrixSensing, Method, Options, PsdInit,
+    PsdSensing, Report, RobustPca, TensorCompletion, TensorRpca, TrpcaParams,
+};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum LowrankCmd {
+    /// Matrix completion from observed entries (--input Y --mask M).
+    Complete(CompleteArgs),
+    /// Robust PCA: low-rank plus sparse outliers.
+    Rpca(RpcaArgs),
+    /// Matrix sensing y = A(X) with a design matrix (m × n1·n2); --psd for
+    /// overparameterised PSD sensing with ScaledGD(λ).
+    Sense(SenseArgs),
+    /// Tucker (3-way) tensor completion.
+    Tucker(TuckerArgs),
+    /// Tensor robust PCA (Tucker low rank plus sparse).
+    TensorRpca(TensorRpcaArgs),
+    /// ScaledGD vs GD benchmark on the spec's reference problems.
+    Bench(BenchArgs),
+}
+
+/// Options shared by every solver subcommand.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Input data (.npy or .csv).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Generate a reference problem instead: "n,r,kappa,p" (p: sampling rate for
+    /// complete/tucker, outlier fraction for rpca/tensor-rpca, m/(n·r) for sense).
+    #[arg(long)]
+    pub synthetic: Option<String>,
+    /// Seed of the synthetic problem, randomized SVD and random initialisation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Method: scaledgd or gd.
+    #[arg(long, default_value = "scaledgd", value_parser = ["scaledgd", "gd"])]
+    pub method: String,
+    /// Step size (default 0.5 matrix problems, 0.3 Tucker).
+    #[arg(long)]
+    pub eta: Option<f64>,
+    #[arg(long, default_value_t = 1000)]
+    pub max_iter: usize,
+    /// Stop when the relative change or relative residual is below this.
+    #[arg(long, default_value_t = 1e-10)]
+    pub tol: f64,
+    /// Preconditioner damping λ in (FᵀF + λI)⁻¹: "none", "rel:C" (λ = C·σ₁ of the
+    /// initial estimate) or a number (absolute λ).
+    #[arg(long, default_value = "none")]
+    pub damping: String,
+    /// Backtrack the step size when the data residual increases.
+    #[arg(long, default_value_t = false)]
+    pub backtrack: bool,
+    /// Divergence threshold: relative residual above this × max(1, initial) is an error.
+    #[arg(long, default_value_t = 10.0)]
+    pub divergence: f64,
+    /// Output estimate (.npy or .csv).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// JSON report (iterations, residuals, relative change per iteration, time).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Where to run: auto picks CUDA, then Metal, then CPU.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda", "metal"])]
+    pub device: String,
+    /// Precision.
+    #[arg(long, default_value = "f64", value_parser = ["f64", "f32"])]
+    pub dtype: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CompleteArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Observation mask (non-zero = observed), same shape as the input.
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// Rank, or "auto" to pick it by held-out validation error.
+    #[arg(long)]
+    pub rank: String,
+    /// Largest rank tried by --rank auto.
+    #[arg(long, default_value_t = 15)]
+    pub max_rank: usize,
+    /// Fraction of observed entries held out by --rank auto.
+    #[arg(long, default_value_t = 0.1)]
+    pub holdout: f64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RpcaArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[arg(long)]
+    pub rank: usize,
+    /// Outlier fraction per row/column.
+    #[arg(long, default_value_t = 0.1)]
+    pub alpha: f64,
+    /// Also write the sparse outlier estimate here.
+    #[arg(long)]
+    pub out_sparse: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SenseArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Design matrix A (m × n1·n2), rows are row-major vec(A_k); --input holds y (m).
+    #[arg(long)]
+    pub design: Option<PathBuf>,
+    /// Shape of X: "n1,n2".
+    #[arg(long)]
+    pub shape: Option<String>,
+    /// Rank (search rank r' for --psd).
+    #[arg(long)]
+    pub rank: usize,
+    /// Overparameterised PSD sensing with ScaledGD(λ) from a small random init.
+    #[arg(long, default_value_t = false)]
+    pub psd: bool,
+    /// Initial scale α of the random initialisation (--psd).
+    #[arg(long, default_value_t = 1e-6)]
+    pub init_scale: f64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TuckerArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// Tucker rank: "r" or "r1,r2,r3".
+    #[arg(long)]
+    pub rank: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TensorRpcaArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Tucker rank: "r" or "r1,r2,r3".
+    #[arg(long)]
+    pub rank: String,
+    /// Initial soft threshold ζ₀ (default 4 × robust scale of Y).
+    #[arg(long)]
+    pub zeta0: Option<f64>,
+    /// Threshold ζ₁ of the decaying schedule ζ₁ρᵗ (default 2 × robust scale of Y).
+    #[arg(long)]
+    pub zeta1: Option<f64>,
+    #[arg(long, default_value_t = 0.9)]
+    pub rho: f64,
+    #[arg(long)]
+    pub out_sparse: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// completion, rpca, sensing, tucker or all.
+    #[arg(long, default_value = "all")]
+    pub problem: String,
+    #[arg(long)]
+    pub n: Option<usize>,
+    #[arg(long)]
+    pub r: Option<usize>,
+    /// Sampling rate (completion/tucker) or outlier fraction (rpca).
+    #[arg(long)]
+    pub p: Option<f64>,
+    /// Measurements (sensing).
+    #[arg(long)]
+    pub m: Option<usize>,
+    #[arg(long, default_value = "1,5,10,20,100,1000")]
+    pub kappas: String,
+    #[arg(long, default_value_t = 1000)]
+    pub max_iter: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda", "metal"])]
+    pub device: String,
+    #[arg(long, default_value = "f64", value_parser = ["f64", "f32"])]
+    pub dtype: String,
+    /// Write all rows as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+pub fn run(cmd: LowrankCmd) -> Result<()> {
+    match cmd {
+        LowrankCmd::Complete(a) => complete(a),
+        LowrankCmd::Rpca(a) => rpca(a),
+        LowrankCmd::Sense(a) => sense(a),
+        LowrankCmd::Tucker(a) => tucker(a),
+        LowrankCmd::TensorRpca(a) => tensor_rpca(a),
+        LowrankCmd::Bench(a) => bench(a),
+    }
+}
+
+// ------------------------------------------------------------------------------ helpers
+
+fn pick_device(s: &str) -> Result<Device> {
+    Ok(match s {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::new_cuda(0).context("--device cuda")?,
+        "metal" => Device::new_metal(0).context("--device metal")?,
+        _ => {
+            if candle_core::utils::cuda_is_available() {
+                Device::new_cuda(0)?
+            } else if candle_core::utils::metal_is_available() {
+                Device::new_metal(0)?
+            } else {
+                Device::Cpu
+            }
+        }
+    })
+}
+
+fn pick_dtype(s: &str) -> DType {
+    if s == "f32" {
+        DType::F32
+    } else {
+        DType::F64
+    }
+}
+
+fn is_csv(p: &Path) -> bool {
+    p.extension().map(|e| e.eq_ignore_ascii_case("csv")).unwrap_or(false)
+}
+
+/// Load an NPY or CSV file as a tensor of `dtype` on `dev`.
+fn load(path: &Path, dtype: DType, dev: &Device) -> Result<Tensor> {
+    let t = if is_csv(path) {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut rows: Vec<Vec<f64>> = vec![];
+        for (ln, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let vals: std::result::Result<Vec<f64>, _> = line
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|s| !s.is_empty())
+                .map(|s| s.trim().parse::<f64>())
+                .collect();
+            match vals {
+                Ok(v) => rows.push(v),
+                // Tolerate one header line.
+                Err(_) if rows.is_empty() && ln == 0 => continue,
+                Err(e) => bail!("{}: line {}: {e}", path.display(), ln + 1),
+            }
+        }
+        if rows.is_empty() {
+            bail!("{}: no numeric rows", path.display());
+        }
+        let c = rows[0].len();
+        if let Some((i, _)) = rows.iter().enumerate().find(|(_, r)| r.len() != c) {
+            bail!("{}: row {} has a different number of columns", path.display(), i + 1);
+        }
+        let r = rows.len();
+        Tensor::from_vec(rows.concat(), (r, c), &Device::Cpu)?
+    } else {
+        Tensor::read_npy(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    Ok(t.to_dtype(dtype)?.to_device(dev)?)
+}
+
+fn save(path: &Path, t: &Tensor) -> Result<()> {
+    let t = t.to_device(&Device::Cpu)?;
+    if is_csv(path) {
+        let t = t.to_dtype(DType::F64)?;
+        let (r, c) = t.dims2().context("CSV output needs a matrix; use .npy for tensors")?;
+        let v: Vec<Vec<f64>> = t.to_vec2()?;
+        let mut s = String::with_capacity(r * c * 12);
+        for row in v {
+            let line: Vec<String> = row.iter().map(|x| format!("{x:e}")).collect();
+            s.push_str(&line.join(","));
+            s.push('\n');
+        }
+        std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))?;
+    } else {
+        t.write_npy(path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn parse_damping(s: &str) -> Result<Damping> {
+    if s == "none" {
+        return Ok(Damping::None);
+    }
+    if let Some(c) = s.strip_prefix("rel:") {
+        return Ok(Damping::Relative(c.parse().with_context(|| format!("--damping {s}"))?));
+    }
+    Ok(Damping::Absolute(s.parse().with_context(|| format!("--damping {s}: expected none, rel:C or a number"))?))
+}
+
+fn options(c: &CommonArgs) -> Result<Options> {
+    Ok(Options {
+        method: c.method.parse::<Method>()?,
+        eta: c.eta,
+        max_iter: c.max_iter,
+        tol: c.tol,
+        damping: parse_damping(&c.damping)?,
+        backtrack: c.backtrack,
+        divergence: c.divergence,
+        seed: c.seed,
+        ..Options::default()
+    })
+}
+
+/// "n,r,kappa,p"
+fn parse_synthetic(s: &str) -> Result<(usize, usize, f64, f64)> {
+    let parts: Vec<&str> = s.split(',').map(|x| x.trim()).collect();
+    if parts.len() != 4 {
+        bail!("--synthetic expects n,r,kappa,p, got {s:?}");
+    }
+    Ok((
+        parts[0].parse().context("--synthetic n")?,
+        parts[1].parse().context("--synthetic r")?,
+        parts[2].parse().context("--synthetic kappa")?,
+        parts[3].parse().context("--synthetic p")?,
+    ))
+}
+
+fn parse_ranks(s: &str) -> Result<[usize; 3]> {
+    let v: Vec<usize> = s
+        .split(',')
+        .map(|x| x.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("--rank {s:?}"))?;
+    match v.as_slice() {
+        [r] => Ok([*r, *r, *r]),
+        [a, b, c] => Ok([*a, *b, *c]),
+        _ => bail!("--rank expects r or r1,r2,r3, got {s:?}"),
+    }
+}
+
+fn rel_err(x: &Tensor, truth: &Tensor) -> Result<f64> {
+    let d = (x - truth)?.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let n = truth.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    Ok((d / n).sqrt())
+}
+
+fn finish(
+    c: &CommonArgs,
+    problem: &str,
+    est: &Tensor,
+    report: &Report,
+    truth: Option<&Tensor>,
+    extra: serde_json::Value,
+    dev: &Device,
+) -> Result<()> {
+    let truth_err = match truth {
+        Some(t) => Some(rel_err(est, t)?),
+        None => None,
+    };
+    eprintln!(
+        "{problem}: {:?} stopped after {} iterations ({:?}), relative residual {:.3e}{}, {:.3}s on {:?}",
+        report.method,
+        report.iterations,
+        report.stop_reason,
+        report.final_residual,
+        truth_err.map(|e| format!(", relative error to truth {e:.3e}")).unwrap_or_default(),
+        report.time_s,
+        dev
+    );
+    if let Some(out) = &c.out {
+        save(out, est)?;
+    }
+    if let Some(path) = &c.report {
+        let mut v = serde_json::to_value(report)?;
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("problem".into(), problem.into());
+            m.insert("device".into(), format!("{dev:?}").into());
+            m.insert("dtype".into(), c.dtype.clone().into());
+            if let Some(e) = truth_err {
+                m.insert("truth_rel_error".into(), e.into());
+            }
+            if let serde_json::Value::Object(x) = extra {
+                m.extend(x);
+            }
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&v)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if c.out.is_none() && c.report.is_none() {
+        eprintln!("(no --out or --report given: nothing written)");
+    }
+    Ok(())
+}
+
+fn need_input(c: &CommonArgs) -> Result<&PathBuf> {
+    c.input.as_ref().context("give --input FILE (or --synthetic n,r,kappa,p)")
+}
+
+// ------------------------------------------------------------------------------ commands
+
+fn complete(a: CompleteArgs) -> Result<()> {
+    let c = &a.common;
+    let dev = pick_device(&c.device)?;
+    let dt = pick_dtype(&c.dtype);
+    let (prob, truth) = if let Some(s) = &c.synthetic {
+        let (n, r, k, p) = parse_synthetic(s)?;
+        let s = synthetic::completion(n, r, k, p, c.seed, dt, &dev)?;
+        (s.problem, Some(s.truth))
+    } else {
+        let y = load(need_input(c)?, dt, &dev)?;
+        let mask = a.mask.as_ref().context("complete needs --mask (non-zero = observed)")?;
+        let m = load(mask, dt, &dev)?;
+        (MatrixCompletion::from_dense(&y, &m)?, None)
+    };
+    let opts = options(c)?;
+    let (rank, scan) = if a.rank == "auto" {
+        let (n1, n2) = prob.shape();
+        let hi = a.max_rank.min(n1.min(n2) - 1);
+        if hi == 0 {
+            bail!("matrix {n1}×{n2} too small for rank selection");
+        }
+        let ranks: Vec<usize> = (1..=hi).collect();
+        let scan = completion_rank_scan(&prob, &ranks, a.holdout, &opts)?;
+        eprintln!("held-out relative error by rank:");
+        for s in &scan.scores {
+            match s.heldout_rel_error {
+                Some(e) => eprintln!("  rank {:>3}: {e:.4e} ({} iterations)", s.rank, s.iterations),
+                None => eprintln!("  rank {:>3}: failed: {}", s.rank, s.error.as_deref().unwrap_or("")),
+            }
+        }
+        eprintln!("chosen rank {}", scan.best_rank);
+        (scan.best_rank, Some(scan))
+    } else {
+        (a.rank.parse::<usize>().with_context(|| format!("--rank {:?}: expected a number or auto", a.rank))?, None)
+    };
+    let (f, rep) = prob.solve(rank, &opts)?;
+    let extra = serde_json::json!({ "rank": rank, "observed": prob.nnz(), "p": prob.p(), "rank_scan": scan });
+    finish(c, "complete", &f.dense()?, &rep, truth.as_ref(), extra, &dev)
+}
+
+fn rpca(a: RpcaArgs) -> Result<()> {
+    let c = &a.common;
+    let dev = pick_device(&c.device)?;
+    let dt = pick_dtype(&c.dtype);
+    let (prob, truth) = if let Some(s) = &c.synthetic {
+        let (n, r, k, p) = parse_synthetic(s)?;
+        let (s, _) = synthetic::rpca(n, r, k, p, c.seed, dt, &dev)?;
+        (s.problem, Some(s.truth))
+    } else {
+        let y = load(need_input(c)?, dt, &dev)?;
+        (RobustPca::new(&y, a.alpha)?, None)
+    };
+    let (f, rep) = prob.solve(a.rank, &options(c)?)?;
+    if let Some(p) = &a.out_sparse {
+        save(p, &prob.outliers(&f)?)?;
+    }
+    let extra = serde_json::json!({ "rank": a.rank, "alpha": a.alpha });
+    finish(c, "rpca", &f.dense()?, &rep, truth.as_ref(), extra, &dev)
+}
+
+fn sense(a: SenseArgs) -> Result<()> {
+    let c = &a.common;
+    let dev = pick_device(&c.device)?;
+    let dt = pick_dtype(&c.dtype);
+    let opts = options(c)?;
+    let (design, y, truth) = if let Some(s) = &c.synthetic {
+        let (n, r, k, f) = parse_synthetic(s)?;
+        let m = (f * (n * r) as f64).round() as usize;
+        if a.psd {
+            let s = synthetic::psd_sensing(n, r, k, m, c.seed, dt, &dev)?;
+            let (x, rep) = s.problem.solve(PsdInit { rank: a.rank, alpha: a.init_scale }, &opts)?;
+            let extra = serde_json::json!({ "rank": a.rank, "psd": true, "m": m });
+            return finish(c, "sense-psd", &x.matmul(&x.t()?)?, &rep, Some(&s.truth), extra, &dev);
+        }
+        let s = synthetic::sensing(n, r, k, m, c.seed, dt, &dev)?;
+        let (f, rep) = s.problem.solve(a.rank, &opts)?;
+        let extra = serde_json::json!({ "rank": a.rank, "m": m });
+        return finish(c, "sense", &f.dense()?, &rep, Some(&s.truth), extra, &dev);
+    } else {
+        let y = load(need_input(c)?, dt, &dev)?;
+        let y = if y.rank() == 2 { y.flatten_all()? } else { y };
+        let d = load(a.design.as_ref().context("sense needs --design A.npy (m × n1·n2)")?, dt, &dev)?;
+        let shape = a.shape.as_ref().context("sense needs --shape n1,n2")?;
+        let v: Vec<usize> = shape
+            .split(',')
+            .map(|x| x.trim().parse::<usize>())
+            .collect::<std::result::Result<_, _>>()
+            .with_context(|| format!("--shape {shape:?}"))?;
+        if v.len() != 2 {
+            bail!("--shape expects n1,n2");
+        }
+        (Design::new(&d, v[0], v[1])?, y, None::<Tensor>)
+    };
+    let m = design.m();
+    if a.psd {
+        let prob = PsdSensing::new(design, &y)?;
+        let (x, rep) = prob.solve(PsdInit { rank: a.rank, alpha: a.init_scale }, &opts)?;
+        let extra = serde_json::json!({ "rank": a.rank, "psd": true, "m": m });
+        return finish(c, "sense-psd", &x.matmul(&x.t()?)?, &rep, truth.as_ref(), extra, &dev);
+    }
+    let prob = MatrixSensing::new(design, &y)?;
+    let (f, rep) = prob.solve(a.rank, &opts)?;
+    let extra = serde_json::json!({ "rank": a.rank, "m": m });
+    finish(c, "sense", &f.dense()?, &rep, truth.as_ref(), extra, &dev)
+}
+
+fn tucker(a: TuckerArgs) -> Result<()> {
+    let c = &a.common;
+    let dev = pick_device(&c.device)?;
+    let dt = pick_dtype(&c.dtype);
+    let ranks = parse_ranks(&a.rank)?;
+    let (prob, truth) = if let Some(s) = &c.synthetic {
+        let (n, r, k, p) = parse_synthetic(s)?;
+        let s = synthetic::tensor_completion(n, r, k, p, c.seed, dt, &dev)?;
+        (s.problem, Some(s.truth))
+    } else {
+        let y = load(need_input(c)?, dt, &dev)?;
+        if is_csv(need_input(c)?) {
+            bail!("tucker needs a 3-way .npy input (CSV holds matrices only)");
+        }
+        let m = load(a.mask.as_ref().context("tucker needs --mask (non-zero = observed)")?, dt, &dev)?;
+        (TensorCompletion::from_dense(&y, &m)?, None)
+    };
+    let (t, rep) = prob.solve(ranks, &options(c)?)?;
+    let extra = serde_json::json!({ "ranks": ranks, "p": prob.p() });
+    finish(c, "tucker", &t.dense()?, &rep, truth.as_ref(), extra, &dev)
+}
+
+fn tensor_rpca(a: TensorRpcaArgs) -> Result<()> {
+    let c = &a.common;
+    let dev = pick_device(&c.device)?;
+    let dt = pick_dtype(&c.dtype);
+    let ranks = parse_ranks(&a.rank)?;
+    let params = TrpcaParams { zeta0: a.zeta0, zeta1: a.zeta1, rho: a.rho };
+    let (prob, truth) = if let Some(s) = &c.synthetic {
+        let (n, r, k, p) = parse_synthetic(s)?;
+        let s = synthetic::tensor_rpca(n, r, k, p, params, c.seed, dt, &dev)?;
+        (s.problem, Some(s.truth))
+    } else {
+        let y = load(need_input(c)?, dt, &dev)?;
+        (TensorRpca::new(&y, params)?, None)
+    };
+    let (t, rep) = prob.solve(ranks, &options(c)?)?;
+    if let Some(p) = &a.out_sparse {
+        save(p, &prob.outliers(&t, rep.iterations)?)?;
+    }
+    let (z0, z1, rho) = prob.params();
+    let extra = serde_json::json!({ "ranks": ranks, "zeta0": z0, "zeta1": z1, "rho": rho });
+    finish(c, "tensor-rpca", &t.dense()?, &rep, truth.as_ref(), extra, &dev)
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    let dev = pick_device(&a.device)?;
+    let kappas: Vec<f64> = a
+        .kappas
+        .split(',')
+        .map(|s| s.trim().parse::<f64>())
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("--kappas {:?}", a.kappas))?;
+    let problems: Vec<String> = if a.problem == "all" {
+        ["completion", "rpca", "sensing", "tucker"].iter().map(|s| s.to_string()).collect()
+    } else {
+        vec![a.problem.clone()]
+    };
+    println!("{}", BenchRow::markdown_header());
+    let mut all = vec![];
+    for problem in problems {
+        let cfg = BenchConfig {
+            problem,
+            n: a.n,
+            r: a.r,
+            p: a.p,
+            m: a.m,
+            kappas: kappas.clone(),
+            methods: vec![Method::ScaledGd, Method::Gd],
+            max_iter: a.max_iter,
+            seed: a.seed,
+            dtype: pick_dtype(&a.dtype),
+            device: dev.clone(),
+        };
+        all.extend(run_bench(&cfg, |row| println!("{}", row.markdown()))?);
+    }
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&all)?).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
