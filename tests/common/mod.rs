@@ -52,10 +52,16 @@ pub fn stdout(o: &Output) -> String {
 /// needle, no panic, no backtrace.
 pub fn assert_clean_error(o: &Output, needles: &[&str]) {
     let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success; stderr:\n{err}");
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr:\n{err}"
+    );
     assert_eq!(o.status.code(), Some(1), "exit code; stderr:\n{err}");
     assert!(!err.contains("panicked"), "panic:\n{err}");
-    assert!(!err.to_lowercase().contains("backtrace"), "backtrace:\n{err}");
+    assert!(
+        !err.to_lowercase().contains("backtrace"),
+        "backtrace:\n{err}"
+    );
     let line = err
         .lines()
         .find(|l| l.starts_with("error:"))

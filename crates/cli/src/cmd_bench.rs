@@ -48,6 +48,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.batch == 0 || args.iters == 0 {
         bail!("--batch and --iters must be at least 1");
     }
+    if genprior_nn::adm::PRESETS.contains(&args.arch.as_str()) {
+        return run_adm(&args);
+    }
     let cfg = match genprior_nn::preset_config(&args.arch) {
         Some(c) => c,
         None => {
@@ -66,7 +69,27 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let (device, dtype) = args.device.open()?;
     let net = genprior_nn::random_unet2d(cfg.clone(), 0, dtype, &device)?;
     let flops = genprior_nn::unet2d::flops::forward_flops(&cfg, h, w) * args.batch as f64;
-    let x = Tensor::randn(0f32, 1f32, (args.batch, cfg.in_channels, h, w), &device)?;
+    let net: Box<dyn genprior_diffusion::ScoreModel> = Box::new(net);
+    time_and_report(&args, net.as_ref(), (cfg.in_channels, h, w), flops)
+}
+
+fn run_adm(args: &BenchArgs) -> Result<()> {
+    let cfg = genprior_nn::AdmConfig::preset(&args.arch)?;
+    let (device, dtype) = args.device.open()?;
+    let s = cfg.image_size;
+    let flops = genprior_nn::adm::flops::forward_flops(&cfg, s, s)? * args.batch as f64;
+    let net = genprior_nn::adm::random_adm(cfg.clone(), 0, dtype, &device)?;
+    time_and_report(args, &net, (cfg.in_channels, s, s), flops)
+}
+
+fn time_and_report(
+    args: &BenchArgs,
+    net: &dyn genprior_diffusion::ScoreModel,
+    (c, h, w): (usize, usize, usize),
+    flops: f64,
+) -> Result<()> {
+    let device = net.device().clone();
+    let x = Tensor::randn(0f32, 1f32, (args.batch, c, h, w), &device)?;
     let t = Tensor::full(500f32, args.batch, &device)?;
     let pass = |x: &Tensor| -> Result<()> {
         if args.grad {
@@ -95,9 +118,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "arch": args.arch,
         "batch": args.batch,
         "grad": args.grad,
-        "dtype": format!("{dtype:?}").to_lowercase(),
+        "dtype": args.device.dtype,
         "device": format!("{device:?}"),
-        "params": net.num_parameters(),
         "gflop_per_forward_per_image": flops / args.batch as f64 / 1e9,
         "seconds_per_pass": secs,
         "images_per_second": args.batch as f64 / secs,
@@ -109,7 +131,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("{report}");
     } else {
         println!(
-            "{} batch {} {}: {:.4} s/pass, {:.2} images/s, {:.1} GFLOP/s ({:.2} GFLOP/image forward), peak RSS {:.0} MiB, {} parameters",
+            "{} batch {} {}: {:.4} s/pass, {:.2} images/s, {:.1} GFLOP/s ({:.2} GFLOP/image forward), peak RSS {:.0} MiB",
             args.arch,
             args.batch,
             if args.grad { "forward+grad" } else { "forward" },
@@ -118,7 +140,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
             gflops,
             flops / args.batch as f64 / 1e9,
             rss,
-            net.num_parameters()
         );
     }
     Ok(())

@@ -24,6 +24,19 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         return Ok(());
     }
     let c = &info.config;
+    if info.architecture.starts_with("guided-diffusion") {
+        println!("source:            {}", info.source);
+        println!("architecture:      {}", info.architecture);
+        println!("config:            {}", info.config_path.display());
+        println!("weights:           {} ({})", info.weights_path.display(), info.format);
+        println!("stored dtype:      {}", info.file_dtype);
+        println!("running dtype:     {:?}", m.dtype);
+        println!("parameters:        {} ({:.2} M)", info.num_parameters, info.num_parameters as f64 / 1e6);
+        for k in ["image_size", "in_channels", "num_channels", "num_res_blocks", "channel_mult", "attention_resolutions", "num_heads", "num_head_channels", "use_scale_shift_norm", "resblock_updown", "use_new_attention_order", "learn_sigma", "class_cond"] {
+            println!("{k:<22} {}", c.get(k).map(|v| v.to_string()).unwrap_or_default());
+        }
+        return Ok(());
+    }
     let get = |k: &str| c.get(k).map(|v| v.to_string()).unwrap_or_else(|| "(default)".into());
     println!("source:            {}", info.source);
     println!("architecture:      {}", info.architecture);
@@ -113,5 +126,29 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         m.info.source,
         m.dtype
     );
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConvertArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Output folder: model.safetensors + config.json (guided-diffusion argument names).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `genprior convert`: a guided-diffusion ADM checkpoint (.pt) → safetensors + config.
+pub fn convert(args: ConvertArgs) -> Result<()> {
+    let m = common::load_model_on(&args.model, &candle_core::Device::Cpu, DType::F32)?;
+    if !m.info.architecture.starts_with("guided-diffusion") {
+        bail!("convert writes ADM checkpoints as safetensors; {} is already a diffusers model", m.info.source);
+    }
+    let cfg: genprior_nn::AdmConfig = genprior_nn::AdmConfig::from_json_str(
+        &m.info.config.to_string(),
+        &m.info.config_path,
+    )?;
+    let (st, cfgp) = genprior_nn::adm::convert_checkpoint(&m.info.weights_path, &cfg, &args.out)?;
+    println!("wrote {} and {}", st.display(), cfgp.display());
     Ok(())
 }

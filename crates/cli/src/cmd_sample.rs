@@ -28,7 +28,9 @@ pub struct SampleArgs {
     /// DDIM stochasticity η in [0, 1] (0: deterministic; 1: DDPM-like). DDIM only.
     #[arg(long)]
     pub eta: Option<f64>,
-    /// Random seed: the same seed gives the same images on every run, device and batch size.
+    /// Random seed: the same seed gives byte-identical images on every run. Each image
+    /// has its own noise stream, so other batch sizes or devices give the same images up
+    /// to the network's float round-off.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Output PNG grid.
@@ -88,8 +90,15 @@ fn validate(args: &SampleArgs) -> Result<Plan> {
         bail!("--batch-size must be at least 1");
     }
     crate::common::check_parent(&args.out)?;
-    if args.out.extension().is_none_or(|e| !e.eq_ignore_ascii_case("png")) {
-        bail!("--out {}: the grid is written as PNG; use a .png file name", args.out.display());
+    if args
+        .out
+        .extension()
+        .is_none_or(|e| !e.eq_ignore_ascii_case("png"))
+    {
+        bail!(
+            "--out {}: the grid is written as PNG; use a .png file name",
+            args.out.display()
+        );
     }
     if let Some(dir) = &args.out_dir {
         if !dir.is_dir() {
@@ -130,7 +139,9 @@ pub fn run(args: SampleArgs) -> Result<()> {
         };
     let sched_path = args.scheduler_config.clone().or(model_sched);
     let schedule = match &sched_path {
-        Some(p) => Schedule::from_file(p).with_context(|| format!("scheduler config {}", p.display()))?,
+        Some(p) => {
+            Schedule::from_file(p).with_context(|| format!("scheduler config {}", p.display()))?
+        }
         None => {
             eprintln!("no scheduler_config.json: using diffusers' DDPMScheduler defaults");
             Schedule::ddpm_default()

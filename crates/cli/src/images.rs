@@ -3,6 +3,10 @@
 //! Tensor → 8-bit follows diffusers' `numpy_to_pil`: v = round(clamp(x/2 + 0.5, 0, 1) · 255)
 //! with round-half-to-even; 8-bit → tensor is x = v/127.5 − 1. One channel is written
 //! as grayscale, three as RGB.
+//!
+//! Shared by the subcommands (`sample` writes, `reconstruct` reads and writes); not every
+//! function is used by every build of the binary.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
@@ -66,7 +70,9 @@ fn make_image(pixels: Vec<u8>, c: usize, w: usize, h: usize) -> Result<DynamicIm
         1 => DynamicImage::ImageLuma8(
             GrayImage::from_raw(w32, h32, pixels).context("grayscale buffer size")?,
         ),
-        3 => DynamicImage::ImageRgb8(RgbImage::from_raw(w32, h32, pixels).context("RGB buffer size")?),
+        3 => DynamicImage::ImageRgb8(
+            RgbImage::from_raw(w32, h32, pixels).context("RGB buffer size")?,
+        ),
         _ => bail!("images must have 1 or 3 channels, got {c}"),
     })
 }
@@ -94,9 +100,16 @@ fn write_png(img: &DynamicImage, path: &Path) -> Result<()> {
 
 /// Save one image, `(C, H, W)` or `(1, C, H, W)`, as a PNG.
 pub fn save_image(image: &Tensor, path: impl AsRef<Path>) -> Result<()> {
-    let image = if image.rank() == 3 { image.unsqueeze(0)? } else { image.clone() };
+    let image = if image.rank() == 3 {
+        image.unsqueeze(0)?
+    } else {
+        image.clone()
+    };
     if image.dim(0)? != 1 {
-        bail!("save_image takes one image, got a batch of shape {:?}", image.dims());
+        bail!(
+            "save_image takes one image, got a batch of shape {:?}",
+            image.dims()
+        );
     }
     let (bytes, dims) = batch_to_u8(&image)?;
     let img = make_image(hwc(&bytes, dims, 0), dims[1], dims[3], dims[2])?;
@@ -105,7 +118,12 @@ pub fn save_image(image: &Tensor, path: impl AsRef<Path>) -> Result<()> {
 
 /// Save every image of a `(B, C, H, W)` batch as `dir/{prefix}{index:05}.png`, with
 /// indices starting at `first_index`. Returns the paths written.
-pub fn save_images(batch: &Tensor, dir: impl AsRef<Path>, prefix: &str, first_index: usize) -> Result<Vec<PathBuf>> {
+pub fn save_images(
+    batch: &Tensor,
+    dir: impl AsRef<Path>,
+    prefix: &str,
+    first_index: usize,
+) -> Result<Vec<PathBuf>> {
     let dir = dir.as_ref();
     if !dir.is_dir() {
         bail!("output folder {} does not exist", dir.display());
@@ -159,7 +177,11 @@ pub fn save_grid(batch: &Tensor, path: impl AsRef<Path>) -> Result<()> {
 /// in [-1, 1]. `channels`: the channel count required (1 or 3); `None` keeps the file's
 /// own (grayscale → 1, colour → 3). A fully opaque alpha channel is dropped; a
 /// translucent one, or a channel-count mismatch, is an error.
-pub fn load_image(path: impl AsRef<Path>, channels: Option<usize>, device: &Device) -> Result<Tensor> {
+pub fn load_image(
+    path: impl AsRef<Path>,
+    channels: Option<usize>,
+    device: &Device,
+) -> Result<Tensor> {
     let path = path.as_ref();
     let img = image::ImageReader::open(path)
         .with_context(|| format!("cannot open {}", path.display()))?
@@ -174,7 +196,11 @@ pub fn load_image(path: impl AsRef<Path>, channels: Option<usize>, device: &Devi
             bail!(
                 "{} has a transparent alpha channel; flatten it to {} first",
                 path.display(),
-                if color.has_color() { "RGB" } else { "grayscale" }
+                if color.has_color() {
+                    "RGB"
+                } else {
+                    "grayscale"
+                }
             );
         }
     }
@@ -184,12 +210,24 @@ pub fn load_image(path: impl AsRef<Path>, channels: Option<usize>, device: &Devi
         bail!(
             "{} is {} but {c} channel(s) are expected ({})",
             path.display(),
-            if file_channels == 3 { "an RGB image" } else { "a grayscale image" },
-            if c == 3 { "the model is RGB" } else { "the model is grayscale" }
+            if file_channels == 3 {
+                "an RGB image"
+            } else {
+                "a grayscale image"
+            },
+            if c == 3 {
+                "the model is RGB"
+            } else {
+                "the model is grayscale"
+            }
         );
     }
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let hwc_bytes: Vec<u8> = if c == 1 { img.to_luma8().into_raw() } else { img.to_rgb8().into_raw() };
+    let hwc_bytes: Vec<u8> = if c == 1 {
+        img.to_luma8().into_raw()
+    } else {
+        img.to_rgb8().into_raw()
+    };
     let mut planar = vec![0f32; c * h * w];
     for p in 0..h * w {
         for ch in 0..c {
@@ -234,7 +272,9 @@ mod tests {
         let dir = tmpdir("rt");
         let dev = Device::Cpu;
         for c in [1usize, 3] {
-            let vals: Vec<f32> = (0..c * 5 * 7).map(|i| from_u8((i * 37 % 256) as u8)).collect();
+            let vals: Vec<f32> = (0..c * 5 * 7)
+                .map(|i| from_u8((i * 37 % 256) as u8))
+                .collect();
             let t = Tensor::from_vec(vals.clone(), (1, c, 5, 7), &dev).unwrap();
             let path = dir.join(format!("img{c}.png"));
             save_image(&t, &path).unwrap();
@@ -246,7 +286,9 @@ mod tests {
             assert_eq!(decoded.color().has_color(), c == 3);
             // Channel mismatch is a clear error.
             let other = if c == 1 { 3 } else { 1 };
-            let err = load_image(&path, Some(other), &dev).unwrap_err().to_string();
+            let err = load_image(&path, Some(other), &dev)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("channel"), "{err}");
         }
         std::fs::remove_dir_all(dir).ok();
@@ -279,12 +321,20 @@ mod tests {
     fn bad_inputs_are_errors() {
         let dev = Device::Cpu;
         let t = Tensor::zeros((1, 2, 4, 4), DType::F32, &dev).unwrap();
-        assert!(save_grid(&t, "/tmp/x.png").unwrap_err().to_string().contains("channels"));
+        assert!(save_grid(&t, "/tmp/x.png")
+            .unwrap_err()
+            .to_string()
+            .contains("channels"));
         let t = Tensor::zeros((1, 1, 4, 4), DType::F32, &dev).unwrap();
-        let err = save_grid(&t, "/nonexistent-genprior-dir/x.png").unwrap_err().to_string();
+        let err = save_grid(&t, "/nonexistent-genprior-dir/x.png")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not exist"), "{err}");
         let nan = Tensor::from_vec(vec![f32::NAN; 4], (1, 1, 2, 2), &dev).unwrap();
-        assert!(save_image(&nan, "/tmp/nan.png").unwrap_err().to_string().contains("NaN"));
+        assert!(save_image(&nan, "/tmp/nan.png")
+            .unwrap_err()
+            .to_string()
+            .contains("NaN"));
         assert!(load_image("/nonexistent-genprior.png", None, &dev).is_err());
     }
 }

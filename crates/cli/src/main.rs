@@ -3,8 +3,11 @@
 //! The binary only parses arguments, loads, calls library crates and writes files.
 
 mod cmd_bench;
+mod cmd_lowrank;
 mod cmd_model;
+mod cmd_sample;
 mod common;
+mod images;
 
 use std::process::ExitCode;
 
@@ -33,6 +36,15 @@ enum Command {
     Inspect(cmd_model::InspectArgs),
     /// Raw network output for a batch: NPY in, NPY out (f32). The hook parity checks use.
     Predict(cmd_model::PredictArgs),
+    /// Write a guided-diffusion ADM checkpoint (.pt) as model.safetensors + config.json.
+    Convert(cmd_model::ConvertArgs),
+    /// Generate images from the prior with DDPM or DDIM; writes a PNG grid.
+    Sample(cmd_sample::SampleArgs),
+    /// Low-rank matrix/tensor recovery with scaled gradient descent (ScaledGD).
+    Lowrank {
+        #[command(subcommand)]
+        cmd: cmd_lowrank::LowrankCmd,
+    },
     /// Time the network forward (and input-gradient) pass of an architecture with random weights.
     Bench(cmd_bench::BenchArgs),
 }
@@ -41,6 +53,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Command::Inspect(a) => cmd_model::inspect(a),
         Command::Predict(a) => cmd_model::predict(a),
+        Command::Convert(a) => cmd_model::convert(a),
+        Command::Sample(a) => cmd_sample::run(a),
+        Command::Lowrank { cmd } => cmd_lowrank::run(cmd),
         Command::Bench(a) => cmd_bench::run(a),
     }
 }

@@ -49,7 +49,9 @@ impl GaussianPrior {
             ));
         }
         if let Some(v) = var.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
-            return invalid(format!("Gaussian prior variances must be positive, got {v}"));
+            return invalid(format!(
+                "Gaussian prior variances must be positive, got {v}"
+            ));
         }
         if mean.iter().any(|m| !m.is_finite()) {
             return invalid("Gaussian prior means must be finite");
@@ -71,7 +73,13 @@ impl GaussianPrior {
     }
 
     /// N(μ, s² I).
-    pub fn isotropic(mean: f64, var: f64, shape: [usize; 3], schedule: &Schedule, device: &Device) -> Result<Self> {
+    pub fn isotropic(
+        mean: f64,
+        var: f64,
+        shape: [usize; 3],
+        schedule: &Schedule,
+        device: &Device,
+    ) -> Result<Self> {
         let n = shape.iter().product();
         Self::new(vec![mean; n], vec![var; n], shape, schedule, device)
     }
@@ -99,7 +107,10 @@ impl GaussianPrior {
     pub fn posterior_means(&self, x: &Tensor, alpha_bar: &[f64]) -> Result<(Tensor, Tensor)> {
         let b = x.dim(0)?;
         if alpha_bar.len() != b {
-            return invalid(format!("{} noise levels for a batch of {b}", alpha_bar.len()));
+            return invalid(format!(
+                "{} noise levels for a batch of {b}",
+                alpha_bar.len()
+            ));
         }
         if x.dims()[1..] != self.shape[..] {
             return invalid(format!(
@@ -128,7 +139,10 @@ impl GaussianPrior {
     }
 
     fn forward_impl(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
-        let ts = t.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+        let ts = t
+            .to_dtype(candle_core::DType::F64)?
+            .flatten_all()?
+            .to_vec1::<f64>()?;
         let ab = ts
             .iter()
             .map(|&t| self.schedule.alpha_bar_at(t))
@@ -164,5 +178,92 @@ impl ScoreModel for GaussianPrior {
     }
     fn device(&self) -> &Device {
         &self.device
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::score_from_eps;
+
+    #[test]
+    fn score_matches_finite_differences_of_the_marginal_density() {
+        // log p_t(x) = Σ −(x − √ᾱ μ)² / (2 d) + const, d = ᾱ s² + 1 − ᾱ, evaluated in f64
+        // and differentiated by central differences; compared with −ε̂/√(1−ᾱ).
+        let schedule = Schedule::ddpm_default();
+        let mean = vec![0.4, -1.0, 0.0, 0.25];
+        let var = vec![0.09, 1.0, 2.0, 0.5];
+        let dev = Device::Cpu;
+        let prior =
+            GaussianPrior::new(mean.clone(), var.clone(), [1, 2, 2], &schedule, &dev).unwrap();
+        let x = [0.3f64, -0.5, 1.1, -0.8];
+        for t in [3.0f64, 250.5, 700.25] {
+            let a = schedule.alpha_bar_at(t).unwrap();
+            let logp = |x: &[f64]| -> f64 {
+                (0..4)
+                    .map(|i| {
+                        let d = a * var[i] + 1.0 - a;
+                        -(x[i] - a.sqrt() * mean[i]).powi(2) / (2.0 * d)
+                    })
+                    .sum()
+            };
+            let xt = Tensor::from_vec(
+                x.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                (1, 1, 2, 2),
+                &dev,
+            )
+            .unwrap();
+            let tt = Tensor::new(&[t as f32], &dev).unwrap();
+            let eps = prior.forward(&xt, &tt).unwrap();
+            let score: Vec<f32> = score_from_eps(&eps, a)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let h = 1e-5;
+            for i in 0..4 {
+                let (mut xp, mut xm) = (x, x);
+                xp[i] += h;
+                xm[i] -= h;
+                let fd = (logp(&xp) - logp(&xm)) / (2.0 * h);
+                assert!(
+                    (score[i] as f64 - fd).abs() < 1e-4 * (1.0 + fd.abs()),
+                    "t {t} i {i}: {} vs {fd}",
+                    score[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn other_prediction_types_are_consistent() {
+        let dev = Device::Cpu;
+        let x = Tensor::new(&[[[[0.3f32, -0.5], [1.1, -0.8]]]], &dev).unwrap();
+        let t = Tensor::new(&[420.0f32], &dev).unwrap();
+        let mk = |pt: &str| {
+            let s = Schedule::from_json_str(&format!(r#"{{"prediction_type": "{pt}"}}"#)).unwrap();
+            GaussianPrior::isotropic(0.2, 0.3, [1, 2, 2], &s, &dev).unwrap()
+        };
+        let s = Schedule::ddpm_default();
+        let a = s.alpha_bar(420).unwrap();
+        let eps = mk("epsilon").forward(&x, &t).unwrap();
+        let x0 = mk("sample").forward(&x, &t).unwrap();
+        let v = mk("v_prediction").forward(&x, &t).unwrap();
+        for (name, out) in [("sample", &x0), ("v_prediction", &v)] {
+            let p = mk(name);
+            let pr = p.schedule().predict(out, &x, a).unwrap();
+            let d = (pr.eps - &eps)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d < 1e-5, "{name}: {d}");
+        }
+        assert!(GaussianPrior::new(vec![0.0], vec![-1.0], [1, 1, 1], &s, &dev).is_err());
+        assert!(GaussianPrior::new(vec![0.0; 2], vec![1.0], [1, 1, 2], &s, &dev).is_err());
     }
 }

@@ -29,7 +29,9 @@ fn check_ab_closed(alpha_bar: f64) -> Result<()> {
 
 fn check_ab_noisy(alpha_bar: f64) -> Result<()> {
     if !(alpha_bar > 0.0 && alpha_bar < 1.0) {
-        return invalid(format!("alpha_bar must lie in (0, 1) here, got {alpha_bar}"));
+        return invalid(format!(
+            "alpha_bar must lie in (0, 1) here, got {alpha_bar}"
+        ));
     }
     Ok(())
 }
@@ -117,8 +119,61 @@ impl Schedule {
 
     /// x̂₀ and ε̂ at noise level `alpha_bar` from a raw network output (C or 2C
     /// channels; variance channels are dropped), without clipping.
-    pub fn predict_from_output(&self, raw: &Tensor, x: &Tensor, alpha_bar: f64) -> Result<Prediction> {
+    pub fn predict_from_output(
+        &self,
+        raw: &Tensor,
+        x: &Tensor,
+        alpha_bar: f64,
+    ) -> Result<Prediction> {
         let (mean, _) = self.split_model_output(raw, x.dim(1)?)?;
         self.predict(&mean, x, alpha_bar)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn vals(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    fn close(a: &Tensor, b: &Tensor) {
+        for (x, y) in vals(a).iter().zip(vals(b)) {
+            assert!((x - y).abs() < 1e-5 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn conversions_are_mutually_consistent() {
+        let dev = Device::Cpu;
+        let x0 = Tensor::new(&[[0.3f32, -0.7, 1.2], [0.0, 0.5, -1.5]], &dev).unwrap();
+        let eps = Tensor::new(&[[1.1f32, -0.2, 0.4], [-0.9, 0.05, 2.0]], &dev).unwrap();
+        for a in [0.999, 0.6, 0.05, 1e-4] {
+            let x = (x0.affine(f64::sqrt(a), 0.0).unwrap()
+                + eps.affine((1.0 - a).sqrt(), 0.0).unwrap())
+            .unwrap();
+            close(&x0_from_eps(&x, &eps, a).unwrap(), &x0);
+            close(&eps_from_x0(&x, &x0, a).unwrap(), &eps);
+            let v = v_from_x0_eps(&x0, &eps, a).unwrap();
+            let (x0b, epsb) = x0_eps_from_v(&x, &v, a).unwrap();
+            close(&x0b, &x0);
+            close(&epsb, &eps);
+            let s = score_from_eps(&eps, a).unwrap();
+            close(&eps_from_score(&s, a).unwrap(), &eps);
+            for (p, out) in [
+                (PredictionType::Epsilon, eps.clone()),
+                (PredictionType::Sample, x0.clone()),
+                (PredictionType::VPrediction, v.clone()),
+            ] {
+                let pr = predict(p, &out, &x, a).unwrap();
+                close(&pr.x0, &x0);
+                close(&pr.eps, &eps);
+            }
+        }
+        assert!(score_from_eps(&eps, 1.0).is_err());
+        assert!(x0_from_eps(&x0, &eps, 0.0).is_err());
+        assert!(x0_eps_from_v(&x0, &eps, 1.5).is_err());
     }
 }

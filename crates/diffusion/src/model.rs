@@ -56,3 +56,21 @@ fn into_candle(e: genprior_nn::NnError) -> candle_core::Error {
         other => candle_core::Error::Msg(other.to_string()),
     }
 }
+
+impl ScoreModel for genprior_nn::AdmUNet {
+    fn forward(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
+        genprior_nn::AdmUNet::forward(self, x, t).map_err(into_candle)
+    }
+    fn in_channels(&self) -> usize {
+        self.config().in_channels
+    }
+    fn out_channels(&self) -> usize {
+        self.config().out_channels()
+    }
+    fn sample_size(&self) -> Option<usize> {
+        Some(self.config().image_size)
+    }
+    fn device(&self) -> &Device {
+        genprior_nn::AdmUNet::device(self)
+    }
+}

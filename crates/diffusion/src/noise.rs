@@ -87,10 +87,19 @@ mod tests {
         // Moments of many draws: mean 0 ± 5 SE, variance 1 ± 5 SE.
         let mut d = BatchNoise::new(1, 0, 1);
         let n = 200_000usize;
-        let v = d.draw(&[n], &dev).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let v = d
+            .draw(&[n], &dev)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
         let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
         assert!(mean.abs() < 5.0 / (n as f64).sqrt(), "mean {mean}");
-        assert!((var - 1.0).abs() < 5.0 * (2.0 / n as f64).sqrt(), "var {var}");
+        assert!(
+            (var - 1.0).abs() < 5.0 * (2.0 / n as f64).sqrt(),
+            "var {var}"
+        );
     }
 }

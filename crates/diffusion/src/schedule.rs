@@ -75,10 +75,11 @@ impl Default for SchedulerConfig {
 impl SchedulerConfig {
     /// Parse a `scheduler_config.json` text.
     pub fn from_json_str(text: &str) -> Result<Self> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|source| Error::Json {
-            what: "scheduler config".into(),
-            source,
-        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|source| Error::Json {
+                what: "scheduler config".into(),
+                source,
+            })?;
         let has_prediction_type = value.get("prediction_type").is_some();
         let mut cfg: Self = serde_json::from_value(value).map_err(|source| Error::Json {
             what: "scheduler config".into(),
@@ -264,7 +265,7 @@ impl Schedule {
 
         let betas_f32: Vec<f32> = match beta_schedule {
             BetaSchedule::Trained => {
-                let tb = config.trained_betas.as_ref().map(Vec::as_slice).unwrap_or(&[]);
+                let tb = config.trained_betas.as_deref().unwrap_or(&[]);
                 if tb.len() != n {
                     return config_err(format!(
                         "trained_betas has {} values but num_train_timesteps is {n}",
@@ -490,7 +491,9 @@ impl Schedule {
     /// The fractional timestep whose VE noise level is σ (ᾱ = 1/(1+σ²)).
     pub fn timestep_for_sigma(&self, sigma: f64) -> Result<f64> {
         if !(sigma.is_finite() && sigma >= 0.0) {
-            return invalid(format!("sigma must be a finite non-negative number, got {sigma}"));
+            return invalid(format!(
+                "sigma must be a finite non-negative number, got {sigma}"
+            ));
         }
         self.timestep_for_alpha_bar(1.0 / (1.0 + sigma * sigma))
     }
@@ -643,7 +646,11 @@ fn torch_linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
 /// ᾱ(s) = cos²((s + 0.008)/1.008 · π/2), β_i = min(1 − ᾱ((i+1)/T)/ᾱ(i/T), max_beta),
 /// computed in f64 with real (not integer) division.
 pub fn cosine_betas(n: usize, max_beta: f64) -> Vec<f64> {
-    let alpha_bar = |s: f64| ((s + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+    let alpha_bar = |s: f64| {
+        ((s + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+            .cos()
+            .powi(2)
+    };
     (0..n)
         .map(|i| {
             let t1 = i as f64 / n as f64;
@@ -719,10 +726,16 @@ mod tests {
     #[test]
     fn steps_validation() {
         let s = Schedule::ddpm_default();
-        assert!(s.timesteps(0).unwrap_err().to_string().contains("at least 1"));
+        assert!(s
+            .timesteps(0)
+            .unwrap_err()
+            .to_string()
+            .contains("at least 1"));
         assert!(s.timesteps(1001).unwrap_err().to_string().contains("1000"));
-        let mut cfg = SchedulerConfig::default();
-        cfg.steps_offset = 1;
+        let cfg = SchedulerConfig {
+            steps_offset: 1,
+            ..Default::default()
+        };
         let s = Schedule::new(cfg).unwrap();
         assert!(s.timesteps(1000).is_err());
         assert_eq!(s.timesteps(10).unwrap()[0], 901);
@@ -763,7 +776,11 @@ mod tests {
         // ᾱ_t of the uncapped steps equals f(t+1)/f(0), f(s) = cos²((s/T+0.008)/1.008·π/2).
         let n = 1000;
         let b = cosine_betas(n, 0.999);
-        let f = |s: f64| ((s / n as f64 + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+        let f = |s: f64| {
+            ((s / n as f64 + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+                .cos()
+                .powi(2)
+        };
         let mut acc = 1.0;
         for (t, &beta) in b.iter().enumerate().take(990) {
             acc *= 1.0 - beta;

@@ -34,7 +34,11 @@ impl Schedule {
     /// outputs (learned variance), its variance part. `channels` is C. Outputs with
     /// 2C channels are split whatever the configured `variance_type` (a fixed-variance
     /// sampler simply ignores the second half).
-    pub fn split_model_output(&self, raw: &Tensor, channels: usize) -> Result<(Tensor, Option<Tensor>)> {
+    pub fn split_model_output(
+        &self,
+        raw: &Tensor,
+        channels: usize,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let c_out = raw.dim(1)?;
         if c_out == channels {
             Ok((raw.clone(), None))
@@ -72,7 +76,11 @@ impl Schedule {
     pub fn threshold_sample(&self, x0: &Tensor) -> Result<Tensor> {
         let cfg = self.config();
         let b = x0.dim(0)?;
-        let flat = x0.flatten_from(1)?.abs()?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let flat = x0
+            .flatten_from(1)?
+            .abs()?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?;
         let q = cfg.dynamic_thresholding_ratio as f32;
         let mut s = Vec::with_capacity(b);
         for mut row in flat {
@@ -87,7 +95,11 @@ impl Schedule {
             let w = rank - lo as f32;
             let (a, c) = (row[lo], row[hi]);
             // torch.lerp's formulation.
-            let v = if w < 0.5 { a + w * (c - a) } else { c - (c - a) * (1.0 - w) };
+            let v = if w < 0.5 {
+                a + w * (c - a)
+            } else {
+                c - (c - a) * (1.0 - w)
+            };
             s.push(v.clamp(1.0, cfg.sample_max_value as f32));
         }
         let mut shape = vec![b];
@@ -156,7 +168,9 @@ impl Schedule {
             check_same_shape("noise", z, sample)?;
             let small = (beta_prod_prev / beta_prod_t * current_beta).max(1e-20);
             let term = match self.variance_type() {
-                VarianceType::FixedSmall | VarianceType::FixedSmallLog => z.affine(small.sqrt(), 0.0)?,
+                VarianceType::FixedSmall | VarianceType::FixedSmallLog => {
+                    z.affine(small.sqrt(), 0.0)?
+                }
                 VarianceType::FixedLarge | VarianceType::FixedLargeLog => {
                     z.affine(current_beta.sqrt(), 0.0)?
                 }

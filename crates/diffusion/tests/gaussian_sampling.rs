@@ -29,7 +29,13 @@ const MEANS: [f64; 4] = [0.5, -0.3, 0.0, 0.2];
 const VARS: [f64; 4] = [0.04, 0.25, 1.0, 2.25];
 
 /// Exact output law (mean, variance) of the sampler for one coordinate.
-fn exact_law(schedule: &Schedule, plan: &[StepPair], ddim_eta: Option<f64>, mu: f64, s2: f64) -> (f64, f64) {
+fn exact_law(
+    schedule: &Schedule,
+    plan: &[StepPair],
+    ddim_eta: Option<f64>,
+    mu: f64,
+    s2: f64,
+) -> (f64, f64) {
     let ab = schedule.alphas_cumprod();
     let (mut m, mut v) = (0.0f64, 1.0f64);
     for p in plan {
@@ -52,7 +58,11 @@ fn exact_law(schedule: &Schedule, plan: &[StepPair], ddim_eta: Option<f64>, mu: 
                 let beta_t = 1.0 - alpha_t;
                 let c0 = ap.sqrt() * beta_t / (1.0 - a);
                 let c1 = alpha_t.sqrt() * (1.0 - ap) / (1.0 - a);
-                let var = if p.t > 0 { ((1.0 - ap) / (1.0 - a) * beta_t).max(1e-20) } else { 0.0 };
+                let var = if p.t > 0 {
+                    ((1.0 - ap) / (1.0 - a) * beta_t).max(1e-20)
+                } else {
+                    0.0
+                };
                 (c0 * a_coef + c1, c0 * b_coef, var)
             }
             Some(eta) => {
@@ -60,7 +70,11 @@ fn exact_law(schedule: &Schedule, plan: &[StepPair], ddim_eta: Option<f64>, mu: 
                 let var = (1.0 - ap) / (1.0 - a) * (1.0 - a / ap);
                 let sigma = eta * var.sqrt();
                 let dc = (1.0 - ap - sigma * sigma).max(0.0).sqrt();
-                (ap.sqrt() * a_coef + dc * e_coef, ap.sqrt() * b_coef + dc * f_coef, sigma * sigma)
+                (
+                    ap.sqrt() * a_coef + dc * e_coef,
+                    ap.sqrt() * b_coef + dc * f_coef,
+                    sigma * sigma,
+                )
             }
         };
         m = k * m + l;
@@ -72,25 +86,44 @@ fn exact_law(schedule: &Schedule, plan: &[StepPair], ddim_eta: Option<f64>, mu: 
 fn moments(rows: &[Vec<f32>], j: usize) -> (f64, f64) {
     let n = rows.len() as f64;
     let mean = rows.iter().map(|r| r[j] as f64).sum::<f64>() / n;
-    let var = rows.iter().map(|r| (r[j] as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let var = rows
+        .iter()
+        .map(|r| (r[j] as f64 - mean).powi(2))
+        .sum::<f64>()
+        / (n - 1.0);
     (mean, var)
 }
 
 fn run(kind: SamplerKind, steps: usize, seed: u64) {
     let schedule = Schedule::from_json_str(r#"{"clip_sample": false}"#).unwrap();
     let dev = Device::Cpu;
-    let prior = GaussianPrior::new(MEANS.to_vec(), VARS.to_vec(), [1, 2, 2], &schedule, &dev).unwrap();
+    let prior =
+        GaussianPrior::new(MEANS.to_vec(), VARS.to_vec(), [1, 2, 2], &schedule, &dev).unwrap();
     let mut events = 0;
-    let out = sample(&prior, &schedule, kind, [N, 1, 2, 2], steps, seed, 0, &mut |e| {
-        events += 1;
-        assert_eq!(e.step, events);
-        assert_eq!(e.nfe, events);
-        assert_eq!(e.total, steps);
-    })
+    let out = sample(
+        &prior,
+        &schedule,
+        kind,
+        [N, 1, 2, 2],
+        steps,
+        seed,
+        0,
+        &mut |e| {
+            events += 1;
+            assert_eq!(e.step, events);
+            assert_eq!(e.nfe, events);
+            assert_eq!(e.total, steps);
+        },
+    )
     .unwrap();
     assert_eq!(out.nfe, steps);
     assert_eq!(events, steps);
-    let rows = out.images.flatten_from(1).unwrap().to_vec2::<f32>().unwrap();
+    let rows = out
+        .images
+        .flatten_from(1)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     let (plan, eta) = match kind {
         SamplerKind::Ddpm => (schedule.ddpm_plan(steps).unwrap(), None),
         SamplerKind::Ddim { eta, .. } => (schedule.ddim_plan(steps).unwrap(), Some(eta)),
@@ -109,29 +142,50 @@ fn run(kind: SamplerKind, steps: usize, seed: u64) {
             v / s2
         );
         // 1. against the sampler's exact law
-        assert!((m_hat - m).abs() <= mean_tol, "{tag}: mean {m_hat} vs exact {m} ± {mean_tol}");
-        assert!((v_hat - v).abs() <= var_tol, "{tag}: var {v_hat} vs exact {v} ± {var_tol}");
+        assert!(
+            (m_hat - m).abs() <= mean_tol,
+            "{tag}: mean {m_hat} vs exact {m} ± {mean_tol}"
+        );
+        assert!(
+            (v_hat - v).abs() <= var_tol,
+            "{tag}: var {v_hat} vs exact {v} ± {var_tol}"
+        );
         // 2. mean against the data distribution
         let data_mean_tol = Z * (s2 / n).sqrt();
-        assert!((m_hat - mu).abs() <= data_mean_tol, "{tag}: mean {m_hat} vs data {mu} ± {data_mean_tol}");
+        assert!(
+            (m_hat - mu).abs() <= data_mean_tol,
+            "{tag}: mean {m_hat} vs data {mu} ± {data_mean_tol}"
+        );
         match eta {
             None => {
                 // 3. DDPM variance against the data distribution
                 let data_var_tol = Z * s2 * (2.0 / (n - 1.0)).sqrt();
-                assert!((v_hat - s2).abs() <= data_var_tol, "{tag}: var {v_hat} vs data {s2} ± {data_var_tol}");
-                assert!((v / s2 - 1.0).abs() < 0.04, "{tag}: DDPM exact variance ratio {}", v / s2);
+                assert!(
+                    (v_hat - s2).abs() <= data_var_tol,
+                    "{tag}: var {v_hat} vs data {s2} ± {data_var_tol}"
+                );
+                assert!(
+                    (v / s2 - 1.0).abs() < 0.04,
+                    "{tag}: DDPM exact variance ratio {}",
+                    v / s2
+                );
             }
             Some(e) => {
                 // 4. DDIM's documented discretisation bias
                 let ratio = v / s2;
                 let (lo, hi) = if e == 0.0 { (0.77, 0.94) } else { (0.63, 0.88) };
-                assert!(ratio > lo && ratio < hi, "{tag}: DDIM exact variance ratio {ratio}");
+                assert!(
+                    ratio > lo && ratio < hi,
+                    "{tag}: DDIM exact variance ratio {ratio}"
+                );
             }
         }
     }
     // DDIM's variance bias shrinks as the data variance grows (first-order error).
     if let Some(e) = eta {
-        let r: Vec<f64> = (0..4).map(|j| exact_law(&schedule, &plan, Some(e), MEANS[j], VARS[j]).1 / VARS[j]).collect();
+        let r: Vec<f64> = (0..4)
+            .map(|j| exact_law(&schedule, &plan, Some(e), MEANS[j], VARS[j]).1 / VARS[j])
+            .collect();
         assert!(r.windows(2).all(|w| w[0] < w[1]), "{r:?}");
     }
 }

@@ -19,7 +19,8 @@ fn fixture() -> Value {
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/fixtures/schedulers/scheduler_cases.json"
     );
-    let text = std::fs::read_to_string(path).expect("fixture file (run scripts/gen_scheduler_fixtures.py)");
+    let text = std::fs::read_to_string(path)
+        .expect("fixture file (run scripts/gen_scheduler_fixtures.py)");
     serde_json::from_str(&text).expect("fixture JSON")
 }
 
@@ -37,11 +38,19 @@ fn schedules(fx: &Value) -> HashMap<String, Schedule> {
 }
 
 fn f64s(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
 
 fn usizes(v: &Value) -> Vec<usize> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect()
 }
 
 fn tensor(v: &Value, shape: &Value) -> Tensor {
@@ -82,7 +91,11 @@ fn beta_schedules_match_diffusers() {
     let mut kinds = std::collections::HashSet::new();
     for case in cases {
         let s = &scheds[case["config"].as_str().unwrap()];
-        kinds.insert(format!("{:?}/{}", s.beta_schedule(), s.config().rescale_betas_zero_snr));
+        kinds.insert(format!(
+            "{:?}/{}",
+            s.beta_schedule(),
+            s.config().rescale_betas_zero_snr
+        ));
         for (key, all) in [("betas", s.betas()), ("alphas_cumprod", s.alphas_cumprod())] {
             let idx = usizes(&case[key]["index"]);
             let want = f64s(&case[key]["values"]);
@@ -108,12 +121,19 @@ fn set_timesteps_lists_match_diffusers() {
     for case in fx["timesteps"].as_array().unwrap() {
         let s = &scheds[case["config"].as_str().unwrap()];
         let n = case["num_inference_steps"].as_u64().unwrap() as usize;
-        let want: Vec<i64> = case["timesteps"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+        let want: Vec<i64> = case["timesteps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect();
         let t_max = s.num_train_timesteps() as i64;
         let got = s.timesteps(n);
         if want.iter().any(|&t| t >= t_max) {
             // diffusers produces it, then fails indexing at step time: a clear error here.
-            let err = got.expect_err("out-of-range timesteps must be an error").to_string();
+            let err = got
+                .expect_err("out-of-range timesteps must be an error")
+                .to_string();
             assert!(err.contains("outside"), "{err}");
             continue;
         }
@@ -121,7 +141,10 @@ fn set_timesteps_lists_match_diffusers() {
         let mut want = want;
         if want.last() == Some(&-1) {
             // diffusers' trailing-spacing round-off artefact (see Schedule::timesteps).
-            assert_eq!(s.timestep_spacing(), genprior_diffusion::TimestepSpacing::Trailing);
+            assert_eq!(
+                s.timestep_spacing(),
+                genprior_diffusion::TimestepSpacing::Trailing
+            );
             want.pop();
             dropped += 1;
         }
@@ -131,7 +154,10 @@ fn set_timesteps_lists_match_diffusers() {
         checked += 1;
     }
     assert!(checked >= 55, "{checked}");
-    assert!(dropped >= 1, "the fixture should include a trailing -1 case");
+    assert!(
+        dropped >= 1,
+        "the fixture should include a trailing -1 case"
+    );
 }
 
 #[test]
@@ -152,7 +178,11 @@ fn ddpm_step_matches_diffusers() {
                 plan.iter().find(|p| p.t == t).expect("t in plan").prev
             }
         };
-        assert_eq!(prev.map(|p| p as i64).unwrap_or(-1), prev_t, "case {k}: previous timestep");
+        assert_eq!(
+            prev.map(|p| p as i64).unwrap_or(-1),
+            prev_t,
+            "case {k}: previous timestep"
+        );
         let sample = tensor(&case["sample"], &case["shape"]);
         let out = tensor(&case["model_output"], &case["model_output_shape"]);
         let noise = tensor(&case["noise"], &case["shape"]);
@@ -187,7 +217,10 @@ fn ddpm_step_matches_diffusers() {
     // Full cross of 5 beta schedules x 3 predictions x 6 variance types, plus every
     // clipping mode and spacing.
     assert_eq!(combos.len(), 90 + 3 + 3, "{combos:?}");
-    eprintln!("ddpm: {} cases, worst scaled error {worst:.2e}", cases.len());
+    eprintln!(
+        "ddpm: {} cases, worst scaled error {worst:.2e}",
+        cases.len()
+    );
 }
 
 #[test]
@@ -213,7 +246,9 @@ fn ddim_step_matches_diffusers() {
         let sample = tensor(&case["sample"], &case["shape"]);
         let out = tensor(&case["model_output"], &case["shape"]);
         let noise = tensor(&case["noise"], &case["shape"]);
-        let res = s.ddim_step(&out, t, prev, &sample, eta, clipped, Some(&noise)).unwrap();
+        let res = s
+            .ddim_step(&out, t, prev, &sample, eta, clipped, Some(&noise))
+            .unwrap();
         let what = format!("ddim case {k} ({}, t={t}, eta={eta})", case["config"]);
         let e1 = assert_close(
             &format!("{what} pred_original_sample"),
@@ -229,14 +264,25 @@ fn ddim_step_matches_diffusers() {
             eprintln!("{what}: scaled error {:.2e}", e1.max(e2));
         }
         worst = worst.max(e1).max(e2);
-        combos.insert(format!("{:?}/{:?}/{eta}", s.beta_schedule(), s.prediction_type()));
-        combos.insert(format!("{:?}/{}", s.timestep_spacing(), s.config().set_alpha_to_one));
+        combos.insert(format!(
+            "{:?}/{:?}/{eta}",
+            s.beta_schedule(),
+            s.prediction_type()
+        ));
+        combos.insert(format!(
+            "{:?}/{}",
+            s.timestep_spacing(),
+            s.config().set_alpha_to_one
+        ));
         combos.insert(format!("clipped_eps={clipped}"));
     }
     // 5 beta schedules x 3 predictions x 3 etas (+ the zero-SNR case), 3 spacings x
     // set_alpha_to_one on/off, use_clipped_model_output on/off.
     assert!(combos.len() >= 45 + 6 + 2, "{combos:?}");
-    eprintln!("ddim: {} cases, worst scaled error {worst:.2e}", cases.len());
+    eprintln!(
+        "ddim: {} cases, worst scaled error {worst:.2e}",
+        cases.len()
+    );
 }
 
 #[test]
@@ -244,13 +290,25 @@ fn step_input_errors_are_clear() {
     let s = Schedule::ddpm_default();
     let x = Tensor::zeros((1, 3, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
     let bad = Tensor::zeros((1, 5, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
-    let e = s.ddpm_step(&bad, 10, Some(9), &x, None).unwrap_err().to_string();
+    let e = s
+        .ddpm_step(&bad, 10, Some(9), &x, None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("5 channels"), "{e}");
-    let e = s.ddim_step(&x, 10, Some(9), &x, 1.5, false, None).unwrap_err().to_string();
+    let e = s
+        .ddim_step(&x, 10, Some(9), &x, 1.5, false, None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("eta"), "{e}");
-    let e = s.ddim_step(&x, 1000, Some(9), &x, 0.0, false, None).unwrap_err().to_string();
+    let e = s
+        .ddim_step(&x, 1000, Some(9), &x, 0.0, false, None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("1000"), "{e}");
     let learned = Schedule::from_json_str(r#"{"variance_type": "learned_range"}"#).unwrap();
-    let e = learned.ddpm_step(&x, 10, Some(9), &x, Some(&x)).unwrap_err().to_string();
+    let e = learned
+        .ddpm_step(&x, 10, Some(9), &x, Some(&x))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("6 output channels"), "{e}");
 }

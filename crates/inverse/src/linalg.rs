@@ -31,7 +31,7 @@ where
         }
         let ap = apply(&p)?;
         let pap = dot(&p, &ap);
-        if !(pap > 0.0) {
+        if pap.is_nan() || pap <= 0.0 {
             return Err(InverseError::Numerical(format!(
                 "conjugate gradients: operator not positive definite (pᵀMp = {pap})"
             )));

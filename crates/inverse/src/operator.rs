@@ -211,6 +211,26 @@ pub trait Operator: Send + Sync {
         Ok(self.log_likelihood_and_grad(x, y)?.1)
     }
 
+    /// The data-misfit norm ‖y − A(x)‖ of Gaussian tasks (in general √f with
+    /// f = −2m²L, m = [`Operator::temperature`]) and its gradient −m²∇L/√f, per batch element:
+    /// the quantity DPS descends (Chung et al. use the non-squared norm). Where √f = 0 the
+    /// gradient is 0.
+    fn misfit_norm_and_grad(&self, x: &Tensor, y: &Tensor) -> Result<(Vec<f64>, Tensor)> {
+        let (xs, ys, by) = paired_host(self, x, y)?;
+        let (n, m) = (self.image_len(), self.measurement_len());
+        let t2 = self.temperature().powi(2);
+        let mut norms = Vec::new();
+        let mut gs = Vec::with_capacity(xs.len());
+        for (i, xi) in xs.chunks_exact(n).enumerate() {
+            let j = if by == 1 { 0 } else { i };
+            let (l, g) = self.log_likelihood_and_grad_host(xi, &ys[j * m..(j + 1) * m])?;
+            let r = (-2.0 * t2 * l).max(0.0).sqrt();
+            norms.push(r);
+            gs.extend(g.into_iter().map(|v| if r > 0.0 { -t2 * v / r } else { 0.0 }));
+        }
+        Ok((norms, from_host(gs, x.dims(), x.device(), x.dtype())?))
+    }
+
     /// Classical baseline reconstruction, `(B, ...)` measurements → `(B, C, H, W)` images.
     fn baseline(&self, y: &Tensor) -> Result<Tensor> {
         let (b, ys) = self.measurement_to_host(y)?;

@@ -21,11 +21,13 @@
 //!   ỹ = y + σz₁ and x̃₀ = x₀ + γz₂, then solve P x = Aᵀỹ/σ² + x̃₀/γ² directly (diagonal or
 //!   FFT-diagonal AᵀA) or by conjugate gradients (relative residual 1e-10).
 //!
-//! Chains are the batch of `x0`; they run one after another on the host from one seeded RNG.
+//! Chains are the batch of `x0`. Each chain gets its own RNG seeded from a u64 drawn from the
+//! caller's RNG in chain order; chains run on host threads (results do not depend on the thread
+//! count).
 
 use candle_core::Tensor;
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::{InverseError, Result};
@@ -98,7 +100,7 @@ fn check_config(op: &dyn Operator, gamma: f64, cfg: &PcsConfig) -> Result<f64> {
         if cfg.steps == 0 {
             return Err(InverseError::InvalidArgument("PCS needs at least one Langevin step".into()));
         }
-        if !(cfg.scale > 0.0 && cfg.scale.is_finite()) || !(cfg.reg >= 0.0 && cfg.reg.is_finite()) {
+        if !(cfg.scale > 0.0 && cfg.scale.is_finite() && cfg.reg >= 0.0 && cfg.reg.is_finite()) {
             return Err(InverseError::InvalidArgument(format!(
                 "PCS needs scale > 0 and reg ≥ 0, got scale {}, reg {}",
                 cfg.scale, cfg.reg
@@ -133,14 +135,44 @@ pub fn pcs(op: &dyn Operator, y: &Tensor, x0: &Tensor, gamma: f64, cfg: &PcsConf
     }
     let xs = to_host(x0)?;
     let (n, ml) = (op.image_len(), op.measurement_len());
+    // One seed per chain drawn from `rng` in chain order, so results do not depend on how the
+    // chains are spread over threads.
+    let seeds: Vec<u64> = (0..b).map(|_| rng.random()).collect();
+    let threads = std::thread::available_parallelism().map(|v| v.get()).unwrap_or(1).min(b).max(1);
+    let per = b.div_ceil(threads);
+    let run_range = |lo: usize, hi: usize| -> Result<Vec<(Vec<f64>, f64)>> {
+        (lo..hi)
+            .map(|i| {
+                let j = if by == 1 { 0 } else { i };
+                let mut r = StdRng::seed_from_u64(seeds[i]);
+                pcs_host(op, &ys[j * ml..(j + 1) * ml], &xs[i * n..(i + 1) * n], gamma, m, cfg, &mut r)
+            })
+            .collect()
+    };
+    let parts: Vec<Result<Vec<(Vec<f64>, f64)>>> = if threads == 1 {
+        vec![run_range(0, b)]
+    } else {
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (lo, hi) = (t * per, ((t + 1) * per).min(b));
+                    let f = &run_range;
+                    sc.spawn(move || f(lo, hi))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(InverseError::Numerical("a PCS worker thread panicked".into()))))
+                .collect()
+        })
+    };
     let mut out = Vec::with_capacity(xs.len());
     let mut acc = Vec::with_capacity(b);
-    for (i, x0i) in xs.chunks_exact(n).enumerate() {
-        let j = if by == 1 { 0 } else { i };
-        let yi = &ys[j * ml..(j + 1) * ml];
-        let (x, a) = pcs_host(op, yi, x0i, gamma, m, cfg, rng)?;
-        out.extend(x);
-        acc.push(a);
+    for part in parts {
+        for (x, a) in part? {
+            out.extend(x);
+            acc.push(a);
+        }
     }
     Ok(PcsOutput { samples: from_host(out, x0.dims(), x0.device(), x0.dtype())?, acceptance: acc })
 }

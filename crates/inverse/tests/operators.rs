@@ -454,3 +454,26 @@ fn bad_input_is_a_clear_error() {
     let d0 = build_operator(&spec("denoise", 0.0), SHAPE).unwrap();
     assert!(d0.log_likelihood(&x, &x).is_err());
 }
+
+#[test]
+fn misfit_norm_is_the_residual_norm_with_its_gradient() {
+    let op = build_operator(&spec("sr2", 0.1), SHAPE).unwrap();
+    let xt = rand_vec(op.image_len(), -1.0, 1.0, 70);
+    let y = op.simulate_host(&xt, &mut StdRng::seed_from_u64(1)).unwrap();
+    let x = rand_vec(op.image_len(), -1.0, 1.0, 71);
+    let r: f64 = op.forward_host(&x).unwrap().iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+    let xt_ = Tensor::from_vec(x.clone(), (1, 2, 16, 16), &Device::Cpu).unwrap();
+    let yt = Tensor::from_vec(y.clone(), (1, 2, 8, 8), &Device::Cpu).unwrap();
+    let (norms, g) = op.misfit_norm_and_grad(&xt_, &yt).unwrap();
+    assert!((norms[0] - r).abs() < 1e-12 * r);
+    let g = g.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let d = rand_vec(op.image_len(), -1.0, 1.0, 72);
+    let eps = 1e-6;
+    let nrm = |v: &[f64]| -> f64 {
+        op.forward_host(v).unwrap().iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt()
+    };
+    let xp: Vec<f64> = x.iter().zip(&d).map(|(a, b)| a + eps * b).collect();
+    let xm: Vec<f64> = x.iter().zip(&d).map(|(a, b)| a - eps * b).collect();
+    let fd = (nrm(&xp) - nrm(&xm)) / (2.0 * eps);
+    assert!((fd - dot(&g, &d)).abs() < 1e-6 * (1.0 + fd.abs()), "{fd} vs {}", dot(&g, &d));
+}

@@ -20,6 +20,10 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::{LowRankError, Result};
 
+/// Host-side dense matrix / vector types (re-exported from nalgebra).
+pub type HostMatrix = DMatrix<f64>;
+pub type HostVector = nalgebra::DVector<f64>;
+
 /// Copy a 2-D tensor (any float dtype, any device) to a host f64 matrix.
 pub fn to_host(t: &Tensor) -> Result<DMatrix<f64>> {
     let (r, c) = t.dims2()?;

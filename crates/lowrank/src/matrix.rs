@@ -424,6 +424,12 @@ impl RobustPca {
         run(self, init, opts, DEFAULT_ETA_MATRIX, s[0])
     }
 
+    /// Iterate from given factors.
+    pub fn solve_from(&self, init: Factors, opts: &Options) -> Result<(Factors, Report)> {
+        let (_, s, _) = truncated_svd(&init.dense()?, 1, opts.seed)?;
+        run(self, init, opts, DEFAULT_ETA_MATRIX, s[0])
+    }
+
     /// The outlier estimate T_{2α}(Y − L Rᵀ) for given factors.
     pub fn outliers(&self, f: &Factors) -> Result<Tensor> {
         sparsify(&(&self.y - f.dense()?)?, 2.0 * self.alpha)

@@ -4,6 +4,7 @@
 //!
 //! This crate knows nothing about sampling: a network maps `(x, t)` to its raw output.
 
+pub mod adm;
 pub mod device;
 pub mod error;
 pub mod layers;
@@ -15,6 +16,7 @@ use std::rc::Rc;
 
 use candle_core::{DType, Device, Tensor};
 
+pub use adm::{AdmConfig, AdmUNet};
 pub use device::{parse_dtype, select_device, DeviceChoice};
 pub use error::{NnError, Result};
 pub use unet2d::{UNet2DConfig, UNet2DModel};

@@ -1,1 +1,24 @@
-//! placeholder
+//! genprior-posterior: posterior sampling with an unconditional diffusion prior.
+//!
+//! - [`dds`]: the denoising diffusion sampler DDS (DDPM and DDIM variants) of p(x | x + ηw = y).
+//! - [`dpnp`]: the diffusion plug-and-play outer loop (Xu & Chi 2024): PCS (from
+//!   `genprior-inverse`) alternating with DDS under an annealing schedule of η.
+//! - [`dps`]: the DPS baseline (Chung et al. 2023), gradient through the network.
+//!
+//! Every sampler sees the network only through [`genprior_diffusion::ScoreModel`] and its
+//! [`genprior_diffusion::Schedule`] (ε̂ via [`denoiser::Denoiser`]), and the physics only
+//! through [`genprior_inverse::Operator`], so the analytic Gaussian prior of the exactness
+//! tests plugs in exactly where a UNet does.
+
+pub mod dds;
+pub mod denoiser;
+pub mod dpnp;
+pub mod dps;
+pub mod error;
+pub(crate) mod seeds;
+
+pub use dds::{dds, dds_ddim, dds_ddpm, dds_nfe, dds_sample, DdimGrid, DdsMethod};
+pub use denoiser::Denoiser;
+pub use dpnp::{dpnp, DpnpConfig, DpnpOutput, EtaSchedule, OuterStep, Progress, WarmStart};
+pub use dps::{default_zeta, dps, DpsConfig, DpsMisfit, DpsOutput};
+pub use error::{PosteriorError, Result};

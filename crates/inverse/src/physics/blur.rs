@@ -44,7 +44,7 @@ impl Kernel2d {
             return Err(InverseError::InvalidOption { task: task.into(), msg: "kernel has non-finite values".into() });
         }
         let s: f64 = data.iter().sum();
-        if !(s > 0.0) {
+        if s.is_nan() || s <= 0.0 {
             return Err(InverseError::InvalidOption { task: task.into(), msg: format!("kernel sum must be positive, got {s}") });
         }
         Ok(Self { h, w, data: data.into_iter().map(|v| v / s).collect() })
