@@ -117,6 +117,7 @@ fn misfit_grad(op: &dyn Operator, x0: &Tensor, y: &Tensor, misfit: DpsMisfit) ->
 
 /// Runs DPS for `k` chains against one measurement `y` (batch 1). All randomness (x_T and
 /// the step noise) from `seed`. `progress(step, total)` after every step.
+#[allow(clippy::too_many_arguments)]
 pub fn dps(
     model: &dyn ScoreModel,
     schedule: &Schedule,

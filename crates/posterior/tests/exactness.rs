@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor};
 use genprior_diffusion::analytic::GaussianPrior;
 use genprior_diffusion::{BatchNoise, Schedule, SchedulerConfig};
 use genprior_inverse::physics::CompressedSensing;
-use genprior_inverse::{Operator, PcsConfig, PcsMethod};
+use genprior_inverse::{PcsConfig, PcsMethod};
 use genprior_posterior::{dds_sample, dpnp, dps, DdsMethod, DpnpConfig, DpsConfig, DpsMisfit, EtaSchedule, WarmStart};
 
 const Z: f64 = 4.0;
