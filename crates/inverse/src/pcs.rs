@@ -91,6 +91,9 @@ pub struct PcsOutput {
     pub acceptance: Vec<f64>,
 }
 
+/// One chain's (sample, acceptance rate).
+type ChainResult = (Vec<f64>, f64);
+
 fn check_config(op: &dyn Operator, gamma: f64, cfg: &PcsConfig) -> Result<f64> {
     if !(gamma > 0.0 && gamma.is_finite()) {
         return Err(InverseError::InvalidArgument(format!("PCS needs γ > 0, got {gamma}")));
@@ -140,7 +143,7 @@ pub fn pcs(op: &dyn Operator, y: &Tensor, x0: &Tensor, gamma: f64, cfg: &PcsConf
     let seeds: Vec<u64> = (0..b).map(|_| rng.random()).collect();
     let threads = std::thread::available_parallelism().map(|v| v.get()).unwrap_or(1).min(b).max(1);
     let per = b.div_ceil(threads);
-    let run_range = |lo: usize, hi: usize| -> Result<Vec<(Vec<f64>, f64)>> {
+    let run_range = |lo: usize, hi: usize| -> Result<Vec<ChainResult>> {
         (lo..hi)
             .map(|i| {
                 let j = if by == 1 { 0 } else { i };
@@ -149,7 +152,7 @@ pub fn pcs(op: &dyn Operator, y: &Tensor, x0: &Tensor, gamma: f64, cfg: &PcsConf
             })
             .collect()
     };
-    let parts: Vec<Result<Vec<(Vec<f64>, f64)>>> = if threads == 1 {
+    let parts: Vec<Result<Vec<ChainResult>>> = if threads == 1 {
         vec![run_range(0, b)]
     } else {
         std::thread::scope(|sc| {

@@ -87,29 +87,35 @@ fn bad_step_size_diverges_with_an_error_not_nan() {
 }
 
 /// Approximately low-rank data (power-law spectrum plus noise) fitted with a rank above
-/// its effective rank: the damped preconditioner keeps every iterate finite and the
-/// held-out error sane.
+/// its effective rank: the textbook step may diverge but must then say so (never Ok
+/// with non-finite values); the damped preconditioner with backtracking stays finite
+/// and predicts held-out entries better than the zero estimate.
 #[test]
 fn damped_preconditioner_is_stable_on_over_ranked_noisy_data() {
     use rand::{rngs::StdRng, SeedableRng};
-    let n = 60;
+    let n = 80;
     let mut rng = StdRng::seed_from_u64(5);
-    // power-law spectrum σ_i = i^-2 over 20 components plus small noise
-    let u = genprior_lowrank::linalg::randn_host(n, 20, &mut rng).qr().q();
-    let v = genprior_lowrank::linalg::randn_host(n, 20, &mut rng).qr().q();
-    let s = nalgebra_diag((1..=20).map(|i| 1.0 / (i as f64).powi(2)).collect());
+    let u = genprior_lowrank::linalg::randn_host(n, 30, &mut rng).qr().q();
+    let v = genprior_lowrank::linalg::randn_host(n, 30, &mut rng).qr().q();
+    let s = nalgebra_diag((1..=30).map(|i| 1.0 / (i as f64).powi(2)).collect());
     let x = &u * s * v.transpose() + genprior_lowrank::linalg::randn_host(n, n, &mut rng) * 1e-4;
     let xt = genprior_lowrank::linalg::from_host(&x, DType::F64, &cpu()).unwrap();
-    let mask: Vec<f64> = (0..n * n).map(|k| if (k * 7919) % 10 < 3 { 1.0 } else { 0.0 }).collect();
+    let mask: Vec<f64> = (0..n * n).map(|k| if (k * 7919 + k / 3) % 10 < 3 { 1.0 } else { 0.0 }).collect();
     let m = Tensor::from_vec(mask, (n, n), &cpu()).unwrap();
-    let p = MatrixCompletion::from_dense(&xt, &m).unwrap();
+    let full = MatrixCompletion::from_dense(&xt, &m).unwrap();
+    let (train, hold) = full.split_holdout(0.2, 1).unwrap();
+    let rank = 15;
+    match train.solve(rank, &Options { max_iter: 300, tol: 1e-9, ..Options::default() }) {
+        Ok((f, _)) => assert!(genprior_lowrank::linalg::all_finite(&f.l).unwrap()),
+        Err(LowRankError::Diverged { .. }) | Err(LowRankError::Numerical(_)) => {}
+        Err(e) => panic!("unexpected error {e}"),
+    }
     let o = Options { damping: Damping::Relative(1e-2), backtrack: true, max_iter: 300, tol: 1e-9, ..Options::default() };
-    let (f, rep) = p.solve(12, &o).unwrap();
-    let d = f.dense().unwrap();
-    let err = ((&d - &xt).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
-        / xt.sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap())
-    .sqrt();
-    assert!(err.is_finite() && err < 0.5, "error {err} after {} iterations", rep.iterations);
+    let (f, rep) = train.solve(rank, &o).unwrap();
+    assert!(genprior_lowrank::linalg::all_finite(&f.dense().unwrap()).unwrap());
+    let he = hold.rel_error(&f).unwrap();
+    eprintln!("damped+backtracking rank {rank}: held-out rel. error {he:.3} after {} iterations", rep.iterations);
+    assert!(he < 1.0, "held-out error {he}");
 }
 
 fn nalgebra_diag(v: Vec<f64>) -> genprior_lowrank::linalg::HostMatrix {
