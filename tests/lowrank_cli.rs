@@ -10,7 +10,10 @@ fn bin() -> Command {
 }
 
 fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("genprior_lowrank_cli_{name}_{}", std::process::id()));
+    let d = std::env::temp_dir().join(format!(
+        "genprior_lowrank_cli_{name}_{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -26,7 +29,10 @@ fn run_ok(args: &[&str]) -> (String, String) {
 fn run_err(args: &[&str]) -> String {
     let out = bin().args(args).output().expect("run genprior");
     let se = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "genprior {args:?} should have failed");
+    assert!(
+        !out.status.success(),
+        "genprior {args:?} should have failed"
+    );
     se
 }
 
@@ -39,7 +45,8 @@ fn rank2_problem() -> (Tensor, Tensor) {
     for i in 0..n1 {
         for j in 0..n2 {
             let (fi, fj) = (i as f64, j as f64);
-            x[i * n2 + j] = (fi / 7.0).cos() * (1.0 + fj / 50.0) + (fi / 5.0).sin() * (fj / 9.0).cos();
+            x[i * n2 + j] =
+                (fi / 7.0).cos() * (1.0 + fj / 50.0) + (fi / 5.0).sin() * (fj / 9.0).cos();
             m[i * n2 + j] = if (i * 31 + j * 17) % 10 < 5 { 1.0 } else { 0.0 };
         }
     }
@@ -59,14 +66,38 @@ fn complete_from_npy_recovers_the_unobserved_entries_and_writes_a_report() {
     let out = d.join("x.npy");
     let rep = d.join("r.json");
     run_ok(&[
-        "lowrank", "complete", "--input", d.join("y.npy").to_str().unwrap(), "--mask",
-        d.join("m.npy").to_str().unwrap(), "--rank", "2", "--tol", "1e-13", "--out",
-        out.to_str().unwrap(), "--report", rep.to_str().unwrap(), "--device", "cpu",
+        "lowrank",
+        "complete",
+        "--input",
+        d.join("y.npy").to_str().unwrap(),
+        "--mask",
+        d.join("m.npy").to_str().unwrap(),
+        "--rank",
+        "2",
+        "--tol",
+        "1e-13",
+        "--out",
+        out.to_str().unwrap(),
+        "--report",
+        rep.to_str().unwrap(),
+        "--device",
+        "cpu",
     ]);
-    let est = Tensor::read_npy(&out).unwrap().to_dtype(DType::F64).unwrap();
-    let err = (&est - &x).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+    let est = Tensor::read_npy(&out)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    let err = (&est - &x)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
     assert!(err < 1e-8, "max abs error {err}");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
     let it = r["iterations"].as_u64().unwrap();
     assert!(it > 0);
     assert_eq!(r["rel_change"].as_array().unwrap().len() as u64, it);
@@ -80,20 +111,44 @@ fn complete_accepts_csv_and_rank_auto_picks_the_true_rank() {
     let (x, m) = rank2_problem();
     let write_csv = |t: &Tensor, p: &PathBuf| {
         let v: Vec<Vec<f64>> = t.to_vec2().unwrap();
-        let s: Vec<String> = v.iter().map(|r| r.iter().map(|x| format!("{x:.17e}")).collect::<Vec<_>>().join(",")).collect();
+        let s: Vec<String> = v
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|x| format!("{x:.17e}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
         std::fs::write(p, s.join("\n")).unwrap();
     };
     write_csv(&(&x * &m).unwrap(), &d.join("y.csv"));
     write_csv(&m, &d.join("m.csv"));
     let rep = d.join("r.json");
     let (_, se) = run_ok(&[
-        "lowrank", "complete", "--input", d.join("y.csv").to_str().unwrap(), "--mask",
-        d.join("m.csv").to_str().unwrap(), "--rank", "auto", "--max-rank", "5", "--out",
-        d.join("x.csv").to_str().unwrap(), "--report", rep.to_str().unwrap(), "--device", "cpu",
-        "--damping", "rel:1e-3", "--backtrack",
+        "lowrank",
+        "complete",
+        "--input",
+        d.join("y.csv").to_str().unwrap(),
+        "--mask",
+        d.join("m.csv").to_str().unwrap(),
+        "--rank",
+        "auto",
+        "--max-rank",
+        "5",
+        "--out",
+        d.join("x.csv").to_str().unwrap(),
+        "--report",
+        rep.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--damping",
+        "rel:1e-3",
+        "--backtrack",
     ]);
     assert!(se.contains("chosen rank 2"), "{se}");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
     assert_eq!(r["rank"].as_u64(), Some(2));
     assert_eq!(r["rank_scan"]["scores"].as_array().unwrap().len(), 5);
     let text = std::fs::read_to_string(d.join("x.csv")).unwrap();
@@ -105,16 +160,45 @@ fn bad_inputs_are_clear_errors() {
     let d = tmpdir("bad");
     let (x, _) = rank2_problem();
     x.write_npy(d.join("y.npy")).unwrap();
-    Tensor::ones((50, 60), DType::F64, &Device::Cpu).unwrap().write_npy(d.join("m.npy")).unwrap();
+    Tensor::ones((50, 60), DType::F64, &Device::Cpu)
+        .unwrap()
+        .write_npy(d.join("m.npy"))
+        .unwrap();
     let y = d.join("y.npy");
     let y = y.to_str().unwrap();
-    let se = run_err(&["lowrank", "complete", "--input", y, "--mask", d.join("m.npy").to_str().unwrap(), "--rank", "2", "--device", "cpu"]);
+    let se = run_err(&[
+        "lowrank",
+        "complete",
+        "--input",
+        y,
+        "--mask",
+        d.join("m.npy").to_str().unwrap(),
+        "--rank",
+        "2",
+        "--device",
+        "cpu",
+    ]);
     assert!(se.contains("does not match"), "{se}");
-    let se = run_err(&["lowrank", "rpca", "--input", y, "--rank", "0", "--device", "cpu"]);
+    let se = run_err(&[
+        "lowrank", "rpca", "--input", y, "--rank", "0", "--device", "cpu",
+    ]);
     assert!(se.contains("rank must be at least 1"), "{se}");
-    let se = run_err(&["lowrank", "rpca", "--input", y, "--rank", "50", "--device", "cpu"]);
+    let se = run_err(&[
+        "lowrank", "rpca", "--input", y, "--rank", "50", "--device", "cpu",
+    ]);
     assert!(se.contains("smaller than the smallest dimension"), "{se}");
-    let se = run_err(&["lowrank", "complete", "--synthetic", "60,3,5,0.5", "--rank", "3", "--eta", "3", "--device", "cpu"]);
+    let se = run_err(&[
+        "lowrank",
+        "complete",
+        "--synthetic",
+        "60,3,5,0.5",
+        "--rank",
+        "3",
+        "--eta",
+        "3",
+        "--device",
+        "cpu",
+    ]);
     assert!(se.contains("diverged"), "{se}");
 }
 
@@ -124,18 +208,45 @@ fn synthetic_problems_of_every_kind_converge() {
     let cases: Vec<Vec<&str>> = vec![
         vec!["rpca", "--synthetic", "80,3,5,0.05", "--rank", "3"],
         vec!["sense", "--synthetic", "15,2,5,10", "--rank", "2"],
-        vec!["sense", "--synthetic", "15,2,5,15", "--rank", "4", "--psd", "--init-scale", "1e-12"],
+        vec![
+            "sense",
+            "--synthetic",
+            "15,2,5,15",
+            "--rank",
+            "4",
+            "--psd",
+            "--init-scale",
+            "1e-12",
+        ],
         vec!["tucker", "--synthetic", "20,2,5,0.4", "--rank", "2"],
         vec!["tensor-rpca", "--synthetic", "20,2,3,0.05", "--rank", "2"],
-        vec!["complete", "--synthetic", "80,3,10,0.4", "--rank", "3", "--method", "gd", "--max-iter", "3000"],
+        vec![
+            "complete",
+            "--synthetic",
+            "80,3,10,0.4",
+            "--rank",
+            "3",
+            "--method",
+            "gd",
+            "--max-iter",
+            "3000",
+        ],
     ];
     for (k, c) in cases.iter().enumerate() {
         let rep = d.join(format!("r{k}.json"));
         let mut args = vec!["lowrank"];
         args.extend(c.iter().copied());
-        args.extend(["--tol", "1e-13", "--report", rep.to_str().unwrap(), "--device", "cpu"]);
+        args.extend([
+            "--tol",
+            "1e-13",
+            "--report",
+            rep.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ]);
         run_ok(&args);
-        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
         let e = r["truth_rel_error"].as_f64().unwrap();
         assert!(e < 1e-6, "{c:?}: relative error to the truth {e}");
     }
@@ -144,9 +255,29 @@ fn synthetic_problems_of_every_kind_converge() {
 #[test]
 fn bench_prints_a_table() {
     let (so, _) = run_ok(&[
-        "lowrank", "bench", "--problem", "completion", "--n", "60", "--r", "3", "--p", "0.5",
-        "--kappas", "1,10", "--max-iter", "300", "--device", "cpu",
+        "lowrank",
+        "bench",
+        "--problem",
+        "completion",
+        "--n",
+        "60",
+        "--r",
+        "3",
+        "--p",
+        "0.5",
+        "--kappas",
+        "1,10",
+        "--max-iter",
+        "300",
+        "--device",
+        "cpu",
     ]);
-    assert!(so.contains("| completion | 60 | 3 | 1 | ScaledGD |"), "{so}");
-    assert_eq!(so.lines().filter(|l| l.starts_with("| completion")).count(), 4);
+    assert!(
+        so.contains("| completion | 60 | 3 | 1 | ScaledGD |"),
+        "{so}"
+    );
+    assert_eq!(
+        so.lines().filter(|l| l.starts_with("| completion")).count(),
+        4
+    );
 }

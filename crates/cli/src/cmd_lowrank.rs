@@ -61,7 +61,7 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = false)]
     pub backtrack: bool,
     /// Divergence threshold: relative residual above this × max(1, initial) is an error.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 1e3)]
     pub divergence: f64,
     /// Output estimate (.npy or .csv).
     #[arg(long)]
@@ -229,13 +229,16 @@ fn pick_dtype(s: &str) -> DType {
 }
 
 fn is_csv(p: &Path) -> bool {
-    p.extension().map(|e| e.eq_ignore_ascii_case("csv")).unwrap_or(false)
+    p.extension()
+        .map(|e| e.eq_ignore_ascii_case("csv"))
+        .unwrap_or(false)
 }
 
 /// Load an NPY or CSV file as a tensor of `dtype` on `dev`.
 fn load(path: &Path, dtype: DType, dev: &Device) -> Result<Tensor> {
     let t = if is_csv(path) {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut rows: Vec<Vec<f64>> = vec![];
         for (ln, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -259,7 +262,11 @@ fn load(path: &Path, dtype: DType, dev: &Device) -> Result<Tensor> {
         }
         let c = rows[0].len();
         if let Some((i, _)) = rows.iter().enumerate().find(|(_, r)| r.len() != c) {
-            bail!("{}: row {} has a different number of columns", path.display(), i + 1);
+            bail!(
+                "{}: row {} has a different number of columns",
+                path.display(),
+                i + 1
+            );
         }
         let r = rows.len();
         Tensor::from_vec(rows.concat(), (r, c), &Device::Cpu)?
@@ -273,7 +280,9 @@ fn save(path: &Path, t: &Tensor) -> Result<()> {
     let t = t.to_device(&Device::Cpu)?;
     if is_csv(path) {
         let t = t.to_dtype(DType::F64)?;
-        let (r, c) = t.dims2().context("CSV output needs a matrix; use .npy for tensors")?;
+        let (r, c) = t
+            .dims2()
+            .context("CSV output needs a matrix; use .npy for tensors")?;
         let v: Vec<Vec<f64>> = t.to_vec2()?;
         let mut s = String::with_capacity(r * c * 12);
         for row in v {
@@ -283,7 +292,8 @@ fn save(path: &Path, t: &Tensor) -> Result<()> {
         }
         std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))?;
     } else {
-        t.write_npy(path).with_context(|| format!("writing {}", path.display()))?;
+        t.write_npy(path)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -293,9 +303,13 @@ fn parse_damping(s: &str) -> Result<Damping> {
         return Ok(Damping::None);
     }
     if let Some(c) = s.strip_prefix("rel:") {
-        return Ok(Damping::Relative(c.parse().with_context(|| format!("--damping {s}"))?));
+        return Ok(Damping::Relative(
+            c.parse().with_context(|| format!("--damping {s}"))?,
+        ));
     }
-    Ok(Damping::Absolute(s.parse().with_context(|| format!("--damping {s}: expected none, rel:C or a number"))?))
+    Ok(Damping::Absolute(s.parse().with_context(|| {
+        format!("--damping {s}: expected none, rel:C or a number")
+    })?))
 }
 
 fn options(c: &CommonArgs) -> Result<Options> {
@@ -340,8 +354,16 @@ fn parse_ranks(s: &str) -> Result<[usize; 3]> {
 }
 
 fn rel_err(x: &Tensor, truth: &Tensor) -> Result<f64> {
-    let d = (x - truth)?.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    let n = truth.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let d = (x - truth)?
+        .sqr()?
+        .sum_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?;
+    let n = truth
+        .sqr()?
+        .sum_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?;
     Ok((d / n).sqrt())
 }
 
@@ -384,7 +406,8 @@ fn finish(
                 m.extend(x);
             }
         }
-        std::fs::write(path, serde_json::to_string_pretty(&v)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&v)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     if c.out.is_none() && c.report.is_none() {
         eprintln!("(no --out or --report given: nothing written)");
@@ -393,7 +416,9 @@ fn finish(
 }
 
 fn need_input(c: &CommonArgs) -> Result<&PathBuf> {
-    c.input.as_ref().context("give --input FILE (or --synthetic n,r,kappa,p)")
+    c.input
+        .as_ref()
+        .context("give --input FILE (or --synthetic n,r,kappa,p)")
 }
 
 // ------------------------------------------------------------------------------ commands
@@ -408,7 +433,10 @@ fn complete(a: CompleteArgs) -> Result<()> {
         (s.problem, Some(s.truth))
     } else {
         let y = load(need_input(c)?, dt, &dev)?;
-        let mask = a.mask.as_ref().context("complete needs --mask (non-zero = observed)")?;
+        let mask = a
+            .mask
+            .as_ref()
+            .context("complete needs --mask (non-zero = observed)")?;
         let m = load(mask, dt, &dev)?;
         (MatrixCompletion::from_dense(&y, &m)?, None)
     };
@@ -424,18 +452,38 @@ fn complete(a: CompleteArgs) -> Result<()> {
         eprintln!("held-out relative error by rank:");
         for s in &scan.scores {
             match s.heldout_rel_error {
-                Some(e) => eprintln!("  rank {:>3}: {e:.4e} ({} iterations)", s.rank, s.iterations),
-                None => eprintln!("  rank {:>3}: failed: {}", s.rank, s.error.as_deref().unwrap_or("")),
+                Some(e) => eprintln!(
+                    "  rank {:>3}: {e:.4e} ({} iterations)",
+                    s.rank, s.iterations
+                ),
+                None => eprintln!(
+                    "  rank {:>3}: failed: {}",
+                    s.rank,
+                    s.error.as_deref().unwrap_or("")
+                ),
             }
         }
         eprintln!("chosen rank {}", scan.best_rank);
         (scan.best_rank, Some(scan))
     } else {
-        (a.rank.parse::<usize>().with_context(|| format!("--rank {:?}: expected a number or auto", a.rank))?, None)
+        (
+            a.rank
+                .parse::<usize>()
+                .with_context(|| format!("--rank {:?}: expected a number or auto", a.rank))?,
+            None,
+        )
     };
     let (f, rep) = prob.solve(rank, &opts)?;
     let extra = serde_json::json!({ "rank": rank, "observed": prob.nnz(), "p": prob.p(), "rank_scan": scan });
-    finish(c, "complete", &f.dense()?, &rep, truth.as_ref(), extra, &dev)
+    finish(
+        c,
+        "complete",
+        &f.dense()?,
+        &rep,
+        truth.as_ref(),
+        extra,
+        &dev,
+    )
 }
 
 fn rpca(a: RpcaArgs) -> Result<()> {
@@ -468,9 +516,23 @@ fn sense(a: SenseArgs) -> Result<()> {
         let m = (f * (n * r) as f64).round() as usize;
         if a.psd {
             let s = synthetic::psd_sensing(n, r, k, m, c.seed, dt, &dev)?;
-            let (x, rep) = s.problem.solve(PsdInit { rank: a.rank, alpha: a.init_scale }, &opts)?;
+            let (x, rep) = s.problem.solve(
+                PsdInit {
+                    rank: a.rank,
+                    alpha: a.init_scale,
+                },
+                &opts,
+            )?;
             let extra = serde_json::json!({ "rank": a.rank, "psd": true, "m": m });
-            return finish(c, "sense-psd", &x.matmul(&x.t()?)?, &rep, Some(&s.truth), extra, &dev);
+            return finish(
+                c,
+                "sense-psd",
+                &x.matmul(&x.t()?)?,
+                &rep,
+                Some(&s.truth),
+                extra,
+                &dev,
+            );
         }
         let s = synthetic::sensing(n, r, k, m, c.seed, dt, &dev)?;
         let (f, rep) = s.problem.solve(a.rank, &opts)?;
@@ -479,7 +541,13 @@ fn sense(a: SenseArgs) -> Result<()> {
     } else {
         let y = load(need_input(c)?, dt, &dev)?;
         let y = if y.rank() == 2 { y.flatten_all()? } else { y };
-        let d = load(a.design.as_ref().context("sense needs --design A.npy (m × n1·n2)")?, dt, &dev)?;
+        let d = load(
+            a.design
+                .as_ref()
+                .context("sense needs --design A.npy (m × n1·n2)")?,
+            dt,
+            &dev,
+        )?;
         let shape = a.shape.as_ref().context("sense needs --shape n1,n2")?;
         let v: Vec<usize> = shape
             .split(',')
@@ -494,9 +562,23 @@ fn sense(a: SenseArgs) -> Result<()> {
     let m = design.m();
     if a.psd {
         let prob = PsdSensing::new(design, &y)?;
-        let (x, rep) = prob.solve(PsdInit { rank: a.rank, alpha: a.init_scale }, &opts)?;
+        let (x, rep) = prob.solve(
+            PsdInit {
+                rank: a.rank,
+                alpha: a.init_scale,
+            },
+            &opts,
+        )?;
         let extra = serde_json::json!({ "rank": a.rank, "psd": true, "m": m });
-        return finish(c, "sense-psd", &x.matmul(&x.t()?)?, &rep, truth.as_ref(), extra, &dev);
+        return finish(
+            c,
+            "sense-psd",
+            &x.matmul(&x.t()?)?,
+            &rep,
+            truth.as_ref(),
+            extra,
+            &dev,
+        );
     }
     let prob = MatrixSensing::new(design, &y)?;
     let (f, rep) = prob.solve(a.rank, &opts)?;
@@ -518,7 +600,13 @@ fn tucker(a: TuckerArgs) -> Result<()> {
         if is_csv(need_input(c)?) {
             bail!("tucker needs a 3-way .npy input (CSV holds matrices only)");
         }
-        let m = load(a.mask.as_ref().context("tucker needs --mask (non-zero = observed)")?, dt, &dev)?;
+        let m = load(
+            a.mask
+                .as_ref()
+                .context("tucker needs --mask (non-zero = observed)")?,
+            dt,
+            &dev,
+        )?;
         (TensorCompletion::from_dense(&y, &m)?, None)
     };
     let (t, rep) = prob.solve(ranks, &options(c)?)?;
@@ -531,7 +619,11 @@ fn tensor_rpca(a: TensorRpcaArgs) -> Result<()> {
     let dev = pick_device(&c.device)?;
     let dt = pick_dtype(&c.dtype);
     let ranks = parse_ranks(&a.rank)?;
-    let params = TrpcaParams { zeta0: a.zeta0, zeta1: a.zeta1, rho: a.rho };
+    let params = TrpcaParams {
+        zeta0: a.zeta0,
+        zeta1: a.zeta1,
+        rho: a.rho,
+    };
     let (prob, truth) = if let Some(s) = &c.synthetic {
         let (n, r, k, p) = parse_synthetic(s)?;
         let s = synthetic::tensor_rpca(n, r, k, p, params, c.seed, dt, &dev)?;
@@ -546,7 +638,15 @@ fn tensor_rpca(a: TensorRpcaArgs) -> Result<()> {
     }
     let (z0, z1, rho) = prob.params();
     let extra = serde_json::json!({ "ranks": ranks, "zeta0": z0, "zeta1": z1, "rho": rho });
-    finish(c, "tensor-rpca", &t.dense()?, &rep, truth.as_ref(), extra, &dev)
+    finish(
+        c,
+        "tensor-rpca",
+        &t.dense()?,
+        &rep,
+        truth.as_ref(),
+        extra,
+        &dev,
+    )
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
@@ -558,7 +658,10 @@ fn bench(a: BenchArgs) -> Result<()> {
         .collect::<std::result::Result<_, _>>()
         .with_context(|| format!("--kappas {:?}", a.kappas))?;
     let problems: Vec<String> = if a.problem == "all" {
-        ["completion", "rpca", "sensing", "tucker"].iter().map(|s| s.to_string()).collect()
+        ["completion", "rpca", "sensing", "tucker"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     } else {
         vec![a.problem.clone()]
     };
@@ -581,7 +684,8 @@ fn bench(a: BenchArgs) -> Result<()> {
         all.extend(run_bench(&cfg, |row| println!("{}", row.markdown()))?);
     }
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&all)?).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(p, serde_json::to_string_pretty(&all)?)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 mod cmd_bench;
 mod cmd_lowrank;
 mod cmd_model;
+mod cmd_reconstruct;
 mod cmd_sample;
 mod common;
 mod images;
@@ -36,6 +37,10 @@ enum Command {
     Inspect(cmd_model::InspectArgs),
     /// Raw network output for a batch: NPY in, NPY out (f32). The hook parity checks use.
     Predict(cmd_model::PredictArgs),
+    /// Reconstruct an image from measurements with DPnP or DPS (writes PNGs + report.json).
+    Reconstruct(Box<cmd_reconstruct::ReconstructArgs>),
+    /// Simulate a measurement y = A(x) + noise from a clean image (writes y.npy).
+    Degrade(cmd_reconstruct::DegradeArgs),
     /// Write a guided-diffusion ADM checkpoint (.pt) as model.safetensors + config.json.
     Convert(cmd_model::ConvertArgs),
     /// Generate images from the prior with DDPM or DDIM; writes a PNG grid.
@@ -53,6 +58,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Command::Inspect(a) => cmd_model::inspect(a),
         Command::Predict(a) => cmd_model::predict(a),
+        Command::Reconstruct(a) => cmd_reconstruct::reconstruct(*a),
+        Command::Degrade(a) => cmd_reconstruct::degrade(a),
         Command::Convert(a) => cmd_model::convert(a),
         Command::Sample(a) => cmd_sample::run(a),
         Command::Lowrank { cmd } => cmd_lowrank::run(cmd),

@@ -30,14 +30,20 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
             i += 1;
             continue;
         }
-        let v = args.get(i + 1).ok_or(format!("missing value for --{k}"))?.clone();
+        let v = args
+            .get(i + 1)
+            .ok_or(format!("missing value for --{k}"))?
+            .clone();
         kv.insert(k, v);
         i += 2;
     }
     let get = |k: &str| kv.get(k).cloned();
     let problem = get("problem").unwrap_or_else(|| "all".into());
     let problems: Vec<String> = if problem == "all" {
-        ["completion", "rpca", "sensing", "tucker"].iter().map(|s| s.to_string()).collect()
+        ["completion", "rpca", "sensing", "tucker"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     } else {
         vec![problem]
     };
@@ -57,9 +63,16 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
             m: get("m").map(|s| s.parse()).transpose()?,
             kappas: kappas.clone(),
             methods: vec![Method::ScaledGd, Method::Gd],
-            max_iter: get("max-iter").map(|s| s.parse()).transpose()?.unwrap_or(1000),
+            max_iter: get("max-iter")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(1000),
             seed: get("seed").map(|s| s.parse()).transpose()?.unwrap_or(0),
-            dtype: if kv.contains_key("f32") { DType::F32 } else { DType::F64 },
+            dtype: if kv.contains_key("f32") {
+                DType::F32
+            } else {
+                DType::F64
+            },
             device: Device::Cpu,
         };
         all.extend(run_bench(&cfg, |row| println!("{}", row.markdown()))?);

@@ -20,15 +20,38 @@ fn main() {
 
 fn real_main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let json = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).cloned();
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/lowrank/chlorine_net3.npy");
+    let json = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/lowrank/chlorine_net3.npy"
+    );
     let x = Tensor::read_npy(path)?.to_dtype(DType::F64)?;
     let (n1, n2) = x.dims2()?;
     let xh = linalg::to_host(&x)?;
-    let mut sv: Vec<f64> = (&xh * xh.transpose()).symmetric_eigenvalues().iter().map(|v| v.max(0.0).sqrt()).collect();
+    let mut sv: Vec<f64> = (&xh * xh.transpose())
+        .symmetric_eigenvalues()
+        .iter()
+        .map(|v| v.max(0.0).sqrt())
+        .collect();
     sv.sort_by(|a, b| b.partial_cmp(a).unwrap_or(std::cmp::Ordering::Equal));
-    println!("chlorine matrix {n1}×{n2}; σ1..σ10 = {:?}", sv[..10].iter().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>());
-    println!("σ1/σ5 = {:.1}, σ1/σ10 = {:.1}, σ1/σ20 = {:.1}, σ1/σ50 = {:.1}", sv[0] / sv[4], sv[0] / sv[9], sv[0] / sv[19], sv[0] / sv[49]);
+    println!(
+        "chlorine matrix {n1}×{n2}; σ1..σ10 = {:?}",
+        sv[..10]
+            .iter()
+            .map(|v| (v * 10.0).round() / 10.0)
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "σ1/σ5 = {:.1}, σ1/σ10 = {:.1}, σ1/σ20 = {:.1}, σ1/σ50 = {:.1}",
+        sv[0] / sv[4],
+        sv[0] / sv[9],
+        sv[0] / sv[19],
+        sv[0] / sv[49]
+    );
     let xv: Vec<f64> = x.flatten_all()?.to_vec1()?;
     let mut curves = vec![];
     println!("\n| observed | rank | method | setting | status | iterations | held-out rel. error | time (s) |");
@@ -36,7 +59,8 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
     for p in [0.2, 0.5] {
         let mut rng = StdRng::seed_from_u64(42);
         let mask: Vec<bool> = (0..n1 * n2).map(|_| rng.random::<f64>() < p).collect();
-        let (mut r, mut c, mut v, mut hr, mut hc, mut hv) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut r, mut c, mut v, mut hr, mut hc, mut hv) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
         for k in 0..n1 * n2 {
             if mask[k] {
                 r.push(k / n2);
@@ -59,7 +83,12 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
         for rank in [5usize, 10] {
             let runs = [
                 (Method::ScaledGd, "textbook", Damping::None, false),
-                (Method::ScaledGd, "damped λ=1e-2·σ₁", Damping::Relative(1e-2), false),
+                (
+                    Method::ScaledGd,
+                    "damped λ=1e-2·σ₁",
+                    Damping::Relative(1e-2),
+                    false,
+                ),
                 (Method::ScaledGd, "backtracking", Damping::None, true),
                 (Method::Gd, "textbook", Damping::None, false),
             ];
@@ -67,14 +96,18 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
                 {
                     let o = Options {
                         method,
-                        max_iter: 500,
+                        max_iter: 300,
                         tol: 1e-7,
                         damping,
                         backtrack,
                         truth: Some(x.clone()),
                         ..Options::default()
                     };
-                    let m = if method == Method::ScaledGd { "ScaledGD" } else { "GD" };
+                    let m = if method == Method::ScaledGd {
+                        "ScaledGD"
+                    } else {
+                        "GD"
+                    };
                     match prob.solve(rank, &o) {
                         Ok((f, rep)) => {
                             let he = hold.rel_error(&f)?;
@@ -83,7 +116,10 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
                                 "errors": rep.errors, "heldout": he, "iterations": rep.iterations}));
                         }
                         Err(e) => {
-                            println!("| {:.0}% | {rank} | {m} | {setting} | **{e}** | – | – | – |", p * 100.0);
+                            println!(
+                                "| {:.0}% | {rank} | {m} | {setting} | **{e}** | – | – | – |",
+                                p * 100.0
+                            );
                             curves.push(serde_json::json!({"p": p, "rank": rank, "method": m, "setting": setting, "error": e.to_string()}));
                         }
                     }
@@ -92,7 +128,10 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     if let Some(j) = json {
-        std::fs::write(j, serde_json::to_string(&serde_json::json!({"singular_values": sv, "runs": curves}))?)?;
+        std::fs::write(
+            j,
+            serde_json::to_string(&serde_json::json!({"singular_values": sv, "runs": curves}))?,
+        )?;
     }
     Ok(())
 }

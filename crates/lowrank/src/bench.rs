@@ -59,7 +59,10 @@ impl BenchRow {
             Method::Gd => "GD",
         };
         if let Some(e) = &self.error {
-            return format!("| {} | {} | {} | {} | {m} | error: {e} | | | | | |", self.problem, self.n, self.r, self.kappa);
+            return format!(
+                "| {} | {} | {} | {} | {m} | error: {e} | | | | | |",
+                self.problem, self.n, self.r, self.kappa
+            );
         }
         format!(
             "| {} | {} | {} | {} | {m} | {} | {} | {} | {} | {:.1e} | {:.2} |",
@@ -84,7 +87,11 @@ pub fn run_bench(cfg: &BenchConfig, mut on_row: impl FnMut(&BenchRow)) -> Result
         "rpca" => (1000, 10, 0.1),
         "sensing" => (200, 10, 0.0),
         "tucker" => (100, 5, 0.1),
-        p => return invalid(format!("unknown benchmark problem {p:?} (completion|rpca|sensing|tucker)")),
+        p => {
+            return invalid(format!(
+                "unknown benchmark problem {p:?} (completion|rpca|sensing|tucker)"
+            ))
+        }
     };
     let n = cfg.n.unwrap_or(dn);
     let r = cfg.r.unwrap_or(dr);
@@ -109,8 +116,10 @@ pub fn run_bench(cfg: &BenchConfig, mut on_row: impl FnMut(&BenchRow)) -> Result
                     .and_then(|s| s.problem.solve(r, &opts(&s.truth)).map(|x| x.1)),
                 "rpca" => synthetic::rpca(n, r, kappa, p, seed, dt, dev)
                     .and_then(|(s, _)| s.problem.solve(r, &opts(&s.truth)).map(|x| x.1)),
-                "sensing" => synthetic::sensing(n, r, kappa, cfg.m.unwrap_or(5 * n * r), seed, dt, dev)
-                    .and_then(|s| s.problem.solve(r, &opts(&s.truth)).map(|x| x.1)),
+                "sensing" => {
+                    synthetic::sensing(n, r, kappa, cfg.m.unwrap_or(5 * n * r), seed, dt, dev)
+                        .and_then(|s| s.problem.solve(r, &opts(&s.truth)).map(|x| x.1))
+                }
                 _ => synthetic::tensor_completion(n, r, kappa, p, seed, dt, dev)
                     .and_then(|s| s.problem.solve([r, r, r], &opts(&s.truth)).map(|x| x.1)),
             };

@@ -8,6 +8,14 @@
 //! common stopping rule ([`Options`], [`Report`]). See the crate README for the update
 //! rules, benchmarks and the real-data demonstration.
 
+// Index loops over the three Tucker modes read more clearly than iterator chains; the
+// negated comparisons are deliberate (they also reject NaN).
+#![allow(
+    clippy::needless_range_loop,
+    clippy::too_many_arguments,
+    clippy::neg_cmp_op_on_partial_ord
+)]
+
 pub mod bench;
 pub mod error;
 pub mod linalg;
@@ -18,6 +26,8 @@ pub mod synthetic;
 pub mod tensor;
 
 pub use error::{LowRankError, Result};
-pub use matrix::{Design, Factors, MatrixCompletion, MatrixSensing, PsdInit, PsdSensing, RobustPca};
+pub use matrix::{
+    Design, Factors, MatrixCompletion, MatrixSensing, PsdInit, PsdSensing, RobustPca,
+};
 pub use solver::{Damping, Method, Options, Report, StopReason};
 pub use tensor::{TensorCompletion, TensorRpca, TrpcaParams, Tucker};

@@ -76,11 +76,17 @@ fn factor_step(f: &Factors, gl: &Tensor, gr: &Tensor, ctx: &StepCtx) -> Result<F
         Method::ScaledGd => {
             let pl = right_solve_spd(gl, &gram(&f.r)?, ctx.lambda)?;
             let pr = right_solve_spd(gr, &gram(&f.l)?, ctx.lambda)?;
-            Ok(Factors { l: (&f.l - (pl * ctx.eta)?)?, r: (&f.r - (pr * ctx.eta)?)? })
+            Ok(Factors {
+                l: (&f.l - (pl * ctx.eta)?)?,
+                r: (&f.r - (pr * ctx.eta)?)?,
+            })
         }
         Method::Gd => {
             let c = ctx.eta / ctx.gd_scale;
-            Ok(Factors { l: (&f.l - (gl * c)?)?, r: (&f.r - (gr * c)?)? })
+            Ok(Factors {
+                l: (&f.l - (gl * c)?)?,
+                r: (&f.r - (gr * c)?)?,
+            })
         }
     }
 }
@@ -105,7 +111,13 @@ pub struct MatrixCompletion {
 
 impl MatrixCompletion {
     /// Build from index lists and a 1-D value tensor (its dtype/device is the problem's).
-    pub fn new(n1: usize, n2: usize, rows: &[usize], cols: &[usize], values: &Tensor) -> Result<Self> {
+    pub fn new(
+        n1: usize,
+        n2: usize,
+        rows: &[usize],
+        cols: &[usize],
+        values: &Tensor,
+    ) -> Result<Self> {
         if n1 == 0 || n2 == 0 {
             return invalid(format!("matrix shape {n1}×{n2} is empty"));
         }
@@ -113,7 +125,10 @@ impl MatrixCompletion {
             return invalid(format!("matrix {n1}×{n2} too large for 32-bit indices"));
         }
         let nnz = values.dims1().map_err(|_| {
-            LowRankError::InvalidInput(format!("observed values must be 1-D, got shape {:?}", values.dims()))
+            LowRankError::InvalidInput(format!(
+                "observed values must be 1-D, got shape {:?}",
+                values.dims()
+            ))
         })?;
         if rows.len() != nnz || cols.len() != nnz {
             return invalid(format!(
@@ -130,7 +145,9 @@ impl MatrixCompletion {
         let mut flat = Vec::with_capacity(nnz);
         for (&i, &j) in rows.iter().zip(cols) {
             if i >= n1 || j >= n2 {
-                return invalid(format!("observed index ({i}, {j}) outside the {n1}×{n2} matrix"));
+                return invalid(format!(
+                    "observed index ({i}, {j}) outside the {n1}×{n2} matrix"
+                ));
             }
             let f = (i * n2 + j) as u32;
             if !seen.insert(f) {
@@ -215,7 +232,8 @@ impl MatrixCompletion {
     /// Zero-filled dense observed matrix P_Ω(Y).
     pub fn observed_dense(&self) -> Result<Tensor> {
         let z = Tensor::zeros(self.n1 * self.n2, self.values.dtype(), self.values.device())?;
-        Ok(z.index_add(&self.flat, &self.values, 0)?.reshape((self.n1, self.n2))?)
+        Ok(z.index_add(&self.flat, &self.values, 0)?
+            .reshape((self.n1, self.n2))?)
     }
 
     /// Spectral initialisation: top-r SVD of Y/p. Returns the factors and σ₁..σ_r of Y/p.
@@ -249,7 +267,8 @@ impl MatrixCompletion {
         let vals: Vec<f64> = self.values.to_dtype(DType::F64)?.to_vec1()?;
         let mut rng = StdRng::seed_from_u64(seed);
         use rand::Rng;
-        let (mut tr, mut tc, mut tv, mut hr, mut hc, mut hv) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut tr, mut tc, mut tv, mut hr, mut hc, mut hv) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
         for k in 0..vals.len() {
             if rng.random::<f64>() < frac {
                 hr.push(rows[k]);
@@ -267,7 +286,13 @@ impl MatrixCompletion {
         let dev = self.values.device();
         let dt = self.values.dtype();
         let n = tv.len();
-        let train = MatrixCompletion::new(self.n1, self.n2, &tr, &tc, &Tensor::from_vec(tv, n, dev)?.to_dtype(dt)?)?;
+        let train = MatrixCompletion::new(
+            self.n1,
+            self.n2,
+            &tr,
+            &tc,
+            &Tensor::from_vec(tv, n, dev)?.to_dtype(dt)?,
+        )?;
         let n = hv.len();
         let hold = Holdout {
             rows: Tensor::from_vec(hr, n, dev)?,
@@ -327,8 +352,16 @@ impl Iterable for MatrixCompletion {
         let z = (a.z.unsqueeze(1)? / self.p)?;
         let dt = s.l.dtype();
         let dev = s.l.device();
-        let gl = Tensor::zeros((self.n1, r), dt, dev)?.index_add(&self.rows, &a.rg.broadcast_mul(&z)?, 0)?;
-        let gr = Tensor::zeros((self.n2, r), dt, dev)?.index_add(&self.cols, &a.lg.broadcast_mul(&z)?, 0)?;
+        let gl = Tensor::zeros((self.n1, r), dt, dev)?.index_add(
+            &self.rows,
+            &a.rg.broadcast_mul(&z)?,
+            0,
+        )?;
+        let gr = Tensor::zeros((self.n2, r), dt, dev)?.index_add(
+            &self.cols,
+            &a.lg.broadcast_mul(&z)?,
+            0,
+        )?;
         factor_step(s, &gl, &gr, ctx)
     }
     fn change(&self, o: &Factors, n: &Factors) -> Result<(f64, f64)> {
@@ -400,14 +433,20 @@ impl RobustPca {
             return invalid(format!("Y shape {n1}×{n2} is too small"));
         }
         if !(alpha > 0.0 && alpha < 0.5) {
-            return invalid(format!("outlier fraction alpha must be in (0, 0.5), got {alpha}"));
+            return invalid(format!(
+                "outlier fraction alpha must be in (0, 0.5), got {alpha}"
+            ));
         }
         check_float(y, "Y")?;
         let ynorm = fro(y)?;
         if ynorm == 0.0 {
             return invalid("Y is identically zero");
         }
-        Ok(RobustPca { y: y.clone(), alpha, ynorm })
+        Ok(RobustPca {
+            y: y.clone(),
+            alpha,
+            ynorm,
+        })
     }
 
     /// Spectral initialisation on Y − T_α(Y).
@@ -477,17 +516,34 @@ impl Design {
             LowRankError::InvalidInput(format!("design must be m × (n1·n2), got {:?}", d.dims()))
         })?;
         if nn != n1 * n2 || m == 0 {
-            return invalid(format!("design shape {m}×{nn} does not match n1·n2 = {n1}·{n2}"));
+            return invalid(format!(
+                "design shape {m}×{nn} does not match n1·n2 = {n1}·{n2}"
+            ));
         }
         check_float(d, "design matrix")?;
-        Ok(Design { d: d.clone(), n1, n2 })
+        Ok(Design {
+            d: d.clone(),
+            n1,
+            n2,
+        })
     }
 
     /// Gaussian design with i.i.d. N(0, 1/m) entries (generated on the host from `seed`).
-    pub fn gaussian(m: usize, n1: usize, n2: usize, seed: u64, dtype: DType, dev: &Device) -> Result<Self> {
+    pub fn gaussian(
+        m: usize,
+        n1: usize,
+        n2: usize,
+        seed: u64,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Self> {
         let bytes = m as u128 * (n1 * n2) as u128 * 8;
         if bytes > 16u128 << 30 {
-            return invalid(format!("a {m} × {} Gaussian design would need {} GiB", n1 * n2, bytes >> 30));
+            return invalid(format!(
+                "a {m} × {} Gaussian design would need {} GiB",
+                n1 * n2,
+                bytes >> 30
+            ));
         }
         let mut rng = StdRng::seed_from_u64(seed);
         let scale = 1.0 / (m as f64).sqrt();
@@ -507,13 +563,18 @@ impl Design {
 
     /// A(X): (m,) measurements of an n1×n2 matrix.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.d.matmul(&x.reshape((self.n1 * self.n2, 1))?)?.squeeze(1)?)
+        Ok(self
+            .d
+            .matmul(&x.reshape((self.n1 * self.n2, 1))?)?
+            .squeeze(1)?)
     }
 
     /// A*(z) = Σ_k z_k A_k, an n1×n2 matrix.
     pub fn adjoint(&self, z: &Tensor) -> Result<Tensor> {
         let m = self.m();
-        Ok(z.reshape((1, m))?.matmul(&self.d)?.reshape((self.n1, self.n2))?)
+        Ok(z.reshape((1, m))?
+            .matmul(&self.d)?
+            .reshape((self.n1, self.n2))?)
     }
 }
 
@@ -527,16 +588,25 @@ pub struct MatrixSensing {
 
 impl MatrixSensing {
     pub fn new(a: Design, y: &Tensor) -> Result<Self> {
-        let m = y.dims1().map_err(|_| LowRankError::InvalidInput("measurements y must be 1-D".into()))?;
+        let m = y
+            .dims1()
+            .map_err(|_| LowRankError::InvalidInput("measurements y must be 1-D".into()))?;
         if m != a.m() {
-            return invalid(format!("{m} measurements but the design has {} rows", a.m()));
+            return invalid(format!(
+                "{m} measurements but the design has {} rows",
+                a.m()
+            ));
         }
         check_float(y, "measurements y")?;
         let ynorm = fro(y)?;
         if ynorm == 0.0 {
             return invalid("all measurements are zero");
         }
-        Ok(MatrixSensing { y: y.to_dtype(a.d.dtype())?, a, ynorm })
+        Ok(MatrixSensing {
+            y: y.to_dtype(a.d.dtype())?,
+            a,
+            ynorm,
+        })
     }
 
     pub fn design(&self) -> &Design {
@@ -556,7 +626,6 @@ impl MatrixSensing {
         run(self, init, opts, DEFAULT_ETA_MATRIX, s[0])
     }
 }
-
 
 impl Iterable for MatrixSensing {
     type State = Factors;
@@ -605,18 +674,30 @@ pub struct PsdInit {
 impl PsdSensing {
     pub fn new(a: Design, y: &Tensor) -> Result<Self> {
         if a.n1 != a.n2 {
-            return invalid(format!("PSD sensing needs a square design, got {}×{}", a.n1, a.n2));
+            return invalid(format!(
+                "PSD sensing needs a square design, got {}×{}",
+                a.n1, a.n2
+            ));
         }
-        let m = y.dims1().map_err(|_| LowRankError::InvalidInput("measurements y must be 1-D".into()))?;
+        let m = y
+            .dims1()
+            .map_err(|_| LowRankError::InvalidInput("measurements y must be 1-D".into()))?;
         if m != a.m() {
-            return invalid(format!("{m} measurements but the design has {} rows", a.m()));
+            return invalid(format!(
+                "{m} measurements but the design has {} rows",
+                a.m()
+            ));
         }
         check_float(y, "measurements y")?;
         let ynorm = fro(y)?;
         if ynorm == 0.0 {
             return invalid("all measurements are zero");
         }
-        Ok(PsdSensing { y: y.to_dtype(a.d.dtype())?, a, ynorm })
+        Ok(PsdSensing {
+            y: y.to_dtype(a.d.dtype())?,
+            a,
+            ynorm,
+        })
     }
 
     /// σ₁ of the symmetrised spectral estimate A*(y) (scale for λ and GD).
@@ -633,7 +714,10 @@ impl PsdSensing {
         let n = self.a.n1;
         check_rank(init.rank, &[n])?;
         if !(init.alpha > 0.0 && init.alpha.is_finite()) {
-            return invalid(format!("initial scale alpha must be > 0, got {}", init.alpha));
+            return invalid(format!(
+                "initial scale alpha must be > 0, got {}",
+                init.alpha
+            ));
         }
         let s1 = self.sigma1(opts.seed)?;
         let mut o = opts.clone();
@@ -671,4 +755,3 @@ impl Iterable for PsdSensing {
         Ok(x.matmul(&x.t()?)?)
     }
 }
-

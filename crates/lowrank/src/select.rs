@@ -28,7 +28,12 @@ pub struct RankScan {
 
 /// Hold out `frac` of the observed entries, fit each rank in `ranks` on the rest, and
 /// pick the rank with the smallest held-out relative error.
-pub fn completion_rank_scan(prob: &MatrixCompletion, ranks: &[usize], frac: f64, opts: &Options) -> Result<RankScan> {
+pub fn completion_rank_scan(
+    prob: &MatrixCompletion,
+    ranks: &[usize],
+    frac: f64,
+    opts: &Options,
+) -> Result<RankScan> {
     if ranks.is_empty() {
         return invalid("no candidate ranks given");
     }
@@ -59,7 +64,11 @@ pub fn completion_rank_scan(prob: &MatrixCompletion, ranks: &[usize], frac: f64,
         .filter_map(|s| s.heldout_rel_error.map(|e| (s.rank, e)))
         .min_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal));
     match best {
-        Some((rank, _)) => Ok(RankScan { holdout_fraction: frac, scores, best_rank: rank }),
+        Some((rank, _)) => Ok(RankScan {
+            holdout_fraction: frac,
+            scores,
+            best_rank: rank,
+        }),
         None => Err(crate::error::LowRankError::Numerical(
             "every candidate rank failed during rank selection".into(),
         )),

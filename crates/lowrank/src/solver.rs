@@ -56,7 +56,9 @@ pub struct Options {
     /// Halve η (up to 30 times) when a step increases the observed-data residual;
     /// let it grow back ×1.5 per accepted step, up to the nominal η.
     pub backtrack: bool,
-    /// Divergence: relative residual above `divergence × max(1, initial)` or non-finite.
+    /// Divergence: relative residual above `divergence × max(1, initial)` or non-finite
+    /// (default 1e3, as the reference code; ScaledGD can transiently raise the residual
+    /// while it finds components the initialisation missed).
     pub divergence: f64,
     /// σ₁ used by vanilla GD's step η/σ₁ (defaults to σ₁ of the initial estimate).
     pub gd_scale: Option<f64>,
@@ -77,7 +79,7 @@ impl Default for Options {
             tol: 1e-12,
             damping: Damping::None,
             backtrack: false,
-            divergence: 10.0,
+            divergence: 1e3,
             gd_scale: None,
             truth: None,
             stop_error: None,
@@ -162,10 +164,15 @@ pub(crate) fn run<P: Iterable>(
     let start = Instant::now();
     let eta0 = opts.eta.unwrap_or(default_eta);
     if !(eta0 > 0.0 && eta0.is_finite()) {
-        return Err(LowRankError::InvalidInput(format!("step size must be > 0, got {eta0}")));
+        return Err(LowRankError::InvalidInput(format!(
+            "step size must be > 0, got {eta0}"
+        )));
     }
     if !(opts.tol >= 0.0) {
-        return Err(LowRankError::InvalidInput(format!("tolerance must be ≥ 0, got {}", opts.tol)));
+        return Err(LowRankError::InvalidInput(format!(
+            "tolerance must be ≥ 0, got {}",
+            opts.tol
+        )));
     }
     let lambda = match opts.damping {
         Damping::None => 0.0,
@@ -173,7 +180,9 @@ pub(crate) fn run<P: Iterable>(
         Damping::Absolute(l) => l,
     };
     if !(lambda >= 0.0 && lambda.is_finite()) {
-        return Err(LowRankError::InvalidInput(format!("damping λ must be ≥ 0, got {lambda}")));
+        return Err(LowRankError::InvalidInput(format!(
+            "damping λ must be ≥ 0, got {lambda}"
+        )));
     }
     let gd_scale = opts.gd_scale.unwrap_or(sigma1);
     if opts.method == Method::Gd && !(gd_scale > 0.0 && gd_scale.is_finite()) {
@@ -203,7 +212,11 @@ pub(crate) fn run<P: Iterable>(
     let mut s = init;
     let (mut loss, mut aux) = p.eval(&s, 0)?;
     if !loss.is_finite() {
-        return Err(LowRankError::Diverged { iteration: 0, residual: loss, threshold: opts.divergence });
+        return Err(LowRankError::Diverged {
+            iteration: 0,
+            residual: loss,
+            threshold: opts.divergence,
+        });
     }
     let threshold = opts.divergence * loss.max(1.0);
     let mut report = Report {
@@ -227,7 +240,12 @@ pub(crate) fn run<P: Iterable>(
     for t in 0..opts.max_iter {
         let mut tries = 0;
         let (s_new, loss_new, aux_new, eta_used) = loop {
-            let ctx = StepCtx { eta, method: opts.method, lambda, gd_scale };
+            let ctx = StepCtx {
+                eta,
+                method: opts.method,
+                lambda,
+                gd_scale,
+            };
             let cand = p.step(&s, &aux, &ctx)?;
             let (l, a) = p.eval(&cand, t + 1)?;
             let worse = !l.is_finite() || l > loss * (1.0 + 1e-10) + 1e-300;
@@ -239,12 +257,20 @@ pub(crate) fn run<P: Iterable>(
             break (cand, l, a, eta);
         };
         if !loss_new.is_finite() || loss_new > threshold {
-            return Err(LowRankError::Diverged { iteration: t + 1, residual: loss_new, threshold });
+            return Err(LowRankError::Diverged {
+                iteration: t + 1,
+                residual: loss_new,
+                threshold,
+            });
         }
         let (dn, on) = p.change(&s, &s_new)?;
         let rc = if on > 0.0 { dn / on } else { dn };
         if !rc.is_finite() {
-            return Err(LowRankError::Diverged { iteration: t + 1, residual: f64::NAN, threshold });
+            return Err(LowRankError::Diverged {
+                iteration: t + 1,
+                residual: f64::NAN,
+                threshold,
+            });
         }
         report.rel_change.push(rc);
         report.residuals.push(loss_new);

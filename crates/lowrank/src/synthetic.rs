@@ -15,7 +15,9 @@ pub fn linspace_spectrum(r: usize, kappa: f64) -> Vec<f64> {
     if r == 1 {
         return vec![1.0];
     }
-    (0..r).map(|i| 1.0 + (1.0 / kappa - 1.0) * i as f64 / (r - 1) as f64).collect()
+    (0..r)
+        .map(|i| 1.0 + (1.0 / kappa - 1.0) * i as f64 / (r - 1) as f64)
+        .collect()
 }
 
 fn orthonormal(n: usize, r: usize, rng: &mut StdRng) -> DMatrix<f64> {
@@ -24,7 +26,9 @@ fn orthonormal(n: usize, r: usize, rng: &mut StdRng) -> DMatrix<f64> {
 
 fn check(n: usize, r: usize, kappa: f64) -> Result<()> {
     if r == 0 || r >= n {
-        return invalid(format!("synthetic problem needs 1 ≤ r < n, got n={n}, r={r}"));
+        return invalid(format!(
+            "synthetic problem needs 1 ≤ r < n, got n={n}, r={r}"
+        ));
     }
     if !(kappa >= 1.0 && kappa.is_finite()) {
         return invalid(format!("condition number κ must be ≥ 1, got {kappa}"));
@@ -32,10 +36,16 @@ fn check(n: usize, r: usize, kappa: f64) -> Result<()> {
     Ok(())
 }
 
-/// X⋆ = U diag(σ) Vᵀ, n1×n2, rank r, condition number κ (host f64).
+/// Orthonormalised random ±1 matrix (as the reference MATLAB code: maximally incoherent).
+fn orthonormal_sign(n: usize, r: usize, rng: &mut StdRng) -> DMatrix<f64> {
+    DMatrix::from_fn(n, r, |_, _| if rng.random::<bool>() { 1.0 } else { -1.0 }).qr().q()
+}
+
+/// X⋆ = U diag(σ) Vᵀ, n1×n2, rank r, condition number κ (host f64); U, V are
+/// orthonormalised random sign matrices as in the reference experiments.
 pub fn low_rank_host(n1: usize, n2: usize, r: usize, kappa: f64, rng: &mut StdRng) -> DMatrix<f64> {
-    let u = orthonormal(n1, r, rng);
-    let v = orthonormal(n2, r, rng);
+    let u = orthonormal_sign(n1, r, rng);
+    let v = orthonormal_sign(n2, r, rng);
     let s = DMatrix::from_diagonal(&nalgebra::DVector::from_vec(linspace_spectrum(r, kappa)));
     u * s * v.transpose()
 }
@@ -47,7 +57,15 @@ pub struct Synthetic<P> {
 }
 
 /// Matrix completion, Bernoulli(p) mask.
-pub fn completion(n: usize, r: usize, kappa: f64, p: f64, seed: u64, dtype: DType, dev: &Device) -> Result<Synthetic<MatrixCompletion>> {
+pub fn completion(
+    n: usize,
+    r: usize,
+    kappa: f64,
+    p: f64,
+    seed: u64,
+    dtype: DType,
+    dev: &Device,
+) -> Result<Synthetic<MatrixCompletion>> {
     check(n, r, kappa)?;
     if !(p > 0.0 && p <= 1.0) {
         return invalid(format!("sampling rate must be in (0, 1], got {p}"));
@@ -67,13 +85,24 @@ pub fn completion(n: usize, r: usize, kappa: f64, p: f64, seed: u64, dtype: DTyp
     let nv = vals.len();
     let v = Tensor::from_vec(vals, nv, dev)?.to_dtype(dtype)?;
     let problem = MatrixCompletion::new(n, n, &rows, &cols, &v)?.with_p(p)?;
-    Ok(Synthetic { problem, truth: from_host(&x, dtype, dev)? })
+    Ok(Synthetic {
+        problem,
+        truth: from_host(&x, dtype, dev)?,
+    })
 }
 
 /// Robust PCA as in the reference MATLAB experiment: S⋆ = T_α(G) for a standard
 /// Gaussian G (so each row/column has at most ⌊αn⌋ outliers, of size O(1) against
 /// entries of X⋆ of size O(‖X⋆‖_F/n)). Returns the problem (truth X⋆) and S⋆.
-pub fn rpca(n: usize, r: usize, kappa: f64, alpha: f64, seed: u64, dtype: DType, dev: &Device) -> Result<(Synthetic<RobustPca>, Tensor)> {
+pub fn rpca(
+    n: usize,
+    r: usize,
+    kappa: f64,
+    alpha: f64,
+    seed: u64,
+    dtype: DType,
+    dev: &Device,
+) -> Result<(Synthetic<RobustPca>, Tensor)> {
     check(n, r, kappa)?;
     let mut rng = StdRng::seed_from_u64(seed);
     let x = low_rank_host(n, n, r, kappa, &mut rng);
@@ -81,22 +110,47 @@ pub fn rpca(n: usize, r: usize, kappa: f64, alpha: f64, seed: u64, dtype: DType,
     let s = to_host(&crate::matrix::sparsify(&g, alpha)?)?;
     let y = &x + &s;
     let problem = RobustPca::new(&from_host(&y, dtype, dev)?, alpha)?;
-    Ok((Synthetic { problem, truth: from_host(&x, dtype, dev)? }, from_host(&s, dtype, dev)?))
+    Ok((
+        Synthetic {
+            problem,
+            truth: from_host(&x, dtype, dev)?,
+        },
+        from_host(&s, dtype, dev)?,
+    ))
 }
 
 /// Matrix sensing with a Gaussian design, m measurements.
-pub fn sensing(n: usize, r: usize, kappa: f64, m: usize, seed: u64, dtype: DType, dev: &Device) -> Result<Synthetic<MatrixSensing>> {
+pub fn sensing(
+    n: usize,
+    r: usize,
+    kappa: f64,
+    m: usize,
+    seed: u64,
+    dtype: DType,
+    dev: &Device,
+) -> Result<Synthetic<MatrixSensing>> {
     check(n, r, kappa)?;
     let mut rng = StdRng::seed_from_u64(seed);
     let x = low_rank_host(n, n, r, kappa, &mut rng);
     let a = Design::gaussian(m, n, n, seed.wrapping_add(1), dtype, dev)?;
     let xt = from_host(&x, dtype, dev)?;
     let y = a.apply(&xt)?;
-    Ok(Synthetic { problem: MatrixSensing::new(a, &y)?, truth: xt })
+    Ok(Synthetic {
+        problem: MatrixSensing::new(a, &y)?,
+        truth: xt,
+    })
 }
 
 /// PSD sensing: M⋆ = U diag(σ) Uᵀ, symmetric Gaussian-design measurements.
-pub fn psd_sensing(n: usize, r: usize, kappa: f64, m: usize, seed: u64, dtype: DType, dev: &Device) -> Result<Synthetic<PsdSensing>> {
+pub fn psd_sensing(
+    n: usize,
+    r: usize,
+    kappa: f64,
+    m: usize,
+    seed: u64,
+    dtype: DType,
+    dev: &Device,
+) -> Result<Synthetic<PsdSensing>> {
     check(n, r, kappa)?;
     let mut rng = StdRng::seed_from_u64(seed);
     let u = orthonormal(n, r, &mut rng);
@@ -105,13 +159,23 @@ pub fn psd_sensing(n: usize, r: usize, kappa: f64, m: usize, seed: u64, dtype: D
     let a = Design::gaussian(m, n, n, seed.wrapping_add(1), dtype, dev)?;
     let mt = from_host(&mstar, dtype, dev)?;
     let y = a.apply(&mt)?;
-    Ok(Synthetic { problem: PsdSensing::new(a, &y)?, truth: mt })
+    Ok(Synthetic {
+        problem: PsdSensing::new(a, &y)?,
+        truth: mt,
+    })
 }
 
 /// Tucker tensor of multilinear rank (r, r, r) whose unfoldings all have singular
 /// values linspace(1, 1/κ, r): a superdiagonal core rotated by random orthogonal r×r
 /// matrices, times random orthonormal n×r factors.
-pub fn tucker_truth(n: usize, r: usize, kappa: f64, rng: &mut StdRng, dtype: DType, dev: &Device) -> Result<Tensor> {
+pub fn tucker_truth(
+    n: usize,
+    r: usize,
+    kappa: f64,
+    rng: &mut StdRng,
+    dtype: DType,
+    dev: &Device,
+) -> Result<Tensor> {
     let sig = linspace_spectrum(r, kappa);
     let mut core = vec![0.0; r * r * r];
     for (i, s) in sig.iter().enumerate() {
@@ -131,7 +195,15 @@ pub fn tucker_truth(n: usize, r: usize, kappa: f64, rng: &mut StdRng, dtype: DTy
 }
 
 /// Tucker tensor completion, Bernoulli(p) mask.
-pub fn tensor_completion(n: usize, r: usize, kappa: f64, p: f64, seed: u64, dtype: DType, dev: &Device) -> Result<Synthetic<TensorCompletion>> {
+pub fn tensor_completion(
+    n: usize,
+    r: usize,
+    kappa: f64,
+    p: f64,
+    seed: u64,
+    dtype: DType,
+    dev: &Device,
+) -> Result<Synthetic<TensorCompletion>> {
     check(n, r, kappa)?;
     let mut rng = StdRng::seed_from_u64(seed);
     let x = tucker_truth(n, r, kappa, &mut rng, dtype, dev)?;
@@ -145,11 +217,23 @@ pub fn tensor_completion(n: usize, r: usize, kappa: f64, p: f64, seed: u64, dtyp
     }
     let nv = vals.len();
     let v = Tensor::from_vec(vals, nv, dev)?.to_dtype(dtype)?;
-    Ok(Synthetic { problem: TensorCompletion::new([n, n, n], &idx, &v)?, truth: x })
+    Ok(Synthetic {
+        problem: TensorCompletion::new([n, n, n], &idx, &v)?,
+        truth: x,
+    })
 }
 
 /// Tensor RPCA: Bernoulli(α) outliers, uniform in ±10·E|X⋆|.
-pub fn tensor_rpca(n: usize, r: usize, kappa: f64, alpha: f64, params: TrpcaParams, seed: u64, dtype: DType, dev: &Device) -> Result<Synthetic<TensorRpca>> {
+pub fn tensor_rpca(
+    n: usize,
+    r: usize,
+    kappa: f64,
+    alpha: f64,
+    params: TrpcaParams,
+    seed: u64,
+    dtype: DType,
+    dev: &Device,
+) -> Result<Synthetic<TensorRpca>> {
     check(n, r, kappa)?;
     let mut rng = StdRng::seed_from_u64(seed);
     let x = tucker_truth(n, r, kappa, &mut rng, dtype, dev)?;
@@ -161,5 +245,8 @@ pub fn tensor_rpca(n: usize, r: usize, kappa: f64, alpha: f64, params: TrpcaPara
         }
     }
     let y = Tensor::from_vec(xv, (n, n, n), dev)?.to_dtype(dtype)?;
-    Ok(Synthetic { problem: TensorRpca::new(&y, params)?, truth: x })
+    Ok(Synthetic {
+        problem: TensorRpca::new(&y, params)?,
+        truth: x,
+    })
 }

@@ -39,7 +39,10 @@ pub fn mode_mul(t: &Tensor, m: &Tensor, k: usize) -> Result<Tensor> {
     Ok(match k {
         0 => m.matmul(&t.reshape((d0, d1 * d2))?)?.reshape((a, d1, d2))?,
         1 => m.broadcast_matmul(&t.contiguous()?)?,
-        2 => t.reshape((d0 * d1, d2))?.matmul(&m.t()?)?.reshape((d0, d1, a))?,
+        2 => t
+            .reshape((d0 * d1, d2))?
+            .matmul(&m.t()?)?
+            .reshape((d0, d1, a))?,
         _ => return invalid(format!("mode {k} out of range for a 3-way tensor")),
     })
 }
@@ -69,7 +72,9 @@ fn check_ranks(ranks: [usize; 3], dims: [usize; 3]) -> Result<()> {
         }
         let other = ranks[(k + 1) % 3] * ranks[(k + 2) % 3];
         if ranks[k] > other {
-            return invalid(format!("Tucker ranks {ranks:?} are infeasible (r_k > r_i r_j)"));
+            return invalid(format!(
+                "Tucker ranks {ranks:?} are infeasible (r_k > r_i r_j)"
+            ));
         }
     }
     Ok(())
@@ -100,7 +105,10 @@ fn core_sigma1(t: &Tucker, seed: u64) -> Result<f64> {
 /// One ScaledGD / GD Tucker step on a dense gradient tensor `d` (= ∂f/∂X) with scale c.
 fn tucker_step(s: &Tucker, d: &Tensor, c: f64, ctx: &StepCtx) -> Result<Tucker> {
     let u = &s.factors;
-    let grams: Vec<Tensor> = u.iter().map(|x| x.t()?.matmul(x)).collect::<candle_core::Result<_>>()?;
+    let grams: Vec<Tensor> = u
+        .iter()
+        .map(|x| x.t()?.matmul(x))
+        .collect::<candle_core::Result<_>>()?;
     let mut new_u: Vec<Tensor> = Vec::with_capacity(3);
     for k in 0..3 {
         let mut w = d.clone();
@@ -138,7 +146,10 @@ fn tucker_step(s: &Tucker, d: &Tensor, c: f64, ctx: &StepCtx) -> Result<Tucker> 
     let [a, b, cc]: [Tensor; 3] = new_u
         .try_into()
         .map_err(|_| LowRankError::Numerical("factor count".into()))?;
-    Ok(Tucker { core, factors: [a, b, cc] })
+    Ok(Tucker {
+        core,
+        factors: [a, b, cc],
+    })
 }
 
 fn tucker_change(o: &Tucker, n: &Tucker) -> Result<(f64, f64)> {
@@ -185,7 +196,9 @@ impl TensorCompletion {
         let mut seen = HashSet::with_capacity(nnz);
         for &i in indices {
             if i >= total {
-                return invalid(format!("flat index {i} outside a tensor of {total} entries"));
+                return invalid(format!(
+                    "flat index {i} outside a tensor of {total} entries"
+                ));
             }
             if !seen.insert(i) {
                 return invalid(format!("flat index {i} observed twice"));
@@ -195,17 +208,34 @@ impl TensorCompletion {
         if ynorm == 0.0 {
             return invalid("all observed values are zero");
         }
-        let flat = Tensor::from_vec(indices.iter().map(|&i| i as u32).collect::<Vec<_>>(), nnz, values.device())?;
-        Ok(TensorCompletion { dims, flat, values: values.clone(), p: nnz as f64 / total as f64, ynorm })
+        let flat = Tensor::from_vec(
+            indices.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            nnz,
+            values.device(),
+        )?;
+        Ok(TensorCompletion {
+            dims,
+            flat,
+            values: values.clone(),
+            p: nnz as f64 / total as f64,
+            ynorm,
+        })
     }
 
     /// From a dense 3-way tensor and a same-shaped mask (non-zero = observed).
     pub fn from_dense(y: &Tensor, mask: &Tensor) -> Result<Self> {
         let (a, b, c) = y.dims3().map_err(|_| {
-            LowRankError::InvalidInput(format!("Y must be a 3-way tensor, got shape {:?}", y.dims()))
+            LowRankError::InvalidInput(format!(
+                "Y must be a 3-way tensor, got shape {:?}",
+                y.dims()
+            ))
         })?;
         if mask.dims() != y.dims() {
-            return invalid(format!("mask shape {:?} does not match Y shape {:?}", mask.dims(), y.dims()));
+            return invalid(format!(
+                "mask shape {:?} does not match Y shape {:?}",
+                mask.dims(),
+                y.dims()
+            ));
         }
         let m: Vec<f64> = mask.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
         let yv: Vec<f64> = y.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
@@ -213,7 +243,9 @@ impl TensorCompletion {
         for (k, (&mk, &yk)) in m.iter().zip(&yv).enumerate() {
             if mk != 0.0 {
                 if !yk.is_finite() {
-                    return invalid(format!("Y has a NaN/infinite value at observed flat index {k}"));
+                    return invalid(format!(
+                        "Y has a NaN/infinite value at observed flat index {k}"
+                    ));
                 }
                 idx.push(k);
                 vals.push(yk);
@@ -237,7 +269,11 @@ impl TensorCompletion {
     pub fn observed_dense(&self) -> Result<Tensor> {
         let n: usize = self.dims.iter().product();
         let z = Tensor::zeros(n, self.values.dtype(), self.values.device())?;
-        Ok(z.index_add(&self.flat, &self.values, 0)?.reshape((self.dims[0], self.dims[1], self.dims[2]))?)
+        Ok(z.index_add(&self.flat, &self.values, 0)?.reshape((
+            self.dims[0],
+            self.dims[1],
+            self.dims[2],
+        ))?)
     }
 
     /// Spectral initialisation: U_k = top-r_k eigenvectors of
@@ -259,8 +295,13 @@ impl TensorCompletion {
         for k in 0..3 {
             core = mode_mul(&core, &us[k].t()?, k)?;
         }
-        let [a, b, c]: [Tensor; 3] = us.try_into().map_err(|_| LowRankError::Numerical("factor count".into()))?;
-        Ok(Tucker { core, factors: [a, b, c] })
+        let [a, b, c]: [Tensor; 3] = us
+            .try_into()
+            .map_err(|_| LowRankError::Numerical("factor count".into()))?;
+        Ok(Tucker {
+            core,
+            factors: [a, b, c],
+        })
     }
 
     pub fn solve(&self, ranks: [usize; 3], opts: &Options) -> Result<(Tucker, Report)> {
@@ -321,7 +362,11 @@ pub struct TrpcaParams {
 
 impl Default for TrpcaParams {
     fn default() -> Self {
-        TrpcaParams { zeta0: None, zeta1: None, rho: 0.9 }
+        TrpcaParams {
+            zeta0: None,
+            zeta1: None,
+            rho: 0.9,
+        }
     }
 }
 
@@ -338,7 +383,10 @@ pub struct TensorRpca {
 impl TensorRpca {
     pub fn new(y: &Tensor, params: TrpcaParams) -> Result<Self> {
         y.dims3().map_err(|_| {
-            LowRankError::InvalidInput(format!("Y must be a 3-way tensor, got shape {:?}", y.dims()))
+            LowRankError::InvalidInput(format!(
+                "Y must be a 3-way tensor, got shape {:?}",
+                y.dims()
+            ))
         })?;
         check_float(y, "Y")?;
         let ynorm = fro(y)?;
@@ -346,18 +394,31 @@ impl TensorRpca {
             return invalid("Y is identically zero");
         }
         if !(params.rho > 0.0 && params.rho < 1.0) {
-            return invalid(format!("threshold decay rho must be in (0, 1), got {}", params.rho));
+            return invalid(format!(
+                "threshold decay rho must be in (0, 1), got {}",
+                params.rho
+            ));
         }
         let mut a: Vec<f64> = y.abs()?.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
         let mid = a.len() / 2;
-        let (_, med, _) = a.select_nth_unstable_by(mid, |x, y| x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal));
+        let (_, med, _) = a.select_nth_unstable_by(mid, |x, y| {
+            x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal)
+        });
         let scale = 1.4826 * *med;
         let zeta0 = params.zeta0.unwrap_or(4.0 * scale);
         let zeta1 = params.zeta1.unwrap_or(2.0 * scale);
         if !(zeta0 >= 0.0 && zeta1 >= 0.0 && zeta0.is_finite() && zeta1.is_finite()) {
-            return invalid(format!("thresholds must be finite and ≥ 0, got ζ₀={zeta0}, ζ₁={zeta1}"));
+            return invalid(format!(
+                "thresholds must be finite and ≥ 0, got ζ₀={zeta0}, ζ₁={zeta1}"
+            ));
         }
-        Ok(TensorRpca { y: y.clone(), ynorm, zeta0, zeta1, rho: params.rho })
+        Ok(TensorRpca {
+            y: y.clone(),
+            ynorm,
+            zeta0,
+            zeta1,
+            rho: params.rho,
+        })
     }
 
     /// (ζ₀, ζ₁, ρ) actually used.
@@ -379,8 +440,13 @@ impl TensorRpca {
         for k in 0..3 {
             core = mode_mul(&core, &us[k].t()?, k)?;
         }
-        let [a, b, c]: [Tensor; 3] = us.try_into().map_err(|_| LowRankError::Numerical("factor count".into()))?;
-        Ok(Tucker { core, factors: [a, b, c] })
+        let [a, b, c]: [Tensor; 3] = us
+            .try_into()
+            .map_err(|_| LowRankError::Numerical("factor count".into()))?;
+        Ok(Tucker {
+            core,
+            factors: [a, b, c],
+        })
     }
 
     pub fn solve(&self, ranks: [usize; 3], opts: &Options) -> Result<(Tucker, Report)> {
@@ -391,7 +457,10 @@ impl TensorRpca {
 
     /// Sparse estimate at iteration t for a given Tucker estimate.
     pub fn outliers(&self, x: &Tucker, t: usize) -> Result<Tensor> {
-        soft_threshold(&(&self.y - x.dense()?)?, self.zeta1 * self.rho.powi(t as i32))
+        soft_threshold(
+            &(&self.y - x.dense()?)?,
+            self.zeta1 * self.rho.powi(t as i32),
+        )
     }
 }
 

@@ -20,7 +20,10 @@ fn msg<T>(r: Result<T, LowRankError>) -> String {
 }
 
 fn small_problem() -> (Tensor, Tensor) {
-    let y = Tensor::arange(0f64, 20.0, &cpu()).unwrap().reshape((4, 5)).unwrap();
+    let y = Tensor::arange(0f64, 20.0, &cpu())
+        .unwrap()
+        .reshape((4, 5))
+        .unwrap();
     let m = Tensor::ones((4, 5), DType::F64, &cpu()).unwrap();
     (y, m)
 }
@@ -70,20 +73,52 @@ fn nan_in_y_is_rejected() {
 #[test]
 fn bad_step_size_diverges_with_an_error_not_nan() {
     let s = synthetic::completion(80, 3, 5.0, 0.4, 1, DType::F64, &cpu()).unwrap();
-    let o = Options { eta: Some(3.0), max_iter: 500, ..Options::default() };
+    let o = Options {
+        eta: Some(3.0),
+        max_iter: 500,
+        ..Options::default()
+    };
     let e = s.problem.solve(3, &o);
     match e {
-        Err(LowRankError::Diverged { iteration, .. }) => assert!(iteration < 50, "detected late: {iteration}"),
+        Err(LowRankError::Diverged { iteration, .. }) => {
+            assert!(iteration < 50, "detected late: {iteration}")
+        }
         Err(e) => panic!("unexpected error {e}"),
-        Ok((f, _)) => panic!("returned Ok with L norm {:?}", f.l.sqr().unwrap().sum_all().unwrap()),
+        Ok((f, _)) => panic!(
+            "returned Ok with L norm {:?}",
+            f.l.sqr().unwrap().sum_all().unwrap()
+        ),
     }
     // Backtracking on the observed-entry loss rescues the same step size.
-    let o = Options { eta: Some(3.0), max_iter: 500, backtrack: true, tol: 1e-12, ..Options::default() };
+    let o = Options {
+        eta: Some(3.0),
+        max_iter: 500,
+        backtrack: true,
+        tol: 1e-12,
+        ..Options::default()
+    };
     let (f, rep) = s.problem.solve(3, &o).unwrap();
-    let err = ((f.dense().unwrap() - &s.truth).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
-        / s.truth.sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap())
+    let err = ((f.dense().unwrap() - &s.truth)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+        / s.truth
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap())
     .sqrt();
-    assert!(err < 1e-8, "backtracking run error {err} after {} iterations", rep.iterations);
+    assert!(
+        err < 1e-8,
+        "backtracking run error {err} after {} iterations",
+        rep.iterations
+    );
 }
 
 /// Approximately low-rank data (power-law spectrum plus noise) fitted with a rank above
@@ -95,40 +130,79 @@ fn damped_preconditioner_is_stable_on_over_ranked_noisy_data() {
     use rand::{rngs::StdRng, SeedableRng};
     let n = 80;
     let mut rng = StdRng::seed_from_u64(5);
-    let u = genprior_lowrank::linalg::randn_host(n, 30, &mut rng).qr().q();
-    let v = genprior_lowrank::linalg::randn_host(n, 30, &mut rng).qr().q();
+    let u = genprior_lowrank::linalg::randn_host(n, 30, &mut rng)
+        .qr()
+        .q();
+    let v = genprior_lowrank::linalg::randn_host(n, 30, &mut rng)
+        .qr()
+        .q();
     let s = nalgebra_diag((1..=30).map(|i| 1.0 / (i as f64).powi(2)).collect());
     let x = &u * s * v.transpose() + genprior_lowrank::linalg::randn_host(n, n, &mut rng) * 1e-4;
     let xt = genprior_lowrank::linalg::from_host(&x, DType::F64, &cpu()).unwrap();
-    let mask: Vec<f64> = (0..n * n).map(|k| if (k * 7919 + k / 3) % 10 < 3 { 1.0 } else { 0.0 }).collect();
+    let mask: Vec<f64> = (0..n * n)
+        .map(|k| {
+            if (k * 7919 + k / 3) % 10 < 3 {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
     let m = Tensor::from_vec(mask, (n, n), &cpu()).unwrap();
     let full = MatrixCompletion::from_dense(&xt, &m).unwrap();
     let (train, hold) = full.split_holdout(0.2, 1).unwrap();
     let rank = 15;
-    match train.solve(rank, &Options { max_iter: 300, tol: 1e-9, ..Options::default() }) {
+    match train.solve(
+        rank,
+        &Options {
+            max_iter: 300,
+            tol: 1e-9,
+            ..Options::default()
+        },
+    ) {
         Ok((f, _)) => assert!(genprior_lowrank::linalg::all_finite(&f.l).unwrap()),
         Err(LowRankError::Diverged { .. }) | Err(LowRankError::Numerical(_)) => {}
         Err(e) => panic!("unexpected error {e}"),
     }
-    let o = Options { damping: Damping::Relative(1e-2), backtrack: true, max_iter: 300, tol: 1e-9, ..Options::default() };
+    let o = Options {
+        damping: Damping::Relative(1e-2),
+        backtrack: true,
+        max_iter: 300,
+        tol: 1e-9,
+        ..Options::default()
+    };
     let (f, rep) = train.solve(rank, &o).unwrap();
     assert!(genprior_lowrank::linalg::all_finite(&f.dense().unwrap()).unwrap());
     let he = hold.rel_error(&f).unwrap();
-    eprintln!("damped+backtracking rank {rank}: held-out rel. error {he:.3} after {} iterations", rep.iterations);
+    eprintln!(
+        "damped+backtracking rank {rank}: held-out rel. error {he:.3} after {} iterations",
+        rep.iterations
+    );
     assert!(he < 1.0, "held-out error {he}");
 }
 
 fn nalgebra_diag(v: Vec<f64>) -> genprior_lowrank::linalg::HostMatrix {
-    genprior_lowrank::linalg::HostMatrix::from_diagonal(&genprior_lowrank::linalg::HostVector::from_vec(v))
+    genprior_lowrank::linalg::HostMatrix::from_diagonal(
+        &genprior_lowrank::linalg::HostVector::from_vec(v),
+    )
 }
 
 #[test]
 fn heldout_rank_scan_finds_the_true_rank() {
     let s = synthetic::completion(80, 3, 3.0, 0.5, 2, DType::F64, &cpu()).unwrap();
-    let o = Options { max_iter: 300, tol: 1e-10, backtrack: true, damping: Damping::Relative(1e-3), ..Options::default() };
+    let o = Options {
+        max_iter: 300,
+        tol: 1e-10,
+        backtrack: true,
+        damping: Damping::Relative(1e-3),
+        ..Options::default()
+    };
     let scan = completion_rank_scan(&s.problem, &[1, 2, 3, 4, 5, 6], 0.1, &o).unwrap();
     for sc in &scan.scores {
-        eprintln!("rank {} held-out {:?} {:?}", sc.rank, sc.heldout_rel_error, sc.error);
+        eprintln!(
+            "rank {} held-out {:?} {:?}",
+            sc.rank, sc.heldout_rel_error, sc.error
+        );
     }
     assert_eq!(scan.best_rank, 3);
 }

@@ -3,7 +3,9 @@
 //! generator, so every error is measured against an independent closed form (X⋆).
 
 use candle_core::{DType, Device, Tensor};
-use genprior_lowrank::{linalg, synthetic, Factors, Method, Options, PsdInit, StopReason, TrpcaParams};
+use genprior_lowrank::{
+    linalg, synthetic, Factors, Method, Options, PsdInit, StopReason, TrpcaParams,
+};
 use rand::{rngs::StdRng, SeedableRng};
 
 fn cpu() -> Device {
@@ -11,13 +13,32 @@ fn cpu() -> Device {
 }
 
 fn rel_err(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
-    let d = (a - b).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap().sqrt();
-    let n = b.sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap().sqrt();
+    let d = (a - b)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+        .sqrt();
+    let n = b
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+        .sqrt();
     d / n
 }
 
 fn exact_opts() -> Options {
-    Options { tol: 1e-14, max_iter: 1500, ..Options::default() }
+    Options {
+        tol: 1e-14,
+        max_iter: 1500,
+        ..Options::default()
+    }
 }
 
 /// Options that run `method` until the error to the truth reaches `eps`; GD uses the
@@ -39,7 +60,10 @@ fn completion_exact_recovery_f64() {
     let s = synthetic::completion(150, 5, 10.0, 0.3, 1, DType::F64, &cpu()).unwrap();
     let (f, rep) = s.problem.solve(5, &exact_opts()).unwrap();
     let e = rel_err(&f.dense().unwrap(), &s.truth);
-    eprintln!("completion: {} iterations, stop {:?}, rel err {e:e}", rep.iterations, rep.stop_reason);
+    eprintln!(
+        "completion: {} iterations, stop {:?}, rel err {e:e}",
+        rep.iterations, rep.stop_reason
+    );
     assert!(e <= 1e-10, "relative error {e}");
     assert_ne!(rep.stop_reason, StopReason::MaxIter);
 }
@@ -47,10 +71,17 @@ fn completion_exact_recovery_f64() {
 #[test]
 fn completion_f32_runs_and_converges_to_single_precision() {
     let s = synthetic::completion(120, 4, 5.0, 0.3, 2, DType::F32, &cpu()).unwrap();
-    let o = Options { tol: 1e-6, max_iter: 300, ..Options::default() };
+    let o = Options {
+        tol: 1e-6,
+        max_iter: 300,
+        ..Options::default()
+    };
     let (f, _) = s.problem.solve(4, &o).unwrap();
     assert_eq!(f.l.dtype(), DType::F32);
-    let e = rel_err(&f.dense().unwrap().to_dtype(DType::F64).unwrap(), &s.truth.to_dtype(DType::F64).unwrap());
+    let e = rel_err(
+        &f.dense().unwrap().to_dtype(DType::F64).unwrap(),
+        &s.truth.to_dtype(DType::F64).unwrap(),
+    );
     assert!(e < 1e-4, "f32 relative error {e}");
 }
 
@@ -64,8 +95,22 @@ fn perturbed_truth(truth: &Tensor, r: usize, delta: f64, seed: u64) -> Factors {
     let mut rng = StdRng::seed_from_u64(seed);
     let sq: Vec<f64> = s.iter().map(|x| x.sqrt() * delta).collect();
     let d = Tensor::from_vec(sq, (1, r), &Device::Cpu).unwrap();
-    let nl = (linalg::from_host(&linalg::randn_host(n1, r, &mut rng), DType::F64, &Device::Cpu).unwrap() / (n1 as f64).sqrt()).unwrap();
-    let nr = (linalg::from_host(&linalg::randn_host(n2, r, &mut rng), DType::F64, &Device::Cpu).unwrap() / (n2 as f64).sqrt()).unwrap();
+    let nl = (linalg::from_host(
+        &linalg::randn_host(n1, r, &mut rng),
+        DType::F64,
+        &Device::Cpu,
+    )
+    .unwrap()
+        / (n1 as f64).sqrt())
+    .unwrap();
+    let nr = (linalg::from_host(
+        &linalg::randn_host(n2, r, &mut rng),
+        DType::F64,
+        &Device::Cpu,
+    )
+    .unwrap()
+        / (n2 as f64).sqrt())
+    .unwrap();
     Factors {
         l: (l + nl.broadcast_mul(&d).unwrap()).unwrap(),
         r: (rr + nr.broadcast_mul(&d).unwrap()).unwrap(),
@@ -78,26 +123,46 @@ fn completion_iterations_independent_of_kappa_and_gd_slower() {
     for kappa in [1.0, 100.0] {
         let s = synthetic::completion(150, 5, kappa, 0.3, 3, DType::F64, &cpu()).unwrap();
         let init = perturbed_truth(&s.truth, 5, 0.05, 11);
-        let (_, rep) = s.problem.solve_from(init, &iters_to(1e-8, Method::ScaledGd, 1000, &s.truth)).unwrap();
-        assert_eq!(rep.stop_reason, StopReason::TargetError, "κ={kappa} did not reach 1e-8");
+        let (_, rep) = s
+            .problem
+            .solve_from(init, &iters_to(1e-8, Method::ScaledGd, 1000, &s.truth))
+            .unwrap();
+        assert_eq!(
+            rep.stop_reason,
+            StopReason::TargetError,
+            "κ={kappa} did not reach 1e-8"
+        );
         its.push(rep.iterations as f64);
     }
-    eprintln!("completion ScaledGD iterations to 1e-8 (local init): κ=1 {}, κ=100 {}", its[0], its[1]);
+    eprintln!(
+        "completion ScaledGD iterations to 1e-8 (local init): κ=1 {}, κ=100 {}",
+        its[0], its[1]
+    );
     assert!((its[1] - its[0]).abs() <= 0.2 * its[0], "{its:?}");
 
     // Spectral initialisation at κ = 20: ScaledGD reaches 1e-8, GD does not within 3×.
     let s = synthetic::completion(150, 5, 20.0, 0.3, 3, DType::F64, &cpu()).unwrap();
-    let (_, sg) = s.problem.solve(5, &iters_to(1e-8, Method::ScaledGd, 1000, &s.truth)).unwrap();
+    let (_, sg) = s
+        .problem
+        .solve(5, &iters_to(1e-8, Method::ScaledGd, 1000, &s.truth))
+        .unwrap();
     assert_eq!(sg.stop_reason, StopReason::TargetError);
     let budget = 3 * sg.iterations;
-    let (_, gd) = s.problem.solve(5, &iters_to(1e-8, Method::Gd, budget, &s.truth)).unwrap();
+    let (_, gd) = s
+        .problem
+        .solve(5, &iters_to(1e-8, Method::Gd, budget, &s.truth))
+        .unwrap();
     eprintln!(
         "κ=20: ScaledGD {} iterations; GD after {} iterations at error {:e}",
         sg.iterations,
         gd.iterations,
         gd.errors.last().unwrap()
     );
-    assert_eq!(gd.stop_reason, StopReason::MaxIter, "GD should not reach 1e-8 within 3× ScaledGD's iterations");
+    assert_eq!(
+        gd.stop_reason,
+        StopReason::MaxIter,
+        "GD should not reach 1e-8 within 3× ScaledGD's iterations"
+    );
     assert!(*gd.errors.last().unwrap() > 1e-6);
 }
 
@@ -113,18 +178,41 @@ fn rpca_exact_recovery_and_kappa_independence() {
     for kappa in [1.0, 100.0] {
         let (s, _) = synthetic::rpca(150, 5, kappa, 0.05, 5, DType::F64, &cpu()).unwrap();
         let init = perturbed_truth(&s.truth, 5, 0.05, 12);
-        let (_, rep) = s.problem.solve_from(init, &iters_to(1e-8, Method::ScaledGd, 1000, &s.truth)).unwrap();
+        let (_, rep) = s
+            .problem
+            .solve_from(init, &iters_to(1e-8, Method::ScaledGd, 1000, &s.truth))
+            .unwrap();
         assert_eq!(rep.stop_reason, StopReason::TargetError, "κ={kappa}");
         its.push(rep.iterations as f64);
     }
-    eprintln!("rpca ScaledGD iterations to 1e-8 (local init): κ=1 {}, κ=100 {}", its[0], its[1]);
+    eprintln!(
+        "rpca ScaledGD iterations to 1e-8 (local init): κ=1 {}, κ=100 {}",
+        its[0], its[1]
+    );
     assert!((its[1] - its[0]).abs() <= 0.2 * its[0], "{its:?}");
 
     let (s, _) = synthetic::rpca(150, 5, 20.0, 0.05, 5, DType::F64, &cpu()).unwrap();
     let init = perturbed_truth(&s.truth, 5, 0.05, 13);
-    let (_, sg) = s.problem.solve_from(init.clone(), &iters_to(1e-8, Method::ScaledGd, 1000, &s.truth)).unwrap();
-    let (_, gd) = s.problem.solve_from(init, &iters_to(1e-8, Method::Gd, 3 * sg.iterations, &s.truth)).unwrap();
-    eprintln!("rpca κ=20: ScaledGD {}; GD error after {} iterations {:e}", sg.iterations, gd.iterations, gd.errors.last().unwrap());
+    let (_, sg) = s
+        .problem
+        .solve_from(
+            init.clone(),
+            &iters_to(1e-8, Method::ScaledGd, 1000, &s.truth),
+        )
+        .unwrap();
+    let (_, gd) = s
+        .problem
+        .solve_from(
+            init,
+            &iters_to(1e-8, Method::Gd, 3 * sg.iterations, &s.truth),
+        )
+        .unwrap();
+    eprintln!(
+        "rpca κ=20: ScaledGD {}; GD error after {} iterations {:e}",
+        sg.iterations,
+        gd.iterations,
+        gd.errors.last().unwrap()
+    );
     assert_eq!(gd.stop_reason, StopReason::MaxIter);
 }
 
@@ -140,10 +228,26 @@ fn sensing_exact_recovery() {
 #[test]
 fn psd_sensing_overparameterised_exact_recovery() {
     let s = synthetic::psd_sensing(20, 2, 5.0, 600, 7, DType::F64, &cpu()).unwrap();
-    let o = Options { tol: 1e-15, max_iter: 2000, ..Options::default() };
-    let (x, rep) = s.problem.solve(PsdInit { rank: 4, alpha: 1e-12 }, &o).unwrap();
+    let o = Options {
+        tol: 1e-15,
+        max_iter: 2000,
+        ..Options::default()
+    };
+    let (x, rep) = s
+        .problem
+        .solve(
+            PsdInit {
+                rank: 4,
+                alpha: 1e-12,
+            },
+            &o,
+        )
+        .unwrap();
     let e = rel_err(&x.matmul(&x.t().unwrap()).unwrap(), &s.truth);
-    eprintln!("psd sensing r'=4 (true 2): {} iterations ({:?}), λ={:e}, rel err {e:e}", rep.iterations, rep.stop_reason, rep.lambda);
+    eprintln!(
+        "psd sensing r'=4 (true 2): {} iterations ({:?}), λ={:e}, rel err {e:e}",
+        rep.iterations, rep.stop_reason, rep.lambda
+    );
     assert!(e <= 1e-10, "relative error {e}");
 }
 
@@ -152,15 +256,32 @@ fn tucker_completion_exact_recovery() {
     let s = synthetic::tensor_completion(30, 3, 5.0, 0.3, 8, DType::F64, &cpu()).unwrap();
     let (t, rep) = s.problem.solve([3, 3, 3], &exact_opts()).unwrap();
     let e = rel_err(&t.dense().unwrap(), &s.truth);
-    eprintln!("tucker completion: {} iterations, rel err {e:e}", rep.iterations);
+    eprintln!(
+        "tucker completion: {} iterations, rel err {e:e}",
+        rep.iterations
+    );
     assert!(e <= 1e-10, "relative error {e}");
 }
 
 #[test]
 fn tensor_rpca_exact_recovery() {
-    let s = synthetic::tensor_rpca(30, 3, 3.0, 0.05, TrpcaParams::default(), 9, DType::F64, &cpu()).unwrap();
+    let s = synthetic::tensor_rpca(
+        30,
+        3,
+        3.0,
+        0.05,
+        TrpcaParams::default(),
+        9,
+        DType::F64,
+        &cpu(),
+    )
+    .unwrap();
     let (t, rep) = s.problem.solve([3, 3, 3], &exact_opts()).unwrap();
     let e = rel_err(&t.dense().unwrap(), &s.truth);
-    eprintln!("tensor rpca: {} iterations, params {:?}, rel err {e:e}", rep.iterations, s.problem.params());
+    eprintln!(
+        "tensor rpca: {} iterations, params {:?}, rel err {e:e}",
+        rep.iterations,
+        s.problem.params()
+    );
     assert!(e <= 1e-10, "relative error {e}");
 }

@@ -309,9 +309,11 @@ mod tests {
     #[test]
     fn grid_is_refined_monotone_and_ends_at_t0() {
         let s = Schedule::ddpm_default();
-        for eta in [0.1, 0.4, 0.8] {
+        // Grid sizes of the spec's independent numerical check (ratio 1.1, linear β, T = 1000).
+        for (eta, spec_len) in [(0.1, 123), (0.4, 203), (0.8, 291)] {
             let g = DdimGrid::new(&s, eta).unwrap();
             let p = &g.points;
+            assert_eq!(p.len(), spec_len, "η = {eta}");
             assert!(p.len() > usable_timesteps(&s, eta).unwrap().len());
             assert_eq!(p.last().unwrap().t, 0.0);
             assert!((p[0].alpha_cond - GRID_MIN_ALPHA).abs() < 1e-15);

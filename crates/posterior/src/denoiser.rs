@@ -80,3 +80,86 @@ impl<'a> Denoiser<'a> {
         Ok(self.interpret(&raw, x, alpha_bar)?.1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use genprior_diffusion::analytic::GaussianPrior;
+    use genprior_diffusion::SchedulerConfig;
+
+    fn sched(prediction: &str, clip: bool) -> Schedule {
+        Schedule::new(SchedulerConfig { prediction_type: prediction.into(), clip_sample: clip, ..SchedulerConfig::default() })
+            .unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// A model that returns its input concatenated with junk "variance" channels.
+    struct TwoC<'a>(&'a GaussianPrior);
+    impl ScoreModel for TwoC<'_> {
+        fn forward(&self, x: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
+            let e = self.0.forward(x, t)?;
+            Tensor::cat(&[&e, &(e.ones_like()? * 7.0)?], 1)
+        }
+        fn in_channels(&self) -> usize {
+            1
+        }
+        fn out_channels(&self) -> usize {
+            2
+        }
+        fn sample_size(&self) -> Option<usize> {
+            Some(2)
+        }
+        fn device(&self) -> &candle_core::Device {
+            self.0.device()
+        }
+    }
+
+    #[test]
+    fn eps_is_the_same_whatever_the_parameterisation() {
+        let dev = Device::Cpu;
+        let x = Tensor::new(&[[[[0.3f32, -1.2], [2.0, 0.1]]], [[[-0.5, 0.7], [0.0, 1.5]]]], &dev).unwrap();
+        let (mean, var) = (vec![0.1, -0.2, 0.3, 0.0], vec![0.3, 0.6, 1.0, 1.5]);
+        let t = 123.4;
+        let reference = {
+            let s = sched("epsilon", false);
+            let m = GaussianPrior::new(mean.clone(), var.clone(), [1, 2, 2], &s, &dev).unwrap();
+            let ab = s.alpha_bar_at(t).unwrap();
+            let e = Denoiser::new(&m, &s).eps(&x, t, ab).unwrap();
+            // Against the closed form E[ε | x_t].
+            let (_, want) = m.posterior_means(&x, &[ab, ab]).unwrap();
+            assert!(max_diff(&e, &want) < 1e-6);
+            e
+        };
+        for p in ["v_prediction", "sample"] {
+            let s = sched(p, false);
+            let m = GaussianPrior::new(mean.clone(), var.clone(), [1, 2, 2], &s, &dev).unwrap();
+            let ab = s.alpha_bar_at(t).unwrap();
+            let mut d = Denoiser::new(&m, &s);
+            let e = d.eps(&x, t, ab).unwrap();
+            assert!(max_diff(&e, &reference) < 1e-4, "{p}");
+            assert_eq!(d.nfe(), 1);
+        }
+        // 2C outputs: the variance half is dropped.
+        let s = sched("epsilon", false);
+        let m = GaussianPrior::new(mean.clone(), var.clone(), [1, 2, 2], &s, &dev).unwrap();
+        let two = TwoC(&m);
+        let e = Denoiser::new(&two, &s).eps(&x, t, s.alpha_bar_at(t).unwrap()).unwrap();
+        assert!(max_diff(&e, &reference) < 1e-6);
+        // Clipping: x̂₀ clipped to [-1, 1] and ε recomputed so that x = sqrt(ᾱ) x̂₀ + sqrt(1−ᾱ) ε.
+        let s = sched("epsilon", true);
+        let m = GaussianPrior::new(mean, var, [1, 2, 2], &s, &dev).unwrap();
+        let ab = s.alpha_bar_at(900.0).unwrap();
+        let xb = (x * 5.0).unwrap();
+        let mut d = Denoiser::new(&m, &s);
+        let raw = d.raw(&xb, 900.0).unwrap();
+        let (x0, e) = d.interpret(&raw, &xb, ab).unwrap();
+        assert!(x0.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() <= 1.0);
+        let back = (x0.affine(ab.sqrt(), 0.0).unwrap() + e.affine((1.0 - ab).sqrt(), 0.0).unwrap()).unwrap();
+        assert!(max_diff(&back, &xb) < 1e-4);
+        assert!(Denoiser::new(&m, &s).check_channels(3).is_err());
+    }
+}
