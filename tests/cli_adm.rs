@@ -10,7 +10,12 @@ fn adm(name: &str) -> std::path::PathBuf {
     fixtures().join("adm").join(name)
 }
 
-fn predict(model: &std::path::Path, dir: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+fn predict(
+    model: &std::path::Path,
+    dir: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
     bin()
         .args(["predict", "--device", "cpu", "--model"])
         .arg(model)
@@ -29,7 +34,14 @@ fn max_err(a: &std::path::Path, b: &std::path::Path) -> f32 {
     let a = Tensor::read_npy(a).unwrap();
     let b = Tensor::read_npy(b).unwrap();
     assert_eq!(a.dims(), b.dims());
-    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 #[test]
@@ -73,18 +85,37 @@ fn adm_errors_are_clear() {
     // A .pt alone, without a config or a matching preset.
     let lone = tmp.join("lone");
     std::fs::create_dir_all(&lone).unwrap();
-    std::fs::copy(adm("updown_legacy_sigma").join("model.pt"), lone.join("ckpt.pt")).unwrap();
-    let o = bin().args(["inspect", "--device", "cpu", "--model"]).arg(lone.join("ckpt.pt")).output().unwrap();
+    std::fs::copy(
+        adm("updown_legacy_sigma").join("model.pt"),
+        lone.join("ckpt.pt"),
+    )
+    .unwrap();
+    let o = bin()
+        .args(["inspect", "--device", "cpu", "--model"])
+        .arg(lone.join("ckpt.pt"))
+        .output()
+        .unwrap();
     assert_clean_error(&o, &["--preset"]);
     // The wrong preset: shapes do not match.
     let o = bin()
-        .args(["inspect", "--device", "cpu", "--preset", "adm-ffhq-256", "--model"])
+        .args([
+            "inspect",
+            "--device",
+            "cpu",
+            "--preset",
+            "adm-ffhq-256",
+            "--model",
+        ])
         .arg(lone.join("ckpt.pt"))
         .output()
         .unwrap();
     assert_clean_error(&o, &[]);
     // A pickle holding a non-tensor object.
-    let o = bin().args(["inspect", "--device", "cpu", "--model"]).arg(adm("bad").join("object.pt")).output().unwrap();
+    let o = bin()
+        .args(["inspect", "--device", "cpu", "--model"])
+        .arg(adm("bad").join("object.pt"))
+        .output()
+        .unwrap();
     assert_clean_error(&o, &["not a tensor"]);
     // A truncated .pt.
     let bytes = std::fs::read(adm("updown_legacy_sigma").join("model.pt")).unwrap();

@@ -20,7 +20,14 @@ fn unet_fixture(name: &str) -> std::path::PathBuf {
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 #[test]
@@ -95,7 +102,11 @@ fn inspect_reports_diffusers_parameter_count() {
     assert!(stdout(&o).contains("pytorch pickle"));
 }
 
-fn predict_with(model: &std::path::Path, input: &std::path::Path, out: &std::path::Path) -> std::process::Output {
+fn predict_with(
+    model: &std::path::Path,
+    input: &std::path::Path,
+    out: &std::path::Path,
+) -> std::process::Output {
     bin()
         .args(["predict", "--device", "cpu", "--timestep", "3", "--model"])
         .arg(model)
@@ -108,7 +119,10 @@ fn predict_with(model: &std::path::Path, input: &std::path::Path, out: &std::pat
 }
 
 /// A copy of a fixture model whose safetensors file is rewritten by `edit`.
-fn edited_model(tag: &str, edit: impl FnOnce(&mut std::collections::HashMap<String, Tensor>)) -> std::path::PathBuf {
+fn edited_model(
+    tag: &str,
+    edit: impl FnOnce(&mut std::collections::HashMap<String, Tensor>),
+) -> std::path::PathBuf {
     let src = unet_fixture("positional_null_heads").join("model");
     let dst = temp_dir(tag);
     copy_dir(&src, &dst);
@@ -130,7 +144,10 @@ fn bad_weights_are_clear_errors() {
     let m = edited_model("missing", |ts| {
         ts.remove("mid_block.attentions.0.to_q.weight");
     });
-    assert_clean_error(&predict_with(&m, &input, &out), &["mid_block.attentions.0.to_q.weight", "missing"]);
+    assert_clean_error(
+        &predict_with(&m, &input, &out),
+        &["mid_block.attentions.0.to_q.weight", "missing"],
+    );
 
     // Shape mismatch: name and both shapes.
     let m = edited_model("shape", |ts| {
@@ -139,7 +156,10 @@ fn bad_weights_are_clear_errors() {
             Tensor::zeros(5, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap(),
         );
     });
-    assert_clean_error(&predict_with(&m, &input, &out), &["conv_out.bias", "[5]", "[3]"]);
+    assert_clean_error(
+        &predict_with(&m, &input, &out),
+        &["conv_out.bias", "[5]", "[3]"],
+    );
 
     // Extra tensors: a checkpoint of another architecture.
     let m = edited_model("extra", |ts| {
@@ -148,7 +168,10 @@ fn bad_weights_are_clear_errors() {
             Tensor::zeros(2, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap(),
         );
     });
-    assert_clean_error(&predict_with(&m, &input, &out), &["not used", "different architecture"]);
+    assert_clean_error(
+        &predict_with(&m, &input, &out),
+        &["not used", "different architecture"],
+    );
 
     // Truncated safetensors.
     let m = temp_dir("trunc");
@@ -169,14 +192,15 @@ fn bad_weights_are_clear_errors() {
     // Garbage bytes.
     let m = temp_dir("garbage");
     copy_dir(&d.join("model"), &m);
-    std::fs::write(m.join("diffusion_pytorch_model.safetensors"), b"not a checkpoint at all").unwrap();
+    std::fs::write(
+        m.join("diffusion_pytorch_model.safetensors"),
+        b"not a checkpoint at all",
+    )
+    .unwrap();
     assert_clean_error(&predict_with(&m, &input, &out), &["cannot read weights"]);
 
     // Missing model folder.
-    assert_clean_error(
-        &predict_with(&tmp.join("nope"), &input, &out),
-        &["nope"],
-    );
+    assert_clean_error(&predict_with(&tmp.join("nope"), &input, &out), &["nope"]);
 }
 
 #[test]
@@ -185,10 +209,22 @@ fn bad_configs_are_clear_errors() {
     let input = d.join("input.npy");
     let out = temp_dir("badc").join("y.npy");
     let cases: [(&str, &str, &[&str]); 4] = [
-        ("\"DownBlock2D\", \"AttnDownBlock2D\"", "\"DownBlock2D\", \"CrossAttnDownBlock2D\"", &["down_block_types", "CrossAttnDownBlock2D"]),
-        ("\"positional\"", "\"sinusoidal-ish\"", &["time_embedding_type", "sinusoidal-ish"]),
+        (
+            "\"DownBlock2D\", \"AttnDownBlock2D\"",
+            "\"DownBlock2D\", \"CrossAttnDownBlock2D\"",
+            &["down_block_types", "CrossAttnDownBlock2D"],
+        ),
+        (
+            "\"positional\"",
+            "\"sinusoidal-ish\"",
+            &["time_embedding_type", "sinusoidal-ish"],
+        ),
         ("\"silu\"", "\"tanhshrink\"", &["act_fn", "tanhshrink"]),
-        ("\"in_channels\": 3", "\"in_channels\": 4", &["conv_in.weight", "[32, 4, 3, 3]", "[32, 3, 3, 3]"]),
+        (
+            "\"in_channels\": 3",
+            "\"in_channels\": 4",
+            &["conv_in.weight", "[32, 4, 3, 3]", "[32, 3, 3, 3]"],
+        ),
     ];
     for (i, (from, to, needles)) in cases.iter().enumerate() {
         let m = temp_dir(&format!("cfg{i}"));
@@ -196,7 +232,10 @@ fn bad_configs_are_clear_errors() {
         let cfg = std::fs::read_to_string(m.join("config.json")).unwrap();
         // Normalise the JSON layout so the replacements find their text.
         let v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
-        let cfg = serde_json::to_string(&v).unwrap().replace(",\"", ", \"").replace("\":", "\": ");
+        let cfg = serde_json::to_string(&v)
+            .unwrap()
+            .replace(",\"", ", \"")
+            .replace("\":", "\": ");
         assert!(cfg.contains(from), "{from} not in {cfg}");
         std::fs::write(m.join("config.json"), cfg.replace(from, to)).unwrap();
         assert_clean_error(&predict_with(&m, &input, &out), needles);
@@ -218,18 +257,30 @@ fn bad_inputs_are_clear_errors() {
     let nan = tmp.join("nan.npy");
     let mut v = vec![0f32; 3 * 16 * 16];
     v[5] = f32::NAN;
-    Tensor::from_vec(v, (1, 3, 16, 16), &dev).unwrap().write_npy(&nan).unwrap();
+    Tensor::from_vec(v, (1, 3, 16, 16), &dev)
+        .unwrap()
+        .write_npy(&nan)
+        .unwrap();
     assert_clean_error(&predict_with(&model, &nan, &out), &["NaN"]);
 
     let chans = tmp.join("chans.npy");
-    Tensor::zeros((1, 4, 16, 16), candle_core::DType::F32, &dev).unwrap().write_npy(&chans).unwrap();
+    Tensor::zeros((1, 4, 16, 16), candle_core::DType::F32, &dev)
+        .unwrap()
+        .write_npy(&chans)
+        .unwrap();
     assert_clean_error(&predict_with(&model, &chans, &out), &["3 channel", "4"]);
 
     let odd = tmp.join("odd.npy");
-    Tensor::zeros((1, 3, 15, 16), candle_core::DType::F32, &dev).unwrap().write_npy(&odd).unwrap();
+    Tensor::zeros((1, 3, 15, 16), candle_core::DType::F32, &dev)
+        .unwrap()
+        .write_npy(&odd)
+        .unwrap();
     assert_clean_error(&predict_with(&model, &odd, &out), &["15x16", "divisible"]);
 
-    assert_clean_error(&predict_with(&model, &tmp.join("absent.npy"), &out), &["absent.npy"]);
+    assert_clean_error(
+        &predict_with(&model, &tmp.join("absent.npy"), &out),
+        &["absent.npy"],
+    );
     let junk = tmp.join("junk.npy");
     std::fs::write(&junk, b"\x93NUMPY garbage").unwrap();
     assert_clean_error(&predict_with(&model, &junk, &out), &["junk.npy"]);

@@ -44,7 +44,11 @@ impl HubServer {
                 }
             }
         });
-        Self { url, stop, requests }
+        Self {
+            url,
+            stop,
+            requests,
+        }
     }
 }
 
@@ -88,7 +92,12 @@ fn serve(mut stream: TcpStream, files: &HashMap<String, PathBuf>) -> std::io::Re
         Some((a, b)) => (a.min(n), b.map(|b| (b + 1).min(n)).unwrap_or(n)),
         None => (0, n),
     };
-    let etag = format!("{:016x}{:08x}", n, data.iter().fold(0u32, |h, &b| h.wrapping_mul(31).wrapping_add(b as u32)));
+    let etag = format!(
+        "{:016x}{:08x}",
+        n,
+        data.iter()
+            .fold(0u32, |h, &b| h.wrapping_mul(31).wrapping_add(b as u32))
+    );
     write!(
         stream,
         "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {}-{}/{}\r\nETag: \"{}\"\r\nX-Repo-Commit: {}\r\nConnection: close\r\n\r\n",
@@ -102,7 +111,12 @@ fn serve(mut stream: TcpStream, files: &HashMap<String, PathBuf>) -> std::io::Re
     stream.write_all(&data[start as usize..end as usize])
 }
 
-fn files_for(repo: &str, prefix: &str, dir: &std::path::Path, names: &[&str]) -> Vec<(String, PathBuf)> {
+fn files_for(
+    repo: &str,
+    prefix: &str,
+    dir: &std::path::Path,
+    names: &[&str],
+) -> Vec<(String, PathBuf)> {
     names
         .iter()
         .map(|n| (format!("/{repo}/resolve/main/{prefix}{n}"), dir.join(n)))
@@ -118,11 +132,20 @@ fn download_from_local_hub_then_load_offline() {
         "genprior-test/tiny-unet",
         "",
         &model,
-        &["config.json", "diffusion_pytorch_model.safetensors", "scheduler_config.json"],
+        &[
+            "config.json",
+            "diffusion_pytorch_model.safetensors",
+            "scheduler_config.json",
+        ],
     ));
     // A pipeline repo (unet/ + scheduler/ subfolders, only a .bin).
     let bin_model = fixtures().join("unet2d/scale_shift_heads/bin");
-    files.extend(files_for("genprior-test/tiny-pipeline", "unet/", &bin_model, &["config.json", "diffusion_pytorch_model.bin"]));
+    files.extend(files_for(
+        "genprior-test/tiny-pipeline",
+        "unet/",
+        &bin_model,
+        &["config.json", "diffusion_pytorch_model.bin"],
+    ));
     files.insert(
         "/genprior-test/tiny-pipeline/resolve/main/scheduler/scheduler_config.json".into(),
         model.join("scheduler_config.json"),
@@ -130,7 +153,10 @@ fn download_from_local_hub_then_load_offline() {
     let server = HubServer::start(files);
     let home = temp_dir("hfhome");
 
-    for (repo, params) in [("genprior-test/tiny-unet", "702499"), ("genprior-test/tiny-pipeline", "460386")] {
+    for (repo, params) in [
+        ("genprior-test/tiny-unet", "702499"),
+        ("genprior-test/tiny-pipeline", "460386"),
+    ] {
         let o = bin()
             .args(["inspect", "--device", "cpu", "--model", repo])
             .env("HF_ENDPOINT", &server.url)
@@ -143,9 +169,20 @@ fn download_from_local_hub_then_load_offline() {
         let out = stdout(&o);
         assert!(out.contains(params), "{repo}: {out}");
         assert!(out.contains(&format!("hub {repo}@main")), "{out}");
-        let cache = home.join("hub").join(format!("models--{}", repo.replace('/', "--")));
-        assert!(cache.join("blobs").is_dir(), "no blobs in {}", cache.display());
-        assert_eq!(std::fs::read_to_string(cache.join("refs/main")).unwrap().trim(), COMMIT);
+        let cache = home
+            .join("hub")
+            .join(format!("models--{}", repo.replace('/', "--")));
+        assert!(
+            cache.join("blobs").is_dir(),
+            "no blobs in {}",
+            cache.display()
+        );
+        assert_eq!(
+            std::fs::read_to_string(cache.join("refs/main"))
+                .unwrap()
+                .trim(),
+            COMMIT
+        );
         assert!(cache.join("snapshots").join(COMMIT).is_dir());
     }
     let served = server.requests.load(Ordering::SeqCst);
@@ -165,7 +202,13 @@ fn download_from_local_hub_then_load_offline() {
     }
     // Offline and not cached: a clear error naming the missing file.
     let o = bin()
-        .args(["inspect", "--device", "cpu", "--model", "genprior-test/not-cached"])
+        .args([
+            "inspect",
+            "--device",
+            "cpu",
+            "--model",
+            "genprior-test/not-cached",
+        ])
         .env("HF_HOME", &home)
         .env("HF_HUB_OFFLINE", "1")
         .output()
@@ -178,7 +221,13 @@ fn unknown_repo_on_the_hub_is_a_clear_error() {
     let server = HubServer::start(HashMap::new());
     let home = temp_dir("hfhome404");
     let o = bin()
-        .args(["inspect", "--device", "cpu", "--model", "genprior-test/absent"])
+        .args([
+            "inspect",
+            "--device",
+            "cpu",
+            "--model",
+            "genprior-test/absent",
+        ])
         .env("HF_ENDPOINT", &server.url)
         .env("HF_HOME", &home)
         .env_remove("HF_HUB_OFFLINE")

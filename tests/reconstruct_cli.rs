@@ -29,7 +29,9 @@ fn model() -> PathBuf {
 
 /// A smooth 16×16 RGB test image and a half-observed mask, written as PNGs.
 fn inputs(dir: &Path) -> (PathBuf, PathBuf) {
-    let img = image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([(x * 15) as u8, (y * 15) as u8, ((x + y) * 7) as u8]));
+    let img = image::RgbImage::from_fn(16, 16, |x, y| {
+        image::Rgb([(x * 15) as u8, (y * 15) as u8, ((x + y) * 7) as u8])
+    });
     let clean = dir.join("clean.png");
     img.save(&clean).unwrap();
     let mask = image::GrayImage::from_fn(16, 16, |x, _| image::Luma([if x < 8 { 255 } else { 0 }]));
@@ -53,13 +55,33 @@ fn tiny(method: &str) -> Vec<&'static str> {
     match method {
         // η small enough that DDS takes few network evaluations.
         "dps" => vec!["--dps-steps", "3"],
-        _ => vec!["--outer-steps", "2", "--k-start", "1", "--pcs-steps", "3", "--eta-max", "0.03", "--eta-min", "0.02"],
+        _ => vec![
+            "--outer-steps",
+            "2",
+            "--k-start",
+            "1",
+            "--pcs-steps",
+            "3",
+            "--eta-max",
+            "0.03",
+            "--eta-min",
+            "0.02",
+        ],
     }
 }
 
 fn run_reconstruct(extra: &[String], out: &Path) -> std::process::Output {
     bin()
-        .args(["reconstruct", "--device", "cpu", "--samples", "2", "--seed", "3", "--model"])
+        .args([
+            "reconstruct",
+            "--device",
+            "cpu",
+            "--samples",
+            "2",
+            "--seed",
+            "3",
+            "--model",
+        ])
         .arg(model())
         .args(extra)
         .arg("--out")
@@ -69,12 +91,25 @@ fn run_reconstruct(extra: &[String], out: &Path) -> std::process::Output {
 }
 
 fn check_outputs(out: &Path, task: &str, method: &str, with_truth: bool) {
-    for f in ["reconstruction.png", "samples/000.png", "samples/001.png", "std.png", "baseline.png", "measurement.npy", "report.json"] {
+    for f in [
+        "reconstruction.png",
+        "samples/000.png",
+        "samples/001.png",
+        "std.png",
+        "baseline.png",
+        "measurement.npy",
+        "report.json",
+    ] {
         assert!(out.join(f).is_file(), "{task}/{method}: missing {f}");
     }
     let image_like = !matches!(task, "cs");
-    assert_eq!(out.join("measurement.png").is_file(), image_like, "{task}: measurement.png");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(
+        out.join("measurement.png").is_file(),
+        image_like,
+        "{task}: measurement.png"
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(r["task"], task);
     assert_eq!(r["method"], method);
     assert_eq!(r["seed"], 3);
@@ -115,7 +150,12 @@ fn every_task_and_method_end_to_end() {
             }
             let out = tmp.join(format!("{task}-{method}"));
             let mut extra = task_args(task, &mask);
-            extra.extend(["--input".to_string(), clean.display().to_string(), "--method".into(), method.into()]);
+            extra.extend([
+                "--input".to_string(),
+                clean.display().to_string(),
+                "--method".into(),
+                method.into(),
+            ]);
             extra.extend(tiny(method).into_iter().map(String::from));
             let o = run_reconstruct(&extra, &out);
             assert_success(&o);
@@ -144,19 +184,44 @@ fn degrade_then_reconstruct_from_measurement() {
     let y2 = tmp.join("y2.npy");
     let y3 = tmp.join("y3.npy");
     for (seed, path) in [("5", &y2), ("6", &y3)] {
-        let o = bin().args(["degrade", "--task", "sr4", "--seed", seed, "--input"]).arg(&clean).arg("--out").arg(path).output().unwrap();
+        let o = bin()
+            .args(["degrade", "--task", "sr4", "--seed", seed, "--input"])
+            .arg(&clean)
+            .arg("--out")
+            .arg(path)
+            .output()
+            .unwrap();
         assert_success(&o);
     }
-    let v = |p: &Path| candle_core::Tensor::read_npy(p).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let v = |p: &Path| {
+        candle_core::Tensor::read_npy(p)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
     assert_eq!(v(&y), v(&y2));
     assert_ne!(v(&y), v(&y3));
     // reconstruct --input --seed 5 sees the same y as degrade --seed 5.
     let out = tmp.join("from-input");
     let mut extra = task_args("sr4", &mask);
-    extra.extend(["--input".to_string(), clean.display().to_string(), "--seed".into(), "5".into()]);
+    extra.extend([
+        "--input".to_string(),
+        clean.display().to_string(),
+        "--seed".into(),
+        "5".into(),
+    ]);
     extra.extend(tiny("dpnp-ddim").into_iter().map(String::from));
     let o = bin()
-        .args(["reconstruct", "--device", "cpu", "--samples", "1", "--model"])
+        .args([
+            "reconstruct",
+            "--device",
+            "cpu",
+            "--samples",
+            "1",
+            "--model",
+        ])
         .arg(model())
         .args(&extra)
         .arg("--out")
@@ -188,10 +253,25 @@ fn bad_inputs_are_clear_errors() {
     };
     let c = clean.display().to_string();
 
-    assert_clean_error(&with(&["--task", "sr3", "--input", &c]), &["unknown task", "sr3"]);
-    assert_clean_error(&with(&["--task", "sr4", "--noise-sigma", "-0.1", "--input", &c]), &["noise-sigma", "-0.1"]);
+    assert_clean_error(
+        &with(&["--task", "sr3", "--input", &c]),
+        &["unknown task", "sr3"],
+    );
+    assert_clean_error(
+        &with(&["--task", "sr4", "--noise-sigma", "-0.1", "--input", &c]),
+        &["noise-sigma", "-0.1"],
+    );
     let o = bin()
-        .args(["reconstruct", "--device", "cpu", "--samples", "0", "--task", "denoise", "--model"])
+        .args([
+            "reconstruct",
+            "--device",
+            "cpu",
+            "--samples",
+            "0",
+            "--task",
+            "denoise",
+            "--model",
+        ])
         .arg(model())
         .args(["--input", &c, "--out"])
         .arg(&out)
@@ -203,43 +283,91 @@ fn bad_inputs_are_clear_errors() {
     let nan = tmp.join("nan.npy");
     let mut vals = vec![0.1f32; 3 * 4 * 4];
     vals[5] = f32::NAN;
-    candle_core::Tensor::from_vec(vals, (1, 3, 4, 4), &candle_core::Device::Cpu).unwrap().write_npy(&nan).unwrap();
+    candle_core::Tensor::from_vec(vals, (1, 3, 4, 4), &candle_core::Device::Cpu)
+        .unwrap()
+        .write_npy(&nan)
+        .unwrap();
     let o = with(&["--task", "sr4", "--measurement", nan.to_str().unwrap()]);
     assert_clean_error(&o, &["nan.npy"]);
-    assert!(stderr(&o).to_lowercase().contains("nan") || stderr(&o).contains("finite"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).to_lowercase().contains("nan") || stderr(&o).contains("finite"),
+        "{}",
+        stderr(&o)
+    );
 
     // Inf in y.npy.
     let inf = tmp.join("inf.npy");
     let mut vals = vec![0.1f32; 3 * 4 * 4];
     vals[0] = f32::INFINITY;
-    candle_core::Tensor::from_vec(vals, (1, 3, 4, 4), &candle_core::Device::Cpu).unwrap().write_npy(&inf).unwrap();
-    assert_clean_error(&with(&["--task", "sr4", "--measurement", inf.to_str().unwrap()]), &["inf.npy"]);
+    candle_core::Tensor::from_vec(vals, (1, 3, 4, 4), &candle_core::Device::Cpu)
+        .unwrap()
+        .write_npy(&inf)
+        .unwrap();
+    assert_clean_error(
+        &with(&["--task", "sr4", "--measurement", inf.to_str().unwrap()]),
+        &["inf.npy"],
+    );
 
     // A measurement whose shape does not fit the task (sr2 expects 3×8×8).
     let wrong = tmp.join("wrong.npy");
-    candle_core::Tensor::zeros((1, 3, 4, 4), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap().write_npy(&wrong).unwrap();
-    assert_clean_error(&with(&["--task", "sr2", "--measurement", wrong.to_str().unwrap()]), &["does not fit", "sr2"]);
+    candle_core::Tensor::zeros(
+        (1, 3, 4, 4),
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+    .write_npy(&wrong)
+    .unwrap();
+    assert_clean_error(
+        &with(&["--task", "sr2", "--measurement", wrong.to_str().unwrap()]),
+        &["does not fit", "sr2"],
+    );
 
     // One-bit measurements must be ±1.
     let ob = tmp.join("ob.npy");
-    candle_core::Tensor::full(0.5f32, (1, 3, 16, 16), &candle_core::Device::Cpu).unwrap().write_npy(&ob).unwrap();
-    assert_clean_error(&with(&["--task", "one-bit", "--measurement", ob.to_str().unwrap()]), &["one-bit"]);
+    candle_core::Tensor::full(0.5f32, (1, 3, 16, 16), &candle_core::Device::Cpu)
+        .unwrap()
+        .write_npy(&ob)
+        .unwrap();
+    assert_clean_error(
+        &with(&["--task", "one-bit", "--measurement", ob.to_str().unwrap()]),
+        &["one-bit"],
+    );
 
     // Wrong image size and channel count.
     let big = tmp.join("big.png");
-    image::RgbImage::from_pixel(32, 32, image::Rgb([10, 20, 30])).save(&big).unwrap();
-    assert_clean_error(&with(&["--task", "denoise", "--input", big.to_str().unwrap()]), &["32×32", "16×16"]);
+    image::RgbImage::from_pixel(32, 32, image::Rgb([10, 20, 30]))
+        .save(&big)
+        .unwrap();
+    assert_clean_error(
+        &with(&["--task", "denoise", "--input", big.to_str().unwrap()]),
+        &["32×32", "16×16"],
+    );
     let gray = tmp.join("gray.png");
-    image::GrayImage::from_pixel(16, 16, image::Luma([10])).save(&gray).unwrap();
-    assert_clean_error(&with(&["--task", "denoise", "--input", gray.to_str().unwrap()]), &["channel"]);
+    image::GrayImage::from_pixel(16, 16, image::Luma([10]))
+        .save(&gray)
+        .unwrap();
+    assert_clean_error(
+        &with(&["--task", "denoise", "--input", gray.to_str().unwrap()]),
+        &["channel"],
+    );
 
     // Exact PCS on a nonlinear task.
     let o = with(&["--task", "phase-retrieval", "--pcs", "exact", "--input", &c]);
     assert_clean_error(&o, &["exact"]);
 
     // Missing measurement file; degrade with a bad task.
-    assert_clean_error(&with(&["--task", "sr4", "--measurement", "/nonexistent/y.npy"]), &["no such file"]);
-    let o = bin().args(["degrade", "--task", "nope", "--input"]).arg(&clean).arg("--out").arg(tmp.join("y.npy")).output().unwrap();
+    assert_clean_error(
+        &with(&["--task", "sr4", "--measurement", "/nonexistent/y.npy"]),
+        &["no such file"],
+    );
+    let o = bin()
+        .args(["degrade", "--task", "nope", "--input"])
+        .arg(&clean)
+        .arg("--out")
+        .arg(tmp.join("y.npy"))
+        .output()
+        .unwrap();
     assert_clean_error(&o, &["unknown task"]);
     std::fs::remove_dir_all(tmp).ok();
 }

@@ -28,25 +28,66 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         println!("source:            {}", info.source);
         println!("architecture:      {}", info.architecture);
         println!("config:            {}", info.config_path.display());
-        println!("weights:           {} ({})", info.weights_path.display(), info.format);
+        println!(
+            "weights:           {} ({})",
+            info.weights_path.display(),
+            info.format
+        );
         println!("stored dtype:      {}", info.file_dtype);
         println!("running dtype:     {:?}", m.dtype);
-        println!("parameters:        {} ({:.2} M)", info.num_parameters, info.num_parameters as f64 / 1e6);
-        for k in ["image_size", "in_channels", "num_channels", "num_res_blocks", "channel_mult", "attention_resolutions", "num_heads", "num_head_channels", "use_scale_shift_norm", "resblock_updown", "use_new_attention_order", "learn_sigma", "class_cond"] {
-            println!("{k:<22} {}", c.get(k).map(|v| v.to_string()).unwrap_or_default());
+        println!(
+            "parameters:        {} ({:.2} M)",
+            info.num_parameters,
+            info.num_parameters as f64 / 1e6
+        );
+        for k in [
+            "image_size",
+            "in_channels",
+            "num_channels",
+            "num_res_blocks",
+            "channel_mult",
+            "attention_resolutions",
+            "num_heads",
+            "num_head_channels",
+            "use_scale_shift_norm",
+            "resblock_updown",
+            "use_new_attention_order",
+            "learn_sigma",
+            "class_cond",
+        ] {
+            println!(
+                "{k:<22} {}",
+                c.get(k).map(|v| v.to_string()).unwrap_or_default()
+            );
         }
         return Ok(());
     }
-    let get = |k: &str| c.get(k).map(|v| v.to_string()).unwrap_or_else(|| "(default)".into());
+    let get = |k: &str| {
+        c.get(k)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "(default)".into())
+    };
     println!("source:            {}", info.source);
     println!("architecture:      {}", info.architecture);
     println!("config:            {}", info.config_path.display());
-    println!("weights:           {} ({})", info.weights_path.display(), info.format);
+    println!(
+        "weights:           {} ({})",
+        info.weights_path.display(),
+        info.format
+    );
     println!("stored dtype:      {}", info.file_dtype);
     println!("running dtype:     {:?}", m.dtype);
-    println!("parameters:        {} ({:.2} M)", info.num_parameters, info.num_parameters as f64 / 1e6);
+    println!(
+        "parameters:        {} ({:.2} M)",
+        info.num_parameters,
+        info.num_parameters as f64 / 1e6
+    );
     println!("sample_size:       {}", get("sample_size"));
-    println!("channels in/out:   {} / {}", get("in_channels"), get("out_channels"));
+    println!(
+        "channels in/out:   {} / {}",
+        get("in_channels"),
+        get("out_channels")
+    );
     println!("block_out_channels {}", get("block_out_channels"));
     println!("down_block_types:  {}", get("down_block_types"));
     println!("up_block_types:    {}", get("up_block_types"));
@@ -72,7 +113,11 @@ pub struct PredictArgs {
     #[arg(long)]
     pub input: PathBuf,
     /// One timestep for the whole batch (training-time index; fractional allowed).
-    #[arg(long, conflicts_with = "timesteps", required_unless_present = "timesteps")]
+    #[arg(
+        long,
+        conflicts_with = "timesteps",
+        required_unless_present = "timesteps"
+    )]
     pub timestep: Option<f64>,
     /// One timestep per image, .npy of shape (B,).
     #[arg(long)]
@@ -142,12 +187,13 @@ pub struct ConvertArgs {
 pub fn convert(args: ConvertArgs) -> Result<()> {
     let m = common::load_model_on(&args.model, &candle_core::Device::Cpu, DType::F32)?;
     if !m.info.architecture.starts_with("guided-diffusion") {
-        bail!("convert writes ADM checkpoints as safetensors; {} is already a diffusers model", m.info.source);
+        bail!(
+            "convert writes ADM checkpoints as safetensors; {} is already a diffusers model",
+            m.info.source
+        );
     }
-    let cfg: genprior_nn::AdmConfig = genprior_nn::AdmConfig::from_json_str(
-        &m.info.config.to_string(),
-        &m.info.config_path,
-    )?;
+    let cfg: genprior_nn::AdmConfig =
+        genprior_nn::AdmConfig::from_json_str(&m.info.config.to_string(), &m.info.config_path)?;
     let (st, cfgp) = genprior_nn::adm::convert_checkpoint(&m.info.weights_path, &cfg, &args.out)?;
     println!("wrote {} and {}", st.display(), cfgp.display());
     Ok(())

@@ -13,7 +13,8 @@ use candle_core::{DType, Device, Tensor};
 use genprior_diffusion::Schedule;
 use genprior_inverse::{build_operator, Operator, PcsConfig, PcsMethod, TaskSpec};
 use genprior_posterior::{
-    default_zeta, dpnp, dps, DdsMethod, DpnpConfig, DpsConfig, DpsMisfit, EtaSchedule, Progress, WarmStart,
+    default_zeta, dpnp, dps, DdsMethod, DpnpConfig, DpsConfig, DpsMisfit, EtaSchedule, Progress,
+    WarmStart,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
@@ -78,18 +79,26 @@ pub struct TaskArgs {
 
 impl TaskArgs {
     fn noise_sigma(&self) -> f64 {
-        self.noise_sigma.unwrap_or(if self.task == "one-bit" { 0.0 } else { 0.05 })
+        self.noise_sigma
+            .unwrap_or(if self.task == "one-bit" { 0.0 } else { 0.05 })
     }
 
     /// The operator for images of shape `[C, H, W]`.
     fn build(&self, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
         if !genprior_inverse::TASK_NAMES.contains(&self.task.as_str()) {
-            bail!("unknown task `{}`; expected one of: {}", self.task, genprior_inverse::TASK_NAMES.join(", "));
+            bail!(
+                "unknown task `{}`; expected one of: {}",
+                self.task,
+                genprior_inverse::TASK_NAMES.join(", ")
+            );
         }
         let mut spec = TaskSpec::new(&self.task, self.noise_sigma());
         spec.likelihood_sigma = self.likelihood_sigma;
         spec.operator_seed = self.operator_seed;
-        spec.sr_kernel = self.kernel.parse().map_err(|e| anyhow::anyhow!("--kernel: {e}"))?;
+        spec.sr_kernel = self
+            .kernel
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--kernel: {e}"))?;
         spec.box_size = self.box_size;
         spec.keep_fraction = self.keep_fraction;
         spec.kernel_size = self.kernel_size;
@@ -100,7 +109,8 @@ impl TaskArgs {
         spec.cs_ratio = self.cs_ratio;
         if let Some(p) = &self.mask {
             // PNG in [-1, 1] → [0, 1]; values ≥ 0.5 are observed.
-            let m = images::load_image(p, None, &Device::Cpu).with_context(|| format!("--mask {}", p.display()))?;
+            let m = images::load_image(p, None, &Device::Cpu)
+                .with_context(|| format!("--mask {}", p.display()))?;
             spec.mask = Some(((m + 1.0)? * 0.5)?);
         } else if self.task == "inpaint-mask" {
             bail!("task inpaint-mask needs --mask FILE.png");
@@ -120,7 +130,11 @@ pub struct ReconstructArgs {
     pub task: TaskArgs,
     /// Clean image (PNG, the model's size and channels): the measurement is simulated from it
     /// with --seed, and metrics are reported against it.
-    #[arg(long, conflicts_with = "measurement", required_unless_present = "measurement")]
+    #[arg(
+        long,
+        conflicts_with = "measurement",
+        required_unless_present = "measurement"
+    )]
     pub input: Option<PathBuf>,
     /// Measurement y as .npy (shape: the task's measurement shape, optionally with a leading 1),
     /// e.g. from `genprior degrade`; use the same --operator-seed and task options.
@@ -199,8 +213,15 @@ fn simulate(op: &dyn Operator, x: &Tensor, seed: u64) -> Result<Tensor> {
 }
 
 pub fn degrade(args: DegradeArgs) -> Result<()> {
-    if args.out.extension().is_none_or(|e| !e.eq_ignore_ascii_case("npy")) {
-        bail!("--out {}: the measurement is written as .npy; use a .npy file name", args.out.display());
+    if args
+        .out
+        .extension()
+        .is_none_or(|e| !e.eq_ignore_ascii_case("npy"))
+    {
+        bail!(
+            "--out {}: the measurement is written as .npy; use a .npy file name",
+            args.out.display()
+        );
     }
     common::check_parent(&args.out)?;
     let x = images::load_image(&args.input, None, &Device::Cpu)?;
@@ -226,8 +247,16 @@ fn validate(args: &ReconstructArgs) -> Result<()> {
     if args.dps_steps == 0 {
         bail!("--dps-steps must be at least 1");
     }
-    if !(args.eta_min.is_finite() && args.eta_max.is_finite() && args.eta_min > 0.0 && args.eta_max >= args.eta_min) {
-        bail!("--eta-max and --eta-min must satisfy eta-max ≥ eta-min > 0, got {} and {}", args.eta_max, args.eta_min);
+    if !(args.eta_min.is_finite()
+        && args.eta_max.is_finite()
+        && args.eta_min > 0.0
+        && args.eta_max >= args.eta_min)
+    {
+        bail!(
+            "--eta-max and --eta-min must satisfy eta-max ≥ eta-min > 0, got {} and {}",
+            args.eta_max,
+            args.eta_min
+        );
     }
     if let Some(z) = args.zeta {
         if !(z.is_finite() && z >= 0.0) {
@@ -245,7 +274,11 @@ fn validate(args: &ReconstructArgs) -> Result<()> {
         }
     }
     if !genprior_inverse::TASK_NAMES.contains(&args.task.task.as_str()) {
-        bail!("unknown task `{}`; expected one of: {}", args.task.task, genprior_inverse::TASK_NAMES.join(", "));
+        bail!(
+            "unknown task `{}`; expected one of: {}",
+            args.task.task,
+            genprior_inverse::TASK_NAMES.join(", ")
+        );
     }
     Ok(())
 }
@@ -266,7 +299,8 @@ fn read_measurement(path: &Path, op: &dyn Operator) -> Result<Tensor> {
             op.name()
         );
     };
-    op.validate_measurement(&y).with_context(|| format!("{}", path.display()))?;
+    op.validate_measurement(&y)
+        .with_context(|| format!("{}", path.display()))?;
     Ok(y)
 }
 
@@ -310,26 +344,34 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
     validate(&args)?;
     std::fs::create_dir_all(args.out.join("samples"))
         .with_context(|| format!("cannot create the output folder {}", args.out.display()))?;
-    let (net, scheduler_config, source): (Box<dyn genprior_diffusion::ScoreModel>, Option<PathBuf>, String) =
-        match &args.random_weights {
-            Some(arch) => {
-                if args.model.model.is_some() {
-                    bail!("--random-weights and --model are mutually exclusive");
-                }
-                let cfg = genprior_nn::preset_config(arch).with_context(|| {
-                    format!("unknown --random-weights architecture {arch:?} (expected one of {:?})", genprior_nn::PRESETS)
-                })?;
-                let (device, dtype) = args.model.device.open()?;
-                let net = genprior_nn::random_unet2d(cfg, 0, dtype, &device)?;
-                (Box::new(net), None, format!("{arch} with random weights"))
+    let (net, scheduler_config, source): (
+        Box<dyn genprior_diffusion::ScoreModel>,
+        Option<PathBuf>,
+        String,
+    ) = match &args.random_weights {
+        Some(arch) => {
+            if args.model.model.is_some() {
+                bail!("--random-weights and --model are mutually exclusive");
             }
-            None => {
-                let loaded = common::load_model(&args.model)?;
-                (loaded.net, loaded.scheduler_config, loaded.info.source)
-            }
-        };
+            let cfg = genprior_nn::preset_config(arch).with_context(|| {
+                format!(
+                    "unknown --random-weights architecture {arch:?} (expected one of {:?})",
+                    genprior_nn::PRESETS
+                )
+            })?;
+            let (device, dtype) = args.model.device.open()?;
+            let net = genprior_nn::random_unet2d(cfg, 0, dtype, &device)?;
+            (Box::new(net), None, format!("{arch} with random weights"))
+        }
+        None => {
+            let loaded = common::load_model(&args.model)?;
+            (loaded.net, loaded.scheduler_config, loaded.info.source)
+        }
+    };
     let schedule = match &scheduler_config {
-        Some(p) => Schedule::from_file(p).with_context(|| format!("scheduler config {}", p.display()))?,
+        Some(p) => {
+            Schedule::from_file(p).with_context(|| format!("scheduler config {}", p.display()))?
+        }
         None => {
             eprintln!("no scheduler_config.json: using diffusers' DDPMScheduler defaults");
             Schedule::ddpm_default()
@@ -340,7 +382,9 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
     if c != 1 && c != 3 {
         bail!("the model has {c} channels; PNG input/output supports 1 (grayscale) or 3 (RGB)");
     }
-    let size = net.sample_size().context("the model config has no square sample_size; cannot tell the image size")?;
+    let size = net
+        .sample_size()
+        .context("the model config has no square sample_size; cannot tell the image size")?;
 
     let truth = match &args.input {
         Some(p) => {
@@ -363,7 +407,11 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
 
     let task = args.task.task.clone();
     let zeta = args.zeta.unwrap_or_else(|| default_zeta(&task));
-    let dps_cfg = DpsConfig { steps: args.dps_steps, zeta, misfit: DpsMisfit::for_task(&task) };
+    let dps_cfg = DpsConfig {
+        steps: args.dps_steps,
+        zeta,
+        misfit: DpsMisfit::for_task(&task),
+    };
     let pcs_method: PcsMethod = args.pcs.parse()?;
     let pcs_scale = args.pcs_scale.unwrap_or_else(|| pcs_scale_default(&task));
     let k_start = args.k_start.min(args.outer_steps - 1);
@@ -382,10 +430,19 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
     let start = Instant::now();
     let (samples, nfe, steps_json, acceptance) = if args.method == "dps" {
         let bar = multi.add(ProgressBar::new(args.dps_steps as u64));
-        bar.set_style(bar_style("DPS {bar:40} {pos}/{len} steps  {per_sec}  eta {eta}"));
-        let out = dps(net, &schedule, op.as_ref(), &y, args.samples, &dps_cfg, args.seed, &mut |s, _| {
-            bar.set_position(s as u64)
-        })?;
+        bar.set_style(bar_style(
+            "DPS {bar:40} {pos}/{len} steps  {per_sec}  eta {eta}",
+        ));
+        let out = dps(
+            net,
+            &schedule,
+            op.as_ref(),
+            &y,
+            args.samples,
+            &dps_cfg,
+            args.seed,
+            &mut |s, _| bar.set_position(s as u64),
+        )?;
         bar.finish_and_clear();
         (out.samples, out.nfe, serde_json::Value::Null, None)
     } else {
@@ -396,8 +453,17 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
         };
         let cfg = DpnpConfig {
             etas,
-            dds: if args.method == "dpnp-ddpm" { DdsMethod::Ddpm } else { DdsMethod::Ddim },
-            pcs: PcsConfig { method: pcs_method, steps: args.pcs_steps, scale: pcs_scale, ..PcsConfig::default() },
+            dds: if args.method == "dpnp-ddpm" {
+                DdsMethod::Ddpm
+            } else {
+                DdsMethod::Ddim
+            },
+            pcs: PcsConfig {
+                method: pcs_method,
+                steps: args.pcs_steps,
+                scale: pcs_scale,
+                ..PcsConfig::default()
+            },
             warm_start,
             samples: args.samples,
             seed: args.seed,
@@ -415,14 +481,21 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
             Progress::Pcs { eta, .. } => {
                 inner.set_message(format!("PCS (η = {eta:.3})"));
             }
-            Progress::Dds { inner: i, inner_total, .. } => {
+            Progress::Dds {
+                inner: i,
+                inner_total,
+                ..
+            } => {
                 inner.set_length(inner_total as u64);
                 inner.set_position(i as u64);
                 inner.set_message("DDS");
             }
             Progress::Outer(s) => {
                 outer.set_position(s.step as u64);
-                outer.set_message(format!("η {:.3}  acceptance {:.3}  NFE {}", s.eta, s.acceptance, s.nfe));
+                outer.set_message(format!(
+                    "η {:.3}  acceptance {:.3}  NFE {}",
+                    s.eta, s.acceptance, s.nfe
+                ));
             }
         })?;
         inner.finish_and_clear();
@@ -430,7 +503,9 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
         let steps: Vec<_> = out
             .steps
             .iter()
-            .map(|s| json!({"step": s.step, "eta": s.eta, "acceptance": s.acceptance, "nfe": s.nfe}))
+            .map(
+                |s| json!({"step": s.step, "eta": s.eta, "acceptance": s.acceptance, "nfe": s.nfe}),
+            )
             .collect();
         let acc = out.mean_acceptance();
         (out.samples, out.nfe, json!(steps), Some(acc))
@@ -441,7 +516,12 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
     let samples = samples.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
     let mean = samples.mean_keepdim(0)?;
     let std = if args.samples > 1 {
-        samples.broadcast_sub(&mean)?.sqr()?.sum_keepdim(0)?.affine(1.0 / (args.samples - 1) as f64, 0.0)?.sqrt()?
+        samples
+            .broadcast_sub(&mean)?
+            .sqr()?
+            .sum_keepdim(0)?
+            .affine(1.0 / (args.samples - 1) as f64, 0.0)?
+            .sqrt()?
     } else {
         mean.zeros_like()?
     };
@@ -449,10 +529,16 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
     let std_scale = if std_max > 0.0 { std_max } else { 1.0 };
     images::save_image(&mean, args.out.join("reconstruction.png"))?;
     for i in 0..args.samples {
-        images::save_image(&samples.narrow(0, i, 1)?, args.out.join("samples").join(format!("{i:03}.png")))?;
+        images::save_image(
+            &samples.narrow(0, i, 1)?,
+            args.out.join("samples").join(format!("{i:03}.png")),
+        )?;
     }
     // std / scale ∈ [0, 1] shown as black → white.
-    images::save_image(&std.affine(2.0 / std_scale, -1.0)?, args.out.join("std.png"))?;
+    images::save_image(
+        &std.affine(2.0 / std_scale, -1.0)?,
+        args.out.join("std.png"),
+    )?;
     images::save_image(&baseline.clamp(-1.0, 1.0)?, args.out.join("baseline.png"))?;
     common::write_npy(&y, &args.out.join("measurement.npy"))?;
     let wrote_measurement_png = match measurement_image(op.as_ref(), &y, c)? {
@@ -464,7 +550,9 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
     };
 
     let metrics = |img: &Tensor| -> Result<serde_json::Value> {
-        let Some(x) = &truth else { return Ok(serde_json::Value::Null) };
+        let Some(x) = &truth else {
+            return Ok(serde_json::Value::Null);
+        };
         let a = genprior_inverse::to_unit_range(img)?;
         let b = genprior_inverse::to_unit_range(x)?;
         let p = genprior_inverse::psnr(&a, &b)?[0];
@@ -514,7 +602,10 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
             "dtype": args.model.device.dtype,
         },
     });
-    common::write_atomic(&args.out.join("report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    common::write_atomic(
+        &args.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
     println!(
         "{}: {} sample(s) in {seconds:.2} s, {nfe} network evaluations; wrote {}",
         args.method,

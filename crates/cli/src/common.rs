@@ -139,7 +139,9 @@ fn is_adm_config(path: &Path) -> bool {
     std::fs::read_to_string(path)
         .ok()
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .is_some_and(|v| v.get("_class_name").and_then(|c| c.as_str()) == Some(genprior_nn::adm::CLASS_NAME))
+        .is_some_and(|v| {
+            v.get("_class_name").and_then(|c| c.as_str()) == Some(genprior_nn::adm::CLASS_NAME)
+        })
 }
 
 /// Resolve `--model` to files on disk (downloading from the Hub if needed).
@@ -153,7 +155,11 @@ fn locate(args: &ModelArgs) -> Result<(Located, String)> {
         // A single checkpoint file: an ADM .pt/.safetensors (config from --preset or
         // a config.json beside it).
         let cfg = path.with_file_name("config.json");
-        let config = if cfg.is_file() && is_adm_config(&cfg) { Some(cfg) } else { None };
+        let config = if cfg.is_file() && is_adm_config(&cfg) {
+            Some(cfg)
+        } else {
+            None
+        };
         return Ok((
             Located::Adm {
                 weights: path.to_path_buf(),
@@ -188,13 +194,21 @@ fn locate(args: &ModelArgs) -> Result<(Located, String)> {
         let repo = HubRepo::new(&spec, args.revision.as_deref());
         let rev = args.revision.as_deref().unwrap_or("main");
         let source = format!("hub {spec}@{rev}");
-        let adm_file = args
-            .weights_file
-            .clone()
-            .or_else(|| args.preset.as_deref().and_then(preset_hub_file).map(String::from));
+        let adm_file = args.weights_file.clone().or_else(|| {
+            args.preset
+                .as_deref()
+                .and_then(preset_hub_file)
+                .map(String::from)
+        });
         if let Some(file) = adm_file {
             let (_, weights) = repo.first_of(&[file.as_str()])?;
-            return Ok((Located::Adm { weights, config: None }, source));
+            return Ok((
+                Located::Adm {
+                    weights,
+                    config: None,
+                },
+                source,
+            ));
         }
         let files = genprior_hub::fetch_diffusers(&repo)?;
         return Ok((Located::Diffusers(files), source));
@@ -222,7 +236,10 @@ fn adm_scheduler_config(cfg: &genprior_nn::AdmConfig) -> Result<PathBuf> {
         "clip_sample": true,
         "clip_sample_range": 1.0,
     });
-    let p = std::env::temp_dir().join(format!("genprior-adm-scheduler-{}.json", std::process::id()));
+    let p = std::env::temp_dir().join(format!(
+        "genprior-adm-scheduler-{}.json",
+        std::process::id()
+    ));
     std::fs::write(&p, serde_json::to_string_pretty(&v)?)
         .with_context(|| format!("writing {}", p.display()))?;
     Ok(p)
@@ -302,7 +319,12 @@ fn load_adm(
     })
 }
 
-fn load_diffusers(files: ModelFiles, source: String, device: &Device, dtype: DType) -> Result<LoadedModel> {
+fn load_diffusers(
+    files: ModelFiles,
+    source: String,
+    device: &Device,
+    dtype: DType,
+) -> Result<LoadedModel> {
     let cfg_text = std::fs::read_to_string(&files.config)
         .with_context(|| format!("reading {}", files.config.display()))?;
     let config_json: serde_json::Value = serde_json::from_str(&cfg_text)
@@ -376,7 +398,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".tmp{}", std::process::id()));
     path.with_file_name(name)
 }

@@ -51,7 +51,11 @@ pub fn looks_like_repo_id(s: &str) -> bool {
 /// Whether `HF_HUB_OFFLINE` asks for cache-only operation.
 pub fn offline_from_env() -> bool {
     matches!(
-        std::env::var("HF_HUB_OFFLINE").ok().as_deref().map(str::to_ascii_lowercase).as_deref(),
+        std::env::var("HF_HUB_OFFLINE")
+            .ok()
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
         Some("1" | "true" | "yes" | "on")
     )
 }
@@ -175,7 +179,11 @@ const WEIGHT_NAMES: [&str; 2] = [
 /// pipeline repo (files under `unet/` and `scheduler/`).
 pub fn fetch_diffusers(repo: &HubRepo) -> Result<ModelFiles, HubError> {
     let (cfg_name, config) = repo.first_of(&["config.json", "unet/config.json"])?;
-    let sub = if cfg_name.starts_with("unet/") { "unet/" } else { "" };
+    let sub = if cfg_name.starts_with("unet/") {
+        "unet/"
+    } else {
+        ""
+    };
     let weights_cands: Vec<String> = WEIGHT_NAMES.iter().map(|w| format!("{sub}{w}")).collect();
     let cands: Vec<&str> = weights_cands.iter().map(String::as_str).collect();
     let (_, weights) = repo.first_of(&cands)?;

@@ -30,7 +30,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let s = Instant::now();
         op.baseline_host(&y)?;
         let b = s.elapsed().as_secs_f64();
-        println!("{t:16} L+grad {:8.2} ms   baseline {:8.2} ms", g * 1e3, b * 1e3);
+        println!(
+            "{t:16} L+grad {:8.2} ms   baseline {:8.2} ms",
+            g * 1e3,
+            b * 1e3
+        );
     }
     Ok(())
 }

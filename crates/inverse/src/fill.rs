@@ -13,7 +13,11 @@ const SMOOTHING_SWEEPS: usize = 100;
 pub fn fill_holes(v: &[f64], known: &[bool], h: usize, w: usize) -> Vec<f64> {
     // push
     let mut levels: Vec<(usize, usize, Vec<f64>, Vec<f64>)> = Vec::new();
-    let s0: Vec<f64> = v.iter().zip(known).map(|(a, &k)| if k { *a } else { 0.0 }).collect();
+    let s0: Vec<f64> = v
+        .iter()
+        .zip(known)
+        .map(|(a, &k)| if k { *a } else { 0.0 })
+        .collect();
     let w0: Vec<f64> = known.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
     levels.push((h, w, s0, w0));
     loop {

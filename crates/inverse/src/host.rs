@@ -10,8 +10,7 @@ use crate::error::Result;
 
 /// Flattened `f64` copy of a tensor (row-major).
 pub fn to_host(t: &Tensor) -> Result<Vec<f64>> {
-    Ok(t
-        .to_device(&Device::Cpu)?
+    Ok(t.to_device(&Device::Cpu)?
         .to_dtype(DType::F64)?
         .flatten_all()?
         .to_vec1::<f64>()?)

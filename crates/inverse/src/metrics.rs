@@ -42,7 +42,9 @@ pub fn psnr(a: &Tensor, b: &Tensor) -> Result<Vec<f64>> {
     let (bs, c, h, w) = pair_dims(a, b)?;
     let (va, vb) = (to_host(a)?, to_host(b)?);
     let n = c * h * w;
-    Ok((0..bs).map(|i| psnr_host(&va[i * n..(i + 1) * n], &vb[i * n..(i + 1) * n])).collect())
+    Ok((0..bs)
+        .map(|i| psnr_host(&va[i * n..(i + 1) * n], &vb[i * n..(i + 1) * n]))
+        .collect())
 }
 
 const SSIM_SIGMA: f64 = 1.5;
@@ -110,7 +112,11 @@ pub fn ssim_channel(x: &[f64], y: &[f64], h: usize, w: usize) -> Result<f64> {
     let yy: Vec<f64> = y.iter().map(|v| v * v).collect();
     let xy: Vec<f64> = x.iter().zip(y).map(|(a, b)| a * b).collect();
     let (ux, uy) = (gauss_filter(x, h, w, &g), gauss_filter(y, h, w, &g));
-    let (uxx, uyy, uxy) = (gauss_filter(&xx, h, w, &g), gauss_filter(&yy, h, w, &g), gauss_filter(&xy, h, w, &g));
+    let (uxx, uyy, uxy) = (
+        gauss_filter(&xx, h, w, &g),
+        gauss_filter(&yy, h, w, &g),
+        gauss_filter(&xy, h, w, &g),
+    );
     let (c1, c2) = (SSIM_K1 * SSIM_K1, SSIM_K2 * SSIM_K2);
     let mut sum = 0.0;
     let mut cnt = 0usize;
@@ -121,7 +127,8 @@ pub fn ssim_channel(x: &[f64], y: &[f64], h: usize, w: usize) -> Result<f64> {
             let vx = uxx[k] - mx * mx;
             let vy = uyy[k] - my * my;
             let vxy = uxy[k] - mx * my;
-            sum += ((2.0 * mx * my + c1) * (2.0 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2));
+            sum += ((2.0 * mx * my + c1) * (2.0 * vxy + c2))
+                / ((mx * mx + my * my + c1) * (vx + vy + c2));
             cnt += 1;
         }
     }

@@ -72,7 +72,12 @@ pub trait Operator: Send + Sync {
     }
     /// Solves (α AᵀA + β I) x = rhs directly when AᵀA is diagonal or FFT-diagonal; `None` means
     /// "no direct solver, use conjugate gradients".
-    fn solve_shifted_gram_host(&self, _rhs: &[f64], _alpha: f64, _beta: f64) -> Option<Result<Vec<f64>>> {
+    fn solve_shifted_gram_host(
+        &self,
+        _rhs: &[f64],
+        _alpha: f64,
+        _beta: f64,
+    ) -> Option<Result<Vec<f64>>> {
         None
     }
 
@@ -226,7 +231,10 @@ pub trait Operator: Send + Sync {
             let (l, g) = self.log_likelihood_and_grad_host(xi, &ys[j * m..(j + 1) * m])?;
             let r = (-2.0 * t2 * l).max(0.0).sqrt();
             norms.push(r);
-            gs.extend(g.into_iter().map(|v| if r > 0.0 { -t2 * v / r } else { 0.0 }));
+            gs.extend(
+                g.into_iter()
+                    .map(|v| if r > 0.0 { -t2 * v / r } else { 0.0 }),
+            );
         }
         Ok((norms, from_host(gs, x.dims(), x.device(), x.dtype())?))
     }
@@ -244,7 +252,11 @@ pub trait Operator: Send + Sync {
 }
 
 /// Host copies of an image batch and a measurement batch whose batch is 1 or the image batch.
-fn paired_host<O: Operator + ?Sized>(op: &O, x: &Tensor, y: &Tensor) -> Result<(Vec<f64>, Vec<f64>, usize)> {
+fn paired_host<O: Operator + ?Sized>(
+    op: &O,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<(Vec<f64>, Vec<f64>, usize)> {
     let b = op.check_image(x)?;
     let (by, ys) = op.measurement_to_host(y)?;
     if by != 1 && by != b {

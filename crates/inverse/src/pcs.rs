@@ -54,7 +54,9 @@ impl std::str::FromStr for PcsMethod {
             "mala" => Ok(Self::Mala),
             "ula" => Ok(Self::Ula),
             "exact" => Ok(Self::Exact),
-            o => Err(InverseError::InvalidArgument(format!("unknown PCS method `{o}`; expected mala, ula or exact"))),
+            o => Err(InverseError::InvalidArgument(format!(
+                "unknown PCS method `{o}`; expected mala, ula or exact"
+            ))),
         }
     }
 }
@@ -79,7 +81,14 @@ pub struct PcsConfig {
 
 impl Default for PcsConfig {
     fn default() -> Self {
-        Self { method: PcsMethod::Mala, steps: 1000, scale: 1.0, reg: 50.0, temperature: None, cg_max_iter: 5000 }
+        Self {
+            method: PcsMethod::Mala,
+            steps: 1000,
+            scale: 1.0,
+            reg: 50.0,
+            temperature: None,
+            cg_max_iter: 5000,
+        }
     }
 }
 
@@ -96,12 +105,16 @@ type ChainResult = (Vec<f64>, f64);
 
 fn check_config(op: &dyn Operator, gamma: f64, cfg: &PcsConfig) -> Result<f64> {
     if !(gamma > 0.0 && gamma.is_finite()) {
-        return Err(InverseError::InvalidArgument(format!("PCS needs γ > 0, got {gamma}")));
+        return Err(InverseError::InvalidArgument(format!(
+            "PCS needs γ > 0, got {gamma}"
+        )));
     }
     let m = cfg.temperature.unwrap_or_else(|| op.temperature());
     if cfg.method != PcsMethod::Exact {
         if cfg.steps == 0 {
-            return Err(InverseError::InvalidArgument("PCS needs at least one Langevin step".into()));
+            return Err(InverseError::InvalidArgument(
+                "PCS needs at least one Langevin step".into(),
+            ));
         }
         if !(cfg.scale > 0.0 && cfg.scale.is_finite() && cfg.reg >= 0.0 && cfg.reg.is_finite()) {
             return Err(InverseError::InvalidArgument(format!(
@@ -126,7 +139,14 @@ fn check_config(op: &dyn Operator, gamma: f64, cfg: &PcsConfig) -> Result<f64> {
 
 /// Runs PCS for every chain of `x0` (`(B, C, H, W)`) against `y` (batch 1 or B), started at
 /// x₀ (Langevin) — see the module docs.
-pub fn pcs(op: &dyn Operator, y: &Tensor, x0: &Tensor, gamma: f64, cfg: &PcsConfig, rng: &mut StdRng) -> Result<PcsOutput> {
+pub fn pcs(
+    op: &dyn Operator,
+    y: &Tensor,
+    x0: &Tensor,
+    gamma: f64,
+    cfg: &PcsConfig,
+    rng: &mut StdRng,
+) -> Result<PcsOutput> {
     let m = check_config(op, gamma, cfg)?;
     let b = op.check_image(x0)?;
     let (by, ys) = op.measurement_to_host(y)?;
@@ -141,14 +161,26 @@ pub fn pcs(op: &dyn Operator, y: &Tensor, x0: &Tensor, gamma: f64, cfg: &PcsConf
     // One seed per chain drawn from `rng` in chain order, so results do not depend on how the
     // chains are spread over threads.
     let seeds: Vec<u64> = (0..b).map(|_| rng.random()).collect();
-    let threads = std::thread::available_parallelism().map(|v| v.get()).unwrap_or(1).min(b).max(1);
+    let threads = std::thread::available_parallelism()
+        .map(|v| v.get())
+        .unwrap_or(1)
+        .min(b)
+        .max(1);
     let per = b.div_ceil(threads);
     let run_range = |lo: usize, hi: usize| -> Result<Vec<ChainResult>> {
         (lo..hi)
             .map(|i| {
                 let j = if by == 1 { 0 } else { i };
                 let mut r = StdRng::seed_from_u64(seeds[i]);
-                pcs_host(op, &ys[j * ml..(j + 1) * ml], &xs[i * n..(i + 1) * n], gamma, m, cfg, &mut r)
+                pcs_host(
+                    op,
+                    &ys[j * ml..(j + 1) * ml],
+                    &xs[i * n..(i + 1) * n],
+                    gamma,
+                    m,
+                    cfg,
+                    &mut r,
+                )
             })
             .collect()
     };
@@ -165,7 +197,13 @@ pub fn pcs(op: &dyn Operator, y: &Tensor, x0: &Tensor, gamma: f64, cfg: &PcsConf
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(InverseError::Numerical("a PCS worker thread panicked".into()))))
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(InverseError::Numerical(
+                            "a PCS worker thread panicked".into(),
+                        ))
+                    })
+                })
                 .collect()
         })
     };
@@ -177,7 +215,10 @@ pub fn pcs(op: &dyn Operator, y: &Tensor, x0: &Tensor, gamma: f64, cfg: &PcsConf
             acc.push(a);
         }
     }
-    Ok(PcsOutput { samples: from_host(out, x0.dims(), x0.device(), x0.dtype())?, acceptance: acc })
+    Ok(PcsOutput {
+        samples: from_host(out, x0.dims(), x0.device(), x0.dtype())?,
+        acceptance: acc,
+    })
 }
 
 /// One PCS chain on host buffers: returns (sample, acceptance rate). `m` is the step-size
@@ -192,7 +233,10 @@ pub fn pcs_host(
     rng: &mut StdRng,
 ) -> Result<(Vec<f64>, f64)> {
     match cfg.method {
-        PcsMethod::Exact => Ok((exact_gaussian_host(op, y, x0, gamma, cfg.cg_max_iter, rng)?, 1.0)),
+        PcsMethod::Exact => Ok((
+            exact_gaussian_host(op, y, x0, gamma, cfg.cg_max_iter, rng)?,
+            1.0,
+        )),
         PcsMethod::Ula => langevin_host(op, y, x0, gamma, m, cfg, false, rng),
         PcsMethod::Mala => langevin_host(op, y, x0, gamma, m, cfg, true, rng),
     }
@@ -224,7 +268,12 @@ fn langevin_host(
     let mut x = x0.to_vec();
     let (mut lx, mut gx) = op.log_likelihood_and_grad_host(&x, y)?;
     let log_target = |l: f64, v: &[f64]| -> f64 {
-        l - v.iter().zip(x0).map(|(a, b)| (a - b) * (a - b)).sum::<f64>() / (2.0 * g2)
+        l - v
+            .iter()
+            .zip(x0)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f64>()
+            / (2.0 * g2)
     };
     let mut accepted = 0usize;
     let mut prop = vec![0.0; n];

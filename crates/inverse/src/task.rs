@@ -6,8 +6,8 @@ use crate::error::{InverseError, Result};
 use crate::host::to_host;
 use crate::operator::Operator;
 use crate::physics::{
-    gaussian_kernel, motion_kernel, Blur, CompressedSensing, Denoise, Inpainting, Kernel2d, OneBit, PhaseRetrieval,
-    SrKernel, SuperResolution,
+    gaussian_kernel, motion_kernel, Blur, CompressedSensing, Denoise, Inpainting, Kernel2d, OneBit,
+    PhaseRetrieval, SrKernel, SuperResolution,
 };
 
 /// Every task name [`build_operator`] accepts.
@@ -92,14 +92,22 @@ impl TaskSpec {
 }
 
 fn invalid(task: &str, msg: String) -> InverseError {
-    InverseError::InvalidOption { task: task.to_string(), msg }
+    InverseError::InvalidOption {
+        task: task.to_string(),
+        msg,
+    }
 }
 
 fn kernel_from_tensor(task: &str, t: &Tensor) -> Result<Kernel2d> {
     let (kh, kw) = match t.dims() {
         [kh, kw] => (*kh, *kw),
         [1, kh, kw] | [1, 1, kh, kw] => (*kh, *kw),
-        d => return Err(invalid(task, format!("kernel must have shape (kh, kw), got {d:?}"))),
+        d => {
+            return Err(invalid(
+                task,
+                format!("kernel must have shape (kh, kw), got {d:?}"),
+            ))
+        }
     };
     Kernel2d::new(kh, kw, to_host(t)?)
 }
@@ -109,15 +117,24 @@ fn kernel_from_tensor(task: &str, t: &Tensor) -> Result<Kernel2d> {
 pub fn build_operator(spec: &TaskSpec, image_shape: [usize; 3]) -> Result<Box<dyn Operator>> {
     let task = spec.task.as_str();
     if !TASK_NAMES.contains(&task) {
-        return Err(InverseError::UnknownTask { name: task.to_string(), known: TASK_NAMES.join(", ") });
+        return Err(InverseError::UnknownTask {
+            name: task.to_string(),
+            known: TASK_NAMES.join(", "),
+        });
     }
     let sigma = spec.noise_sigma;
     if !(sigma.is_finite() && sigma >= 0.0) {
-        return Err(invalid(task, format!("noise sigma must be a finite number ≥ 0, got {sigma}")));
+        return Err(invalid(
+            task,
+            format!("noise sigma must be a finite number ≥ 0, got {sigma}"),
+        ));
     }
     let lik = spec.likelihood_sigma.unwrap_or(sigma);
     if !(lik.is_finite() && lik >= 0.0) {
-        return Err(invalid(task, format!("likelihood sigma must be a finite number ≥ 0, got {lik}")));
+        return Err(invalid(
+            task,
+            format!("likelihood sigma must be a finite number ≥ 0, got {lik}"),
+        ));
     }
     let [_, h, w] = image_shape;
     let blur_size = || -> usize {
@@ -139,17 +156,30 @@ pub fn build_operator(spec: &TaskSpec, image_shape: [usize; 3]) -> Result<Box<dy
                 "sr4" => 4,
                 _ => 8,
             };
-            Box::new(SuperResolution::new(image_shape, factor, spec.sr_kernel, sigma, lik)?)
+            Box::new(SuperResolution::new(
+                image_shape,
+                factor,
+                spec.sr_kernel,
+                sigma,
+                lik,
+            )?)
         }
         "inpaint-box" => {
             let b = spec.box_size.unwrap_or(h.min(w) / 2);
             Box::new(Inpainting::centred_box(image_shape, b, b, sigma, lik)?)
         }
-        "inpaint-random" => {
-            Box::new(Inpainting::random(image_shape, spec.keep_fraction, spec.operator_seed, sigma, lik)?)
-        }
+        "inpaint-random" => Box::new(Inpainting::random(
+            image_shape,
+            spec.keep_fraction,
+            spec.operator_seed,
+            sigma,
+            lik,
+        )?),
         "inpaint-mask" => {
-            let m = spec.mask.as_ref().ok_or_else(|| invalid(task, "a mask is required".into()))?;
+            let m = spec
+                .mask
+                .as_ref()
+                .ok_or_else(|| invalid(task, "a mask is required".into()))?;
             let d = m.dims();
             let spatial_ok = d.len() >= 2 && d[d.len() - 2] == h && d[d.len() - 1] == w;
             let lead: usize = d[..d.len().saturating_sub(2)].iter().product();
@@ -159,7 +189,13 @@ pub fn build_operator(spec: &TaskSpec, image_shape: [usize; 3]) -> Result<Box<dy
                     format!("mask shape {d:?} does not fit images of shape {image_shape:?}; expected (H, W), (1, H, W) or (C, H, W)"),
                 ));
             }
-            Box::new(Inpainting::from_mask(task, image_shape, &to_host(m)?, sigma, lik)?)
+            Box::new(Inpainting::from_mask(
+                task,
+                image_shape,
+                &to_host(m)?,
+                sigma,
+                lik,
+            )?)
         }
         "deblur-gauss" => {
             let k = match &spec.kernel {
@@ -175,11 +211,28 @@ pub fn build_operator(spec: &TaskSpec, image_shape: [usize; 3]) -> Result<Box<dy
             };
             Box::new(Blur::new(task, image_shape, k, sigma, lik)?)
         }
-        "phase-retrieval" => Box::new(PhaseRetrieval::new(image_shape, spec.oversample, spec.operator_seed, sigma, lik)?),
+        "phase-retrieval" => Box::new(PhaseRetrieval::new(
+            image_shape,
+            spec.oversample,
+            spec.operator_seed,
+            sigma,
+            lik,
+        )?),
         "one-bit" => Box::new(OneBit::new(image_shape, spec.tau, sigma)?),
-        "cs" => Box::new(CompressedSensing::gaussian(image_shape, spec.cs_ratio, spec.operator_seed, sigma, lik)?),
+        "cs" => Box::new(CompressedSensing::gaussian(
+            image_shape,
+            spec.cs_ratio,
+            spec.operator_seed,
+            sigma,
+            lik,
+        )?),
         "denoise" => Box::new(Denoise::new(image_shape, sigma, lik)?),
-        _ => return Err(InverseError::UnknownTask { name: task.to_string(), known: TASK_NAMES.join(", ") }),
+        _ => {
+            return Err(InverseError::UnknownTask {
+                name: task.to_string(),
+                known: TASK_NAMES.join(", "),
+            })
+        }
     };
     Ok(op)
 }

@@ -5,8 +5,8 @@ use candle_core::{Device, Tensor};
 use genprior_inverse::fft::Fft2;
 use genprior_inverse::linalg::{conjugate_gradient, dot, norm2};
 use genprior_inverse::physics::{
-    gaussian_kernel, imresize_matrix, motion_kernel, Blur, CompressedSensing, Inpainting, Kernel2d, PhaseRetrieval,
-    SrKernel, SuperResolution,
+    gaussian_kernel, imresize_matrix, motion_kernel, Blur, CompressedSensing, Inpainting, Kernel2d,
+    PhaseRetrieval, SrKernel, SuperResolution,
 };
 use genprior_inverse::{build_operator, InverseError, Operator, TaskSpec, TASK_NAMES};
 use num_complex::Complex64;
@@ -51,7 +51,12 @@ fn all_ops() -> Vec<Box<dyn Operator>> {
 #[test]
 fn every_task_builds_with_the_expected_shapes() {
     for op in all_ops() {
-        let x = Tensor::zeros((3, SHAPE[0], SHAPE[1], SHAPE[2]), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let x = Tensor::zeros(
+            (3, SHAPE[0], SHAPE[1], SHAPE[2]),
+            candle_core::DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
         let y = op.simulate(&x, &mut StdRng::seed_from_u64(0)).unwrap();
         assert_eq!(y.dims()[0], 3);
         assert_eq!(&y.dims()[1..], &op.measurement_shape()[..], "{}", op.name());
@@ -59,7 +64,11 @@ fn every_task_builds_with_the_expected_shapes() {
         assert_eq!(b.dims(), x.dims(), "{}", op.name());
     }
     let pr = build_operator(&spec("phase-retrieval", 0.1), SHAPE).unwrap();
-    assert_eq!(pr.measurement_shape(), vec![2, 32, 32], "default oversampling 4 = 2× per side");
+    assert_eq!(
+        pr.measurement_shape(),
+        vec![2, 32, 32],
+        "default oversampling 4 = 2× per side"
+    );
 }
 
 #[test]
@@ -75,8 +84,13 @@ fn adjoint_identity_for_every_linear_operator() {
             let ax = op.forward_host(&x).unwrap();
             let aty = op.adjoint_host(&y).unwrap();
             let (l, r) = (dot(&ax, &y), dot(&x, &aty));
-            let scale = norm2(&ax).sqrt() * norm2(&y).sqrt() + norm2(&x).sqrt() * norm2(&aty).sqrt();
-            assert!((l - r).abs() <= 1e-12 * scale, "{}: <Ax,y> = {l}, <x,Aᵀy> = {r}", op.name());
+            let scale =
+                norm2(&ax).sqrt() * norm2(&y).sqrt() + norm2(&x).sqrt() * norm2(&aty).sqrt();
+            assert!(
+                (l - r).abs() <= 1e-12 * scale,
+                "{}: <Ax,y> = {l}, <x,Aᵀy> = {r}",
+                op.name()
+            );
         }
         checked += 1;
     }
@@ -89,7 +103,13 @@ fn adjoint_through_tensors_matches_host() {
     let op = build_operator(&spec("deblur-motion", 0.1), SHAPE).unwrap();
     let y = rand_vec(op.measurement_len(), -1.0, 1.0, 3);
     let yt = Tensor::from_vec(y.clone(), (1, SHAPE[0], SHAPE[1], SHAPE[2]), &Device::Cpu).unwrap();
-    let at = op.adjoint(&yt).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let at = op
+        .adjoint(&yt)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
     let ah = op.adjoint_host(&y).unwrap();
     for (a, b) in at.iter().zip(&ah) {
         assert!((a - b).abs() < 1e-12);
@@ -114,7 +134,11 @@ fn log_likelihood_gradient_matches_finite_differences_for_every_task() {
         let fd = (at(&xp) - at(&xm)) / (2.0 * eps);
         let an = dot(&g, &d);
         let tol = 1e-6 * (1.0 + an.abs() + l.abs() * 1e-6 / eps);
-        assert!((fd - an).abs() <= tol, "{}: directional fd {fd} vs analytic {an}", op.name());
+        assert!(
+            (fd - an).abs() <= tol,
+            "{}: directional fd {fd} vs analytic {an}",
+            op.name()
+        );
         // ... and single coordinates
         for k in [0, op.image_len() / 3, op.image_len() - 1] {
             let mut xp = x.clone();
@@ -123,7 +147,12 @@ fn log_likelihood_gradient_matches_finite_differences_for_every_task() {
             xm[k] -= eps;
             let fd = (at(&xp) - at(&xm)) / (2.0 * eps);
             let tol = 1e-6 * (1.0 + g[k].abs() + l.abs() * 1e-6 / eps);
-            assert!((fd - g[k]).abs() <= tol, "{} coord {k}: fd {fd} vs analytic {}", op.name(), g[k]);
+            assert!(
+                (fd - g[k]).abs() <= tol,
+                "{} coord {k}: fd {fd} vs analytic {}",
+                op.name(),
+                g[k]
+            );
         }
     }
 }
@@ -131,17 +160,31 @@ fn log_likelihood_gradient_matches_finite_differences_for_every_task() {
 #[test]
 fn tensor_likelihood_broadcasts_one_measurement_over_chains() {
     let op = build_operator(&spec("sr2", 0.1), SHAPE).unwrap();
-    let x = Tensor::from_vec(rand_vec(3 * op.image_len(), -1.0, 1.0, 8), (3, 2, 16, 16), &Device::Cpu).unwrap();
-    let y1 = op.simulate(&x.narrow(0, 0, 1).unwrap(), &mut StdRng::seed_from_u64(1)).unwrap();
+    let x = Tensor::from_vec(
+        rand_vec(3 * op.image_len(), -1.0, 1.0, 8),
+        (3, 2, 16, 16),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let y1 = op
+        .simulate(&x.narrow(0, 0, 1).unwrap(), &mut StdRng::seed_from_u64(1))
+        .unwrap();
     let ls = op.log_likelihood(&x, &y1).unwrap();
     let xs = x.flatten_all().unwrap().to_vec1::<f64>().unwrap();
     let yh = y1.flatten_all().unwrap().to_vec1::<f64>().unwrap();
     for (i, l) in ls.iter().enumerate() {
         let n = op.image_len();
-        assert_eq!(*l, op.log_likelihood_host(&xs[i * n..(i + 1) * n], &yh).unwrap());
+        assert_eq!(
+            *l,
+            op.log_likelihood_host(&xs[i * n..(i + 1) * n], &yh)
+                .unwrap()
+        );
     }
     let y2 = Tensor::cat(&[&y1, &y1], 0).unwrap();
-    assert!(matches!(op.log_likelihood(&x, &y2), Err(InverseError::Measurement { .. })));
+    assert!(matches!(
+        op.log_likelihood(&x, &y2),
+        Err(InverseError::Measurement { .. })
+    ));
 }
 
 #[test]
@@ -150,12 +193,38 @@ fn simulated_measurements_are_reproducible_from_the_seeds() {
         let sigma = if *t == "one-bit" { 0.0 } else { 0.1 };
         let op1 = build_operator(&spec(t, sigma), SHAPE).unwrap();
         let op2 = build_operator(&spec(t, sigma), SHAPE).unwrap();
-        let x = Tensor::from_vec(rand_vec(2 * op1.image_len(), -1.0, 1.0, 9), (2, 2, 16, 16), &Device::Cpu).unwrap();
-        let a = op1.simulate(&x, &mut StdRng::seed_from_u64(42)).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        let b = op2.simulate(&x, &mut StdRng::seed_from_u64(42)).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let x = Tensor::from_vec(
+            rand_vec(2 * op1.image_len(), -1.0, 1.0, 9),
+            (2, 2, 16, 16),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let a = op1
+            .simulate(&x, &mut StdRng::seed_from_u64(42))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let b = op2
+            .simulate(&x, &mut StdRng::seed_from_u64(42))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         assert_eq!(a, b, "{t}");
-        let c = op2.simulate(&x, &mut StdRng::seed_from_u64(43)).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        assert_ne!(a, c, "{t}: a different noise seed must change the measurement");
+        let c = op2
+            .simulate(&x, &mut StdRng::seed_from_u64(43))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        assert_ne!(
+            a, c,
+            "{t}: a different noise seed must change the measurement"
+        );
     }
     // a different operator seed changes the random operators
     let x = rand_vec(SHAPE.iter().product(), -1.0, 1.0, 10);
@@ -169,12 +238,20 @@ fn simulated_measurements_are_reproducible_from_the_seeds() {
 }
 
 fn fixture() -> serde_json::Value {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/operators/reference.json");
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/operators/reference.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 fn fx_vec(v: &serde_json::Value) -> Vec<f64> {
-    v["data"].as_array().unwrap().iter().map(|a| a.as_f64().unwrap()).collect()
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_f64().unwrap())
+        .collect()
 }
 
 #[test]
@@ -186,7 +263,11 @@ fn bicubic_downsampling_matches_matlab_imresize_reference() {
         let y = op.forward_host(&x).unwrap();
         let r = fx_vec(&f[format!("bicubic_down_{s}")]);
         assert_eq!(y.len(), r.len());
-        let err = y.iter().zip(&r).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let err = y
+            .iter()
+            .zip(&r)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         assert!(err < 1e-12, "×{s}: max error {err}");
     }
 }
@@ -198,7 +279,11 @@ fn bicubic_upsampling_baseline_matches_matlab_imresize_reference() {
     let op = SuperResolution::new([1, 32, 32], 4, SrKernel::Bicubic, 0.0, 0.0).unwrap();
     let up = op.baseline_host(&lo).unwrap();
     let r = fx_vec(&f["bicubic_up_4"]);
-    let err = up.iter().zip(&r).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let err = up
+        .iter()
+        .zip(&r)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
     assert!(err < 1e-12, "max error {err}");
 }
 
@@ -252,28 +337,45 @@ fn fft_blur_is_circular_convolution_centred_on_the_kernel() {
 fn kernels_are_normalised_and_seeded() {
     let g = gaussian_kernel(7, 1.5).unwrap();
     assert!((g.data.iter().sum::<f64>() - 1.0).abs() < 1e-12);
-    assert_eq!(g.data[3 * 7 + 3], g.data.iter().cloned().fold(0.0, f64::max));
+    assert_eq!(
+        g.data[3 * 7 + 3],
+        g.data.iter().cloned().fold(0.0, f64::max)
+    );
     let a = motion_kernel(9, 0.5, 1).unwrap();
     assert!(a.data.iter().all(|v| *v >= 0.0) && (a.data.iter().sum::<f64>() - 1.0).abs() < 1e-12);
     assert_eq!(a, motion_kernel(9, 0.5, 1).unwrap());
     assert_ne!(a, motion_kernel(9, 0.5, 2).unwrap());
-    assert!(a.data.iter().filter(|v| **v > 0.0).count() > 9, "a motion kernel spreads over many pixels");
+    assert!(
+        a.data.iter().filter(|v| **v > 0.0).count() > 9,
+        "a motion kernel spreads over many pixels"
+    );
 }
 
 #[test]
 fn direct_shifted_gram_solvers_agree_with_conjugate_gradients() {
-    let ops: Vec<Box<dyn Operator>> = ["deblur-gauss", "deblur-motion", "inpaint-random", "inpaint-box", "denoise"]
-        .iter()
-        .map(|t| build_operator(&spec(t, 0.1), SHAPE).unwrap())
-        .collect();
+    let ops: Vec<Box<dyn Operator>> = [
+        "deblur-gauss",
+        "deblur-motion",
+        "inpaint-random",
+        "inpaint-box",
+        "denoise",
+    ]
+    .iter()
+    .map(|t| build_operator(&spec(t, 0.1), SHAPE).unwrap())
+    .collect();
     let (alpha, beta) = (37.0, 4.0);
     for op in ops {
         let rhs = rand_vec(op.image_len(), -1.0, 1.0, 30);
-        let direct = op.solve_shifted_gram_host(&rhs, alpha, beta).unwrap().unwrap();
+        let direct = op
+            .solve_shifted_gram_host(&rhs, alpha, beta)
+            .unwrap()
+            .unwrap();
         let cg = conjugate_gradient(
             |v| {
                 let mut o = op.adjoint_host(&op.forward_host(v)?)?;
-                o.iter_mut().zip(v).for_each(|(a, b)| *a = alpha * *a + beta * b);
+                o.iter_mut()
+                    .zip(v)
+                    .for_each(|(a, b)| *a = alpha * *a + beta * b);
                 Ok(o)
             },
             &rhs,
@@ -281,7 +383,11 @@ fn direct_shifted_gram_solvers_agree_with_conjugate_gradients() {
             2000,
         )
         .unwrap();
-        let err = direct.iter().zip(&cg).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let err = direct
+            .iter()
+            .zip(&cg)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         assert!(err < 1e-9, "{}: {err}", op.name());
     }
 }
@@ -296,9 +402,18 @@ fn phase_retrieval_mask_statistics_and_parseval() {
     let minus = m.iter().filter(|v| **v == -1.0).count() as f64 / n;
     assert_eq!(zeros + plus + minus, 1.0);
     // binomial standard errors, 4.5σ
-    assert!((zeros - 0.75).abs() < 4.5 * (0.75f64 * 0.25 / n).sqrt(), "zeros {zeros}");
-    assert!((plus - 0.125).abs() < 4.5 * (0.125f64 * 0.875 / n).sqrt(), "plus {plus}");
-    assert!((minus - 0.125).abs() < 4.5 * (0.125f64 * 0.875 / n).sqrt(), "minus {minus}");
+    assert!(
+        (zeros - 0.75).abs() < 4.5 * (0.75f64 * 0.25 / n).sqrt(),
+        "zeros {zeros}"
+    );
+    assert!(
+        (plus - 0.125).abs() < 4.5 * (0.125f64 * 0.875 / n).sqrt(),
+        "plus {plus}"
+    );
+    assert!(
+        (minus - 0.125).abs() < 4.5 * (0.125f64 * 0.875 / n).sqrt(),
+        "minus {minus}"
+    );
     assert_eq!(op.padded_shape(), (128, 128));
     // orthonormal FFT: ‖A(x)‖² = ‖M ⊙ x‖²
     let x = rand_vec(64 * 64, -1.0, 1.0, 31);
@@ -314,7 +429,10 @@ fn phase_retrieval_mask_statistics_and_parseval() {
 #[test]
 fn fft_helper_is_unitary() {
     let f = Fft2::new(6, 10);
-    let v: Vec<Complex64> = rand_vec(60, -1.0, 1.0, 40).into_iter().map(|a| Complex64::new(a, -a / 2.0)).collect();
+    let v: Vec<Complex64> = rand_vec(60, -1.0, 1.0, 40)
+        .into_iter()
+        .map(|a| Complex64::new(a, -a / 2.0))
+        .collect();
     let mut w = v.clone();
     f.forward_ortho(&mut w);
     let e1: f64 = v.iter().map(|a| a.norm_sqr()).sum();
@@ -334,7 +452,10 @@ fn one_bit_dither_has_the_logistic_law() {
         let y = op.simulate_host(&x, &mut StdRng::seed_from_u64(5)).unwrap();
         let p = y.iter().filter(|v| **v == 1.0).count() as f64 / 1e4;
         let q = 1.0 / (1.0 + (-c / 0.4f64).exp());
-        assert!((p - q).abs() < 4.5 * (q * (1.0 - q) / 1e4).sqrt(), "x = {c}: {p} vs {q}");
+        assert!(
+            (p - q).abs() < 4.5 * (q * (1.0 - q) / 1e4).sqrt(),
+            "x = {c}: {p} vs {q}"
+        );
     }
 }
 
@@ -348,7 +469,10 @@ fn baselines_are_sane() {
     assert!(b.iter().zip(&y).all(|(a, v)| *a == v.clamp(-1.0, 1.0)));
     // one-bit: the ±1 measurement itself
     let op = build_operator(&spec("one-bit", 0.0), SHAPE).unwrap();
-    let y: Vec<f64> = rand_vec(n, -1.0, 1.0, 51).iter().map(|v| v.signum()).collect();
+    let y: Vec<f64> = rand_vec(n, -1.0, 1.0, 51)
+        .iter()
+        .map(|v| v.signum())
+        .collect();
     assert_eq!(op.baseline_host(&y).unwrap(), y);
     // inpainting: observed pixels kept, a constant image filled with the constant
     for t in ["inpaint-box", "inpaint-random", "inpaint-mask"] {
@@ -369,7 +493,9 @@ fn baselines_are_sane() {
     // SR: constant in, constant out
     for t in ["sr2", "sr4", "sr8"] {
         let op = build_operator(&spec(t, 0.0), SHAPE).unwrap();
-        let b = op.baseline_host(&op.forward_host(&vec![-0.25; n]).unwrap()).unwrap();
+        let b = op
+            .baseline_host(&op.forward_host(&vec![-0.25; n]).unwrap())
+            .unwrap();
         assert!(b.iter().all(|v| (v + 0.25).abs() < 1e-12), "{t}");
     }
     // Wiener: much closer to a smooth image than the blurred measurement is
@@ -377,10 +503,18 @@ fn baselines_are_sane() {
     let smooth: Vec<f64> = (0..h * w)
         .map(|k| {
             let (i, j) = ((k / w) as f64, (k % w) as f64);
-            0.6 * (2.0 * std::f64::consts::PI * i / 16.0).sin() * (2.0 * std::f64::consts::PI * j / 8.0).cos()
+            0.6 * (2.0 * std::f64::consts::PI * i / 16.0).sin()
+                * (2.0 * std::f64::consts::PI * j / 8.0).cos()
         })
         .collect();
-    let op = Blur::new("deblur-gauss", [1, h, w], gaussian_kernel(9, 1.5).unwrap(), 0.0, 0.0).unwrap();
+    let op = Blur::new(
+        "deblur-gauss",
+        [1, h, w],
+        gaussian_kernel(9, 1.5).unwrap(),
+        0.0,
+        0.0,
+    )
+    .unwrap();
     let y = op.forward_host(&smooth).unwrap();
     let b = op.baseline_host(&y).unwrap();
     let ey: f64 = y.iter().zip(&smooth).map(|(a, v)| (a - v) * (a - v)).sum();
@@ -392,7 +526,11 @@ fn baselines_are_sane() {
     let y = op.forward_host(&x).unwrap();
     let b = op.baseline_host(&y).unwrap();
     let r = op.forward_host(&b).unwrap();
-    let res = r.iter().zip(&y).map(|(a, v)| (a - v).abs()).fold(0.0, f64::max);
+    let res = r
+        .iter()
+        .zip(&y)
+        .map(|(a, v)| (a - v).abs())
+        .fold(0.0, f64::max);
     assert!(res < 1e-8, "residual {res}");
     assert!(norm2(&b) < norm2(&x));
 }
@@ -406,14 +544,25 @@ fn phase_retrieval_baseline_fits_the_magnitudes() {
     let r = op.forward_host(&b).unwrap();
     let res: f64 = r.iter().zip(&y).map(|(a, v)| (a - v) * (a - v)).sum();
     // a zero image has residual ‖y‖²; HIO must explain most of the magnitudes
-    assert!(res < 0.05 * norm2(&y), "relative residual {}", res / norm2(&y));
+    assert!(
+        res < 0.05 * norm2(&y),
+        "relative residual {}",
+        res / norm2(&y)
+    );
 }
 
 #[test]
 fn bad_input_is_a_clear_error() {
-    let e = build_operator(&TaskSpec::new("sr3", 0.1), SHAPE).err().unwrap();
-    assert!(matches!(e, InverseError::UnknownTask { .. }) && e.to_string().contains("sr4"), "{e}");
-    let e = build_operator(&TaskSpec::new("denoise", -0.1), SHAPE).err().unwrap();
+    let e = build_operator(&TaskSpec::new("sr3", 0.1), SHAPE)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(e, InverseError::UnknownTask { .. }) && e.to_string().contains("sr4"),
+        "{e}"
+    );
+    let e = build_operator(&TaskSpec::new("denoise", -0.1), SHAPE)
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("noise sigma"), "{e}");
     assert!(build_operator(&TaskSpec::new("denoise", f64::NAN), SHAPE).is_err());
     assert!(build_operator(&TaskSpec::new("one-bit", 0.1), SHAPE).is_err());
@@ -434,22 +583,35 @@ fn bad_input_is_a_clear_error() {
     let x = Tensor::zeros((1, 2, 16, 16), candle_core::DType::F32, &Device::Cpu).unwrap();
     let wrong = Tensor::zeros((1, 2, 8, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
     let e = op.log_likelihood(&x, &wrong).err().unwrap();
-    assert!(matches!(e, InverseError::Measurement { .. }) && e.to_string().contains("(B, 2, 4, 4)"), "{e}");
+    assert!(
+        matches!(e, InverseError::Measurement { .. }) && e.to_string().contains("(B, 2, 4, 4)"),
+        "{e}"
+    );
     let mut v = vec![0.0f32; 32];
     v[5] = f32::NAN;
     let nan = Tensor::from_vec(v, (1, 2, 4, 4), &Device::Cpu).unwrap();
     let e = op.baseline(&nan).err().unwrap();
     assert!(e.to_string().contains("non-finite"), "{e}");
-    let inf = (Tensor::ones((1, 2, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap() / 0.0).unwrap();
+    let inf =
+        (Tensor::ones((1, 2, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap() / 0.0).unwrap();
     assert!(op.validate_measurement(&inf).is_err());
     let bad_img = Tensor::zeros((1, 3, 16, 16), candle_core::DType::F32, &Device::Cpu).unwrap();
-    assert!(matches!(op.forward(&bad_img), Err(InverseError::ImageShape { .. })));
+    assert!(matches!(
+        op.forward(&bad_img),
+        Err(InverseError::ImageShape { .. })
+    ));
 
     let ob = build_operator(&spec("one-bit", 0.0), SHAPE).unwrap();
-    let half = (Tensor::ones((1, 2, 16, 16), candle_core::DType::F32, &Device::Cpu).unwrap() * 0.5).unwrap();
+    let half = (Tensor::ones((1, 2, 16, 16), candle_core::DType::F32, &Device::Cpu).unwrap() * 0.5)
+        .unwrap();
     assert!(ob.validate_measurement(&half).is_err());
     let pr = build_operator(&spec("phase-retrieval", 0.1), SHAPE).unwrap();
-    assert!(pr.adjoint(&pr.forward(&x.broadcast_as((1, 2, 16, 16)).unwrap()).unwrap()).is_err());
+    assert!(pr
+        .adjoint(
+            &pr.forward(&x.broadcast_as((1, 2, 16, 16)).unwrap())
+                .unwrap()
+        )
+        .is_err());
     // a Gaussian likelihood with σ = 0 is refused, not divided by zero
     let d0 = build_operator(&spec("denoise", 0.0), SHAPE).unwrap();
     assert!(d0.log_likelihood(&x, &x).is_err());
@@ -459,9 +621,18 @@ fn bad_input_is_a_clear_error() {
 fn misfit_norm_is_the_residual_norm_with_its_gradient() {
     let op = build_operator(&spec("sr2", 0.1), SHAPE).unwrap();
     let xt = rand_vec(op.image_len(), -1.0, 1.0, 70);
-    let y = op.simulate_host(&xt, &mut StdRng::seed_from_u64(1)).unwrap();
+    let y = op
+        .simulate_host(&xt, &mut StdRng::seed_from_u64(1))
+        .unwrap();
     let x = rand_vec(op.image_len(), -1.0, 1.0, 71);
-    let r: f64 = op.forward_host(&x).unwrap().iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+    let r: f64 = op
+        .forward_host(&x)
+        .unwrap()
+        .iter()
+        .zip(&y)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f64>()
+        .sqrt();
     let xt_ = Tensor::from_vec(x.clone(), (1, 2, 16, 16), &Device::Cpu).unwrap();
     let yt = Tensor::from_vec(y.clone(), (1, 2, 8, 8), &Device::Cpu).unwrap();
     let (norms, g) = op.misfit_norm_and_grad(&xt_, &yt).unwrap();
@@ -470,10 +641,20 @@ fn misfit_norm_is_the_residual_norm_with_its_gradient() {
     let d = rand_vec(op.image_len(), -1.0, 1.0, 72);
     let eps = 1e-6;
     let nrm = |v: &[f64]| -> f64 {
-        op.forward_host(v).unwrap().iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt()
+        op.forward_host(v)
+            .unwrap()
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f64>()
+            .sqrt()
     };
     let xp: Vec<f64> = x.iter().zip(&d).map(|(a, b)| a + eps * b).collect();
     let xm: Vec<f64> = x.iter().zip(&d).map(|(a, b)| a - eps * b).collect();
     let fd = (nrm(&xp) - nrm(&xm)) / (2.0 * eps);
-    assert!((fd - dot(&g, &d)).abs() < 1e-6 * (1.0 + fd.abs()), "{fd} vs {}", dot(&g, &d));
+    assert!(
+        (fd - dot(&g, &d)).abs() < 1e-6 * (1.0 + fd.abs()),
+        "{fd} vs {}",
+        dot(&g, &d)
+    );
 }

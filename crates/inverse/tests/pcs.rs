@@ -38,7 +38,9 @@ fn inverse(mut a: Vec<f64>, n: usize) -> Vec<f64> {
         inv[i * n + i] = 1.0;
     }
     for c in 0..n {
-        let p = (c..n).max_by(|&i, &j| a[i * n + c].abs().total_cmp(&a[j * n + c].abs())).unwrap();
+        let p = (c..n)
+            .max_by(|&i, &j| a[i * n + c].abs().total_cmp(&a[j * n + c].abs()))
+            .unwrap();
         for k in 0..n {
             a.swap(c * n + k, p * n + k);
             inv.swap(c * n + k, p * n + k);
@@ -86,8 +88,12 @@ fn closed_form(op: &dyn Operator, y: &[f64], x0: &[f64], gamma: f64) -> (Vec<f64
         p[i * n + i] += 1.0 / (gamma * gamma);
     }
     let cov = inverse(p, n);
-    let b: Vec<f64> = (0..n).map(|i| (0..m).map(|k| a[k * n + i] * y[k]).sum::<f64>() / s2 + x0[i] / (gamma * gamma)).collect();
-    let mean = (0..n).map(|i| (0..n).map(|j| cov[i * n + j] * b[j]).sum()).collect();
+    let b: Vec<f64> = (0..n)
+        .map(|i| (0..m).map(|k| a[k * n + i] * y[k]).sum::<f64>() / s2 + x0[i] / (gamma * gamma))
+        .collect();
+    let mean = (0..n)
+        .map(|i| (0..n).map(|j| cov[i * n + j] * b[j]).sum())
+        .collect();
     (mean, cov)
 }
 
@@ -113,14 +119,30 @@ fn moments(s: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
 fn check_gaussian(label: &str, s: &[f64], n: usize, mean: &[f64], var: &[f64]) {
     let cnt = (s.len() / n) as f64;
     let (m, v) = moments(s, n);
-    let zm = (0..n).map(|i| (m[i] - mean[i]).abs() / (var[i] / cnt).sqrt()).fold(0.0, f64::max);
+    let zm = (0..n)
+        .map(|i| (m[i] - mean[i]).abs() / (var[i] / cnt).sqrt())
+        .fold(0.0, f64::max);
     let vr: Vec<String> = (0..n).map(|i| format!("{:.3}", v[i] / var[i])).collect();
-    eprintln!("{label}: N = {cnt}, max |mean error| = {zm:.2} s.e., variance ratios [{}]", vr.join(", "));
+    eprintln!(
+        "{label}: N = {cnt}, max |mean error| = {zm:.2} s.e., variance ratios [{}]",
+        vr.join(", ")
+    );
     for i in 0..n {
         let se_m = (var[i] / cnt).sqrt();
         let se_v = (2.0 * var[i] * var[i] / cnt).sqrt();
-        assert!((m[i] - mean[i]).abs() <= Z * se_m, "{label} coord {i}: mean {} vs {} (se {se_m})", m[i], mean[i]);
-        assert!((v[i] - var[i]).abs() <= Z * se_v, "{label} coord {i}: var {} vs {} (ratio {})", v[i], var[i], v[i] / var[i]);
+        assert!(
+            (m[i] - mean[i]).abs() <= Z * se_m,
+            "{label} coord {i}: mean {} vs {} (se {se_m})",
+            m[i],
+            mean[i]
+        );
+        assert!(
+            (v[i] - var[i]).abs() <= Z * se_v,
+            "{label} coord {i}: var {} vs {} (ratio {})",
+            v[i],
+            var[i],
+            v[i] / var[i]
+        );
     }
 }
 
@@ -141,16 +163,29 @@ fn small_cs() -> (CompressedSensing, Vec<f64>, Vec<f64>) {
     (op, vec![0.5, -0.3, 0.2], vec![0.2, -0.1, 0.4, 0.0])
 }
 
-fn run_pcs(op: &dyn Operator, y: &[f64], x0: &[f64], gamma: f64, cfg: &PcsConfig, seed: u64) -> (Vec<f64>, Vec<f64>) {
+fn run_pcs(
+    op: &dyn Operator,
+    y: &[f64],
+    x0: &[f64],
+    gamma: f64,
+    cfg: &PcsConfig,
+    seed: u64,
+) -> (Vec<f64>, Vec<f64>) {
     let [c, h, w] = op.image_shape();
     let mut ms = vec![1];
     ms.extend(op.measurement_shape());
     let yt = Tensor::from_vec(y.to_vec(), ms, &Device::Cpu).unwrap();
-    let x0t = Tensor::from_vec(x0.to_vec(), (1, c, h, w), &Device::Cpu).unwrap().repeat((N_CHAINS, 1, 1, 1)).unwrap();
+    let x0t = Tensor::from_vec(x0.to_vec(), (1, c, h, w), &Device::Cpu)
+        .unwrap()
+        .repeat((N_CHAINS, 1, 1, 1))
+        .unwrap();
     let out = pcs(op, &yt, &x0t, gamma, cfg, &mut StdRng::seed_from_u64(seed)).unwrap();
     assert_eq!(out.samples.dims(), x0t.dims());
     assert_eq!(out.acceptance.len(), N_CHAINS);
-    (out.samples.flatten_all().unwrap().to_vec1::<f64>().unwrap(), out.acceptance)
+    (
+        out.samples.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+        out.acceptance,
+    )
 }
 
 #[test]
@@ -159,7 +194,14 @@ fn mala_samples_the_gaussian_target() {
     let (mean, cov) = closed_form(&op, &y, &x0, GAMMA);
     let var: Vec<f64> = (0..4).map(|i| cov[i * 4 + i]).collect();
     // reg small, so the step h(x) varies with x and the reverse density's h(x') matters
-    let cfg = PcsConfig { method: PcsMethod::Mala, steps: 150, scale: 1.0, reg: 0.2, temperature: None, cg_max_iter: 100 };
+    let cfg = PcsConfig {
+        method: PcsMethod::Mala,
+        steps: 150,
+        scale: 1.0,
+        reg: 0.2,
+        temperature: None,
+        cg_max_iter: 100,
+    };
     let (s, acc) = run_pcs(&op, &y, &x0, GAMMA, &cfg, 1);
     let mean_acc = acc.iter().sum::<f64>() / acc.len() as f64;
     eprintln!("mala acceptance {mean_acc:.3}");
@@ -173,7 +215,14 @@ fn mala_with_large_steps_still_samples_the_target() {
     let (op, y, x0) = small_cs();
     let (mean, cov) = closed_form(&op, &y, &x0, GAMMA);
     let var: Vec<f64> = (0..4).map(|i| cov[i * 4 + i]).collect();
-    let cfg = PcsConfig { method: PcsMethod::Mala, steps: 300, scale: 8.0, reg: 0.0, temperature: None, cg_max_iter: 100 };
+    let cfg = PcsConfig {
+        method: PcsMethod::Mala,
+        steps: 300,
+        scale: 8.0,
+        reg: 0.0,
+        temperature: None,
+        cg_max_iter: 100,
+    };
     let (s, acc) = run_pcs(&op, &y, &x0, GAMMA, &cfg, 2);
     let mean_acc = acc.iter().sum::<f64>() / acc.len() as f64;
     eprintln!("mala-large acceptance {mean_acc:.3}");
@@ -222,7 +271,9 @@ fn ula_has_the_documented_bias() {
     let target_var: Vec<f64> = (0..4).map(|i| cov[i * 4 + i]).collect();
     // the bias is real: at least one coordinate's variance is off by > 10 standard errors
     let se = |v: f64| (2.0 * v * v / N_CHAINS as f64).sqrt();
-    let ratios: Vec<String> = (0..4).map(|i| format!("{:.3}", ula_var[i] / target_var[i])).collect();
+    let ratios: Vec<String> = (0..4)
+        .map(|i| format!("{:.3}", ula_var[i] / target_var[i]))
+        .collect();
     eprintln!("ula stationary / target variance: [{}]", ratios.join(", "));
     assert!((0..4).any(|i| (ula_var[i] - target_var[i]).abs() > 10.0 * se(target_var[i])));
     let (s, acc) = run_pcs(&op, &y, &x0, GAMMA, &cfg, 3);
@@ -235,13 +286,27 @@ fn exact_pcs_samples_the_gaussian_target() {
     let (cs, y, x0) = small_cs();
     let kernel = Kernel2d::new(2, 2, vec![0.5, 0.2, 0.2, 0.1]).unwrap();
     let blur = Blur::new("deblur-gauss", [1, 2, 3], kernel, SIGMA, SIGMA).unwrap();
-    let inp = Inpainting::from_mask("inpaint-mask", [1, 2, 3], &[1.0, 0.0, 1.0, 1.0, 0.0, 0.0], SIGMA, SIGMA).unwrap();
+    let inp = Inpainting::from_mask(
+        "inpaint-mask",
+        [1, 2, 3],
+        &[1.0, 0.0, 1.0, 1.0, 0.0, 0.0],
+        SIGMA,
+        SIGMA,
+    )
+    .unwrap();
     let den = Denoise::new([1, 2, 3], 0.1, 0.1).unwrap();
-    let cfg = PcsConfig { method: PcsMethod::Exact, ..PcsConfig::default() };
+    let cfg = PcsConfig {
+        method: PcsMethod::Exact,
+        ..PcsConfig::default()
+    };
     let x06 = vec![0.2, -0.1, 0.4, 0.0, 0.3, -0.5];
     let y6 = vec![0.5, -0.3, 0.2, 0.1, 0.0, 0.7];
-    let cases: Vec<(&dyn Operator, &[f64], &[f64])> =
-        vec![(&cs, &y, &x0), (&blur, &y6, &x06), (&inp, &y6, &x06), (&den, &y6, &x06)];
+    let cases: Vec<(&dyn Operator, &[f64], &[f64])> = vec![
+        (&cs, &y, &x0),
+        (&blur, &y6, &x06),
+        (&inp, &y6, &x06),
+        (&den, &y6, &x06),
+    ];
     for (k, (op, y, x0)) in cases.into_iter().enumerate() {
         let n = op.image_len();
         let (mean, cov) = closed_form(op, y, x0, GAMMA);
@@ -260,7 +325,14 @@ fn mala_samples_a_non_gaussian_one_bit_target() {
     let op = OneBit::new([1, 1, 2], tau, 0.0).unwrap();
     let y = vec![1.0, -1.0];
     let x0 = vec![0.1, 0.3];
-    let cfg = PcsConfig { method: PcsMethod::Mala, steps: 150, scale: 1.0, reg: 0.0, temperature: None, cg_max_iter: 0 };
+    let cfg = PcsConfig {
+        method: PcsMethod::Mala,
+        steps: 150,
+        scale: 1.0,
+        reg: 0.0,
+        temperature: None,
+        cg_max_iter: 0,
+    };
     let (s, acc) = run_pcs(&op, &y, &x0, gamma, &cfg, 4);
     let mean_acc = acc.iter().sum::<f64>() / acc.len() as f64;
     eprintln!("one-bit mala acceptance {mean_acc:.3}");
@@ -273,7 +345,9 @@ fn mala_samples_a_non_gaussian_one_bit_target() {
         let mut w = [0.0f64; 5];
         for j in 0..k {
             let x = lo + j as f64 * dx;
-            let p = (-((1.0 + (-y[i] * x / tau).exp()).ln()) - (x - x0[i]).powi(2) / (2.0 * gamma * gamma)).exp();
+            let p = (-((1.0 + (-y[i] * x / tau).exp()).ln())
+                - (x - x0[i]).powi(2) / (2.0 * gamma * gamma))
+                .exp();
             for (e, acc) in w.iter_mut().enumerate() {
                 *acc += p * x.powi(e as i32);
             }
@@ -285,16 +359,29 @@ fn mala_samples_a_non_gaussian_one_bit_target() {
             let mut z = 0.0;
             for j in 0..k {
                 let x = lo + j as f64 * dx;
-                let p = (-((1.0 + (-y[i] * x / tau).exp()).ln()) - (x - x0[i]).powi(2) / (2.0 * gamma * gamma)).exp();
+                let p = (-((1.0 + (-y[i] * x / tau).exp()).ln())
+                    - (x - x0[i]).powi(2) / (2.0 * gamma * gamma))
+                    .exp();
                 s += p * (x - mean).powi(order);
                 z += p;
             }
             s / z
         };
         let (var, mu4) = (e(2), e(4));
-        eprintln!("one-bit coord {i}: mean {:.4} vs {mean:.4}, var {:.4} vs {var:.4}", m[i], v[i]);
-        assert!((m[i] - mean).abs() <= Z * (var / cnt).sqrt(), "one-bit coord {i}: mean {} vs {mean}", m[i]);
-        assert!((v[i] - var).abs() <= Z * ((mu4 - var * var) / cnt).sqrt(), "one-bit coord {i}: var {} vs {var}", v[i]);
+        eprintln!(
+            "one-bit coord {i}: mean {:.4} vs {mean:.4}, var {:.4} vs {var:.4}",
+            m[i], v[i]
+        );
+        assert!(
+            (m[i] - mean).abs() <= Z * (var / cnt).sqrt(),
+            "one-bit coord {i}: mean {} vs {mean}",
+            m[i]
+        );
+        assert!(
+            (v[i] - var).abs() <= Z * ((mu4 - var * var) / cnt).sqrt(),
+            "one-bit coord {i}: var {} vs {var}",
+            v[i]
+        );
     }
 }
 
@@ -304,16 +391,52 @@ fn pcs_rejects_bad_settings() {
     let x0 = Tensor::zeros((2, 1, 4, 4), DType::F32, &Device::Cpu).unwrap();
     let y = Tensor::ones((1, 1, 4, 4), DType::F32, &Device::Cpu).unwrap();
     let mut rng = StdRng::seed_from_u64(0);
-    let exact = PcsConfig { method: PcsMethod::Exact, ..PcsConfig::default() };
+    let exact = PcsConfig {
+        method: PcsMethod::Exact,
+        ..PcsConfig::default()
+    };
     assert!(pcs(op.as_ref(), &y, &x0, 0.4, &exact, &mut rng).is_err());
     let mala = PcsConfig::default();
     assert!(pcs(op.as_ref(), &y, &x0, 0.0, &mala, &mut rng).is_err());
-    assert!(pcs(op.as_ref(), &y, &x0, 0.4, &PcsConfig { steps: 0, ..PcsConfig::default() }, &mut rng).is_err());
+    assert!(pcs(
+        op.as_ref(),
+        &y,
+        &x0,
+        0.4,
+        &PcsConfig {
+            steps: 0,
+            ..PcsConfig::default()
+        },
+        &mut rng
+    )
+    .is_err());
     let y3 = Tensor::ones((3, 1, 4, 4), DType::F32, &Device::Cpu).unwrap();
     assert!(pcs(op.as_ref(), &y3, &x0, 0.4, &mala, &mut rng).is_err());
     // a working call keeps dtype and shape, and is reproducible from the seed
-    let a = pcs(op.as_ref(), &y, &x0, 0.4, &PcsConfig { steps: 5, ..PcsConfig::default() }, &mut StdRng::seed_from_u64(1)).unwrap();
-    let b = pcs(op.as_ref(), &y, &x0, 0.4, &PcsConfig { steps: 5, ..PcsConfig::default() }, &mut StdRng::seed_from_u64(1)).unwrap();
+    let a = pcs(
+        op.as_ref(),
+        &y,
+        &x0,
+        0.4,
+        &PcsConfig {
+            steps: 5,
+            ..PcsConfig::default()
+        },
+        &mut StdRng::seed_from_u64(1),
+    )
+    .unwrap();
+    let b = pcs(
+        op.as_ref(),
+        &y,
+        &x0,
+        0.4,
+        &PcsConfig {
+            steps: 5,
+            ..PcsConfig::default()
+        },
+        &mut StdRng::seed_from_u64(1),
+    )
+    .unwrap();
     assert_eq!(a.samples.dtype(), DType::F32);
     assert_eq!(
         a.samples.flatten_all().unwrap().to_vec1::<f32>().unwrap(),

@@ -38,7 +38,9 @@ fn check(n: usize, r: usize, kappa: f64) -> Result<()> {
 
 /// Orthonormalised random ±1 matrix (as the reference MATLAB code: maximally incoherent).
 fn orthonormal_sign(n: usize, r: usize, rng: &mut StdRng) -> DMatrix<f64> {
-    DMatrix::from_fn(n, r, |_, _| if rng.random::<bool>() { 1.0 } else { -1.0 }).qr().q()
+    DMatrix::from_fn(n, r, |_, _| if rng.random::<bool>() { 1.0 } else { -1.0 })
+        .qr()
+        .q()
 }
 
 /// X⋆ = U diag(σ) Vᵀ, n1×n2, rank r, condition number κ (host f64); U, V are

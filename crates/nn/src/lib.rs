@@ -24,7 +24,12 @@ pub use weights::{WeightStore, Weights};
 
 /// Load a `UNet2DModel` from its `config.json` and a weight file
 /// (`.safetensors`, or a PyTorch `.bin`/`.pt` pickle).
-pub fn load_unet2d(config: &Path, weights: &Path, dtype: DType, device: &Device) -> Result<UNet2DModel> {
+pub fn load_unet2d(
+    config: &Path,
+    weights: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<UNet2DModel> {
     let cfg = UNet2DConfig::from_file(config)?;
     let mut store = WeightStore::open(weights)?;
     unet2d::alias_deprecated_attention(&mut store);
@@ -33,7 +38,12 @@ pub fn load_unet2d(config: &Path, weights: &Path, dtype: DType, device: &Device)
 }
 
 /// A `UNet2DModel` of the given architecture with seeded random weights.
-pub fn random_unet2d(cfg: UNet2DConfig, seed: u64, dtype: DType, device: &Device) -> Result<UNet2DModel> {
+pub fn random_unet2d(
+    cfg: UNet2DConfig,
+    seed: u64,
+    dtype: DType,
+    device: &Device,
+) -> Result<UNet2DModel> {
     let store = Rc::new(WeightStore::random(seed));
     UNet2DModel::new(cfg, &store.root(dtype, device))
 }
@@ -48,7 +58,9 @@ pub fn check_finite(t: &Tensor, what: &str) -> Result<()> {
         .filter(|v| !v.is_finite())
         .count();
     if bad > 0 {
-        return Err(NnError::Input(format!("{what} contains {bad} NaN/Inf value(s)")));
+        return Err(NnError::Input(format!(
+            "{what} contains {bad} NaN/Inf value(s)"
+        )));
     }
     Ok(())
 }

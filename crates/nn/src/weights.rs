@@ -241,7 +241,11 @@ impl WeightStore {
     /// tensors handed out so far).
     pub fn num_parameters(&self) -> Result<usize> {
         if let Backend::Random { shapes, .. } = &self.backend {
-            return Ok(shapes.borrow().values().map(|s| s.iter().product::<usize>()).sum());
+            return Ok(shapes
+                .borrow()
+                .values()
+                .map(|s| s.iter().product::<usize>())
+                .sum());
         }
         let mut n = 0;
         for name in &self.names {
@@ -253,10 +257,7 @@ impl WeightStore {
     fn shape_of(&self, name: &str) -> Result<Vec<usize>> {
         match &self.backend {
             Backend::Safetensors(st) => Ok(st.get(name)?.shape().to_vec()),
-            Backend::Tensors(m) => Ok(m
-                .get(name)
-                .map(|t| t.dims().to_vec())
-                .unwrap_or_default()),
+            Backend::Tensors(m) => Ok(m.get(name).map(|t| t.dims().to_vec()).unwrap_or_default()),
             Backend::Random { shapes, .. } => {
                 Ok(shapes.borrow().get(name).cloned().unwrap_or_default())
             }

@@ -19,8 +19,13 @@ const NAMES: [&str; 5] = [
 
 fn load(name: &str, sub: &str, weights: &str, dtype: DType) -> UNet2DModel {
     let d = fixtures().join(name).join(sub);
-    load_unet2d(&d.join("config.json"), &d.join(weights), dtype, &Device::Cpu)
-        .unwrap_or_else(|e| panic!("{name}/{sub}: {e}"))
+    load_unet2d(
+        &d.join("config.json"),
+        &d.join(weights),
+        dtype,
+        &Device::Cpu,
+    )
+    .unwrap_or_else(|e| panic!("{name}/{sub}: {e}"))
 }
 
 fn inputs(name: &str) -> (Tensor, Tensor, Tensor) {
@@ -54,12 +59,21 @@ fn meta_params(name: &str) -> usize {
 #[test]
 fn safetensors_matches_diffusers() {
     for name in NAMES {
-        let m = load(name, "model", "diffusion_pytorch_model.safetensors", DType::F32);
+        let m = load(
+            name,
+            "model",
+            "diffusion_pytorch_model.safetensors",
+            DType::F32,
+        );
         let (x, t, y) = inputs(name);
         let out = m.forward(&x, &t).unwrap();
         let err = max_abs(&out, &y);
         assert!(err <= 1e-4, "{name}: max abs error {err}");
-        assert_eq!(m.num_parameters(), meta_params(name), "{name}: parameter count");
+        assert_eq!(
+            m.num_parameters(),
+            meta_params(name),
+            "{name}: parameter count"
+        );
     }
 }
 
@@ -69,14 +83,22 @@ fn pickle_with_deprecated_attention_names_matches_diffusers() {
         let m = load(name, "bin", "diffusion_pytorch_model.bin", DType::F32);
         let (x, t, y) = inputs(name);
         let err = max_abs(&m.forward(&x, &t).unwrap(), &y);
-        assert!(err <= 1e-4, "{name} (.bin, old attention names): max abs error {err}");
+        assert!(
+            err <= 1e-4,
+            "{name} (.bin, old attention names): max abs error {err}"
+        );
     }
 }
 
 #[test]
 fn per_sample_timesteps_equal_separate_calls() {
     let name = "scale_shift_heads";
-    let m = load(name, "model", "diffusion_pytorch_model.safetensors", DType::F32);
+    let m = load(
+        name,
+        "model",
+        "diffusion_pytorch_model.safetensors",
+        DType::F32,
+    );
     let (x, t, _) = inputs(name);
     let batched = m.forward(&x, &t).unwrap();
     for i in 0..x.dim(0).unwrap() {
@@ -97,7 +119,13 @@ fn half_precision_is_close_to_f32_reference() {
             let (x, t, y) = inputs(name);
             let out = m.forward(&x, &t).unwrap();
             assert_eq!(out.dtype(), DType::F32);
-            let scale = y.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let scale = y
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             let err = max_abs(&out, &y) / scale;
             assert!(err <= tol, "{name} {dtype:?}: relative max error {err}");
         }
@@ -109,7 +137,9 @@ fn reference_architectures_have_diffusers_parameter_counts() {
     let s = std::fs::read_to_string(fixtures().join("summary.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&s).unwrap();
     for name in genprior_nn::PRESETS {
-        let want = v["reference_archs"][name]["num_parameters"].as_u64().unwrap() as usize;
+        let want = v["reference_archs"][name]["num_parameters"]
+            .as_u64()
+            .unwrap() as usize;
         let cfg = genprior_nn::preset_config(name).unwrap();
         // Counting needs no tensors: build on the meta-free path with f32 random weights
         // only for the small preset; for both, the store records the requested shapes.

@@ -123,17 +123,31 @@ impl DdimGrid {
         // Integer points, high noise first (ascending ᾱ').
         let mut base: Vec<GridPoint> = ts
             .iter()
-            .map(|&t| GridPoint { alpha_cond: 1.0 - one_minus_alpha_cond(ab[t], eta), alpha_bar: ab[t], t: t as f64 })
+            .map(|&t| GridPoint {
+                alpha_cond: 1.0 - one_minus_alpha_cond(ab[t], eta),
+                alpha_bar: ab[t],
+                t: t as f64,
+            })
             .filter(|p| p.alpha_cond >= GRID_MIN_ALPHA)
             .collect();
         if base.is_empty() && ts.is_empty() {
-            return Ok(Self { eta, points: Vec::new() });
+            return Ok(Self {
+                eta,
+                points: Vec::new(),
+            });
         }
         let lowest_ab = ab[ab.len() - 1];
         let start_ab = vp_level(GRID_MIN_ALPHA, eta);
         if base.first().is_none_or(|p| p.alpha_cond > GRID_MIN_ALPHA) && start_ab >= lowest_ab {
             let t = schedule.timestep_for_alpha_bar(start_ab)?;
-            base.insert(0, GridPoint { alpha_cond: GRID_MIN_ALPHA, alpha_bar: start_ab, t });
+            base.insert(
+                0,
+                GridPoint {
+                    alpha_cond: GRID_MIN_ALPHA,
+                    alpha_bar: start_ab,
+                    t,
+                },
+            );
         }
         let mut points = Vec::with_capacity(base.len() * 2);
         for (i, p) in base.iter().enumerate() {
@@ -147,9 +161,14 @@ impl DdimGrid {
                         let abar = vp_level(a, eta);
                         // Between two integer points, so inside the schedule's range; clamp
                         // round-off at the ends.
-                        let abar = abar.clamp(q.alpha_bar.min(p.alpha_bar), q.alpha_bar.max(p.alpha_bar));
+                        let abar =
+                            abar.clamp(q.alpha_bar.min(p.alpha_bar), q.alpha_bar.max(p.alpha_bar));
                         let t = schedule.timestep_for_alpha_bar(abar)?;
-                        points.push(GridPoint { alpha_cond: a, alpha_bar: abar, t });
+                        points.push(GridPoint {
+                            alpha_cond: a,
+                            alpha_bar: abar,
+                            t,
+                        });
                     }
                 }
             }
@@ -185,21 +204,32 @@ pub type DdsProgress<'a> = &'a mut dyn FnMut(usize, usize);
 fn check_inputs(den: &Denoiser, y: &Tensor, noise: &BatchNoise) -> Result<usize> {
     let dims = y.dims();
     let &[b, c, _, _] = dims else {
-        return invalid(format!("DDS expects an image batch (B, C, H, W), got shape {dims:?}"));
+        return invalid(format!(
+            "DDS expects an image batch (B, C, H, W), got shape {dims:?}"
+        ));
     };
     if b == 0 {
         return invalid("DDS got an empty batch");
     }
     den.check_channels(c)?;
     if noise.batch() != b {
-        return invalid(format!("DDS noise source has {} streams for a batch of {b}", noise.batch()));
+        return invalid(format!(
+            "DDS noise source has {} streams for a batch of {b}",
+            noise.batch()
+        ));
     }
     Ok(b)
 }
 
 /// DDS-DDIM on the refined grid: one sample of p(x | x + ηw = y_b) per chain b of `y`
 /// (`(B, C, H, W)`, on the model's device). Noise (the start r) from `noise` (B streams).
-pub fn dds_ddim(den: &mut Denoiser, y: &Tensor, eta: f64, noise: &mut BatchNoise, progress: DdsProgress) -> Result<Tensor> {
+pub fn dds_ddim(
+    den: &mut Denoiser,
+    y: &Tensor,
+    eta: f64,
+    noise: &mut BatchNoise,
+    progress: DdsProgress,
+) -> Result<Tensor> {
     check_eta(eta)?;
     check_inputs(den, y, noise)?;
     let grid = DdimGrid::new(den.schedule(), eta)?;
@@ -240,7 +270,13 @@ pub fn dds_ddim_on_grid(
 
 /// DDS-DDPM on the usable integer timesteps: one sample per chain of `y`; step noise from
 /// `noise`.
-pub fn dds_ddpm(den: &mut Denoiser, y: &Tensor, eta: f64, noise: &mut BatchNoise, progress: DdsProgress) -> Result<Tensor> {
+pub fn dds_ddpm(
+    den: &mut Denoiser,
+    y: &Tensor,
+    eta: f64,
+    noise: &mut BatchNoise,
+    progress: DdsProgress,
+) -> Result<Tensor> {
     check_eta(eta)?;
     check_inputs(den, y, noise)?;
     let ts = usable_timesteps(den.schedule(), eta)?;
@@ -325,11 +361,18 @@ mod tests {
             for q in p {
                 // VP level matches v exactly and the timestep maps back to it.
                 let back = s.alpha_bar_at(q.t).unwrap();
-                assert!((back / q.alpha_bar - 1.0).abs() < 1e-9, "eta {eta}: {q:?} {back}");
+                assert!(
+                    (back / q.alpha_bar - 1.0).abs() < 1e-9,
+                    "eta {eta}: {q:?} {back}"
+                );
                 let sigma2 = 1.0 / q.alpha_bar - 1.0;
                 assert!(sigma2 < eta * eta);
             }
-            eprintln!("eta {eta}: {} DDS-DDIM grid points, {} usable integer steps", p.len(), usable_timesteps(&s, eta).unwrap().len());
+            eprintln!(
+                "eta {eta}: {} DDS-DDIM grid points, {} usable integer steps",
+                p.len(),
+                usable_timesteps(&s, eta).unwrap().len()
+            );
         }
         // No usable step below σ₀ = 0.01: DDS is the identity.
         assert!(DdimGrid::new(&s, 0.005).unwrap().is_empty());

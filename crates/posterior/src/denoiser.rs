@@ -16,7 +16,11 @@ pub struct Denoiser<'a> {
 
 impl<'a> Denoiser<'a> {
     pub fn new(model: &'a dyn ScoreModel, schedule: &'a Schedule) -> Self {
-        Self { model, schedule, nfe: 0 }
+        Self {
+            model,
+            schedule,
+            nfe: 0,
+        }
     }
 
     pub fn model(&self) -> &'a dyn ScoreModel {
@@ -42,7 +46,10 @@ impl<'a> Denoiser<'a> {
         }
         let oc = self.model.out_channels();
         if oc != channels && oc != 2 * channels {
-            return invalid(format!("the model outputs {oc} channels; expected {channels} or {}", 2 * channels));
+            return invalid(format!(
+                "the model outputs {oc} channels; expected {channels} or {}",
+                2 * channels
+            ));
         }
         Ok(())
     }
@@ -89,12 +96,23 @@ mod tests {
     use genprior_diffusion::SchedulerConfig;
 
     fn sched(prediction: &str, clip: bool) -> Schedule {
-        Schedule::new(SchedulerConfig { prediction_type: prediction.into(), clip_sample: clip, ..SchedulerConfig::default() })
-            .unwrap()
+        Schedule::new(SchedulerConfig {
+            prediction_type: prediction.into(),
+            clip_sample: clip,
+            ..SchedulerConfig::default()
+        })
+        .unwrap()
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     /// A model that returns its input concatenated with junk "variance" channels.
@@ -121,7 +139,11 @@ mod tests {
     #[test]
     fn eps_is_the_same_whatever_the_parameterisation() {
         let dev = Device::Cpu;
-        let x = Tensor::new(&[[[[0.3f32, -1.2], [2.0, 0.1]]], [[[-0.5, 0.7], [0.0, 1.5]]]], &dev).unwrap();
+        let x = Tensor::new(
+            &[[[[0.3f32, -1.2], [2.0, 0.1]]], [[[-0.5, 0.7], [0.0, 1.5]]]],
+            &dev,
+        )
+        .unwrap();
         let (mean, var) = (vec![0.1, -0.2, 0.3, 0.0], vec![0.3, 0.6, 1.0, 1.5]);
         let t = 123.4;
         let reference = {
@@ -147,7 +169,9 @@ mod tests {
         let s = sched("epsilon", false);
         let m = GaussianPrior::new(mean.clone(), var.clone(), [1, 2, 2], &s, &dev).unwrap();
         let two = TwoC(&m);
-        let e = Denoiser::new(&two, &s).eps(&x, t, s.alpha_bar_at(t).unwrap()).unwrap();
+        let e = Denoiser::new(&two, &s)
+            .eps(&x, t, s.alpha_bar_at(t).unwrap())
+            .unwrap();
         assert!(max_diff(&e, &reference) < 1e-6);
         // Clipping: x̂₀ clipped to [-1, 1] and ε recomputed so that x = sqrt(ᾱ) x̂₀ + sqrt(1−ᾱ) ε.
         let s = sched("epsilon", true);
@@ -157,8 +181,17 @@ mod tests {
         let mut d = Denoiser::new(&m, &s);
         let raw = d.raw(&xb, 900.0).unwrap();
         let (x0, e) = d.interpret(&raw, &xb, ab).unwrap();
-        assert!(x0.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() <= 1.0);
-        let back = (x0.affine(ab.sqrt(), 0.0).unwrap() + e.affine((1.0 - ab).sqrt(), 0.0).unwrap()).unwrap();
+        assert!(
+            x0.abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                <= 1.0
+        );
+        let back = (x0.affine(ab.sqrt(), 0.0).unwrap() + e.affine((1.0 - ab).sqrt(), 0.0).unwrap())
+            .unwrap();
         assert!(max_diff(&back, &xb) < 1e-4);
         assert!(Denoiser::new(&m, &s).check_channels(3).is_err());
     }

@@ -32,7 +32,12 @@ pub enum EtaSchedule {
     /// The reference schedule: η_max repeated `k_start` times, then `k` values geometric from
     /// η_max to η_min inclusive (K = k_start + k outer steps; k = 1 gives just η_min, so the
     /// last η is always η_min).
-    Annealed { eta_max: f64, eta_min: f64, k_start: usize, k: usize },
+    Annealed {
+        eta_max: f64,
+        eta_min: f64,
+        k_start: usize,
+        k: usize,
+    },
     /// A constant η for `steps` outer steps (its stationary law is π_η).
     Constant { eta: f64, steps: usize },
     /// Explicit values.
@@ -42,7 +47,12 @@ pub enum EtaSchedule {
 impl Default for EtaSchedule {
     /// η_max = 0.4, η_min = 0.16, k_start = 4, k = 12 (16 outer steps).
     fn default() -> Self {
-        Self::Annealed { eta_max: 0.4, eta_min: 0.16, k_start: 4, k: 12 }
+        Self::Annealed {
+            eta_max: 0.4,
+            eta_min: 0.16,
+            k_start: 4,
+            k: 12,
+        }
     }
 }
 
@@ -50,10 +60,17 @@ impl EtaSchedule {
     /// The η values, validated (each finite and > 0, at least one).
     pub fn etas(&self) -> Result<Vec<f64>> {
         let v = match self {
-            Self::Annealed { eta_max, eta_min, k_start, k } => {
+            Self::Annealed {
+                eta_max,
+                eta_min,
+                k_start,
+                k,
+            } => {
                 let (hi, lo, k) = (*eta_max, *eta_min, *k);
                 if !(hi.is_finite() && lo.is_finite() && lo > 0.0 && hi >= lo) {
-                    return invalid(format!("the η schedule needs η_max ≥ η_min > 0, got η_max {hi}, η_min {lo}"));
+                    return invalid(format!(
+                        "the η schedule needs η_max ≥ η_min > 0, got η_max {hi}, η_min {lo}"
+                    ));
                 }
                 let mut v = vec![hi; *k_start];
                 if k == 1 {
@@ -61,7 +78,13 @@ impl EtaSchedule {
                     v.push(lo);
                 } else {
                     let r = (lo / hi).ln();
-                    v.extend((0..k).map(|i| if i + 1 == k { lo } else { hi * (r * i as f64 / (k - 1) as f64).exp() }));
+                    v.extend((0..k).map(|i| {
+                        if i + 1 == k {
+                            lo
+                        } else {
+                            hi * (r * i as f64 / (k - 1) as f64).exp()
+                        }
+                    }));
                 }
                 v
             }
@@ -137,7 +160,11 @@ pub enum Progress {
     /// PCS of outer step `step` is starting.
     Pcs { step: usize, total: usize, eta: f64 },
     /// An inner DDS step of outer step `step` finished.
-    Dds { step: usize, inner: usize, inner_total: usize },
+    Dds {
+        step: usize,
+        inner: usize,
+        inner_total: usize,
+    },
     /// An outer step finished.
     Outer(OuterStep),
 }
@@ -175,7 +202,10 @@ fn start_points(
     let device = model.device();
     Ok(match &cfg.warm_start {
         WarmStart::Baseline => {
-            let b = op.baseline(y)?.to_dtype(candle_core::DType::F32)?.to_device(device)?;
+            let b = op
+                .baseline(y)?
+                .to_dtype(candle_core::DType::F32)?
+                .to_device(device)?;
             (b.broadcast_as((k, c, h, w))?.contiguous()?, 0)
         }
         WarmStart::Noise => {
@@ -183,9 +213,16 @@ fn start_points(
             (noise.draw(&[c, h, w], device)?, 0)
         }
         WarmStart::Dps(dcfg) => {
-            let out = dps(model, schedule, op, y, k, dcfg, seeds::derive(cfg.seed, seeds::WARM_START), &mut |s, t| {
-                progress(Progress::WarmStart { step: s, total: t })
-            })?;
+            let out = dps(
+                model,
+                schedule,
+                op,
+                y,
+                k,
+                dcfg,
+                seeds::derive(cfg.seed, seeds::WARM_START),
+                &mut |s, t| progress(Progress::WarmStart { step: s, total: t }),
+            )?;
             (out.samples, out.nfe)
         }
         WarmStart::Given(x) => {
@@ -220,7 +257,10 @@ pub fn dpnp(
     }
     op.validate_measurement(y)?;
     if y.dim(0)? != 1 {
-        return invalid(format!("DPnP takes one measurement (batch 1), got a batch of {}", y.dim(0)?));
+        return invalid(format!(
+            "DPnP takes one measurement (batch 1), got a batch of {}",
+            y.dim(0)?
+        ));
     }
     let [c, _, _] = op.image_shape();
     let mut den = Denoiser::new(model, schedule);
@@ -236,15 +276,40 @@ pub fn dpnp(
         progress(Progress::Pcs { step, total, eta });
         let p = pcs(op, y, &x, eta, &cfg.pcs, &mut pcs_rng)?;
         let acceptance = p.acceptance.iter().sum::<f64>() / p.acceptance.len().max(1) as f64;
-        let z = p.samples.to_dtype(candle_core::DType::F32)?.to_device(model.device())?;
-        x = dds(&mut den, cfg.dds, &z, eta, &mut dds_noise, &mut |inner, inner_total| {
-            progress(Progress::Dds { step, inner, inner_total })
-        })?;
-        let info = OuterStep { step, total, eta, acceptance, nfe: warm_nfe + den.nfe() };
+        let z = p
+            .samples
+            .to_dtype(candle_core::DType::F32)?
+            .to_device(model.device())?;
+        x = dds(
+            &mut den,
+            cfg.dds,
+            &z,
+            eta,
+            &mut dds_noise,
+            &mut |inner, inner_total| {
+                progress(Progress::Dds {
+                    step,
+                    inner,
+                    inner_total,
+                })
+            },
+        )?;
+        let info = OuterStep {
+            step,
+            total,
+            eta,
+            acceptance,
+            nfe: warm_nfe + den.nfe(),
+        };
         progress(Progress::Outer(info));
         steps.push(info);
     }
-    Ok(DpnpOutput { samples: x, init, nfe: warm_nfe + den.nfe(), steps })
+    Ok(DpnpOutput {
+        samples: x,
+        init,
+        nfe: warm_nfe + den.nfe(),
+        steps,
+    })
 }
 
 #[cfg(test)]
@@ -264,9 +329,26 @@ mod tests {
         }
         assert!(EtaSchedule::Constant { eta: 0.0, steps: 3 }.etas().is_err());
         assert!(EtaSchedule::Constant { eta: 0.3, steps: 0 }.etas().is_err());
-        assert!(EtaSchedule::Annealed { eta_max: 0.1, eta_min: 0.2, k_start: 1, k: 3 }.etas().is_err());
+        assert!(EtaSchedule::Annealed {
+            eta_max: 0.1,
+            eta_min: 0.2,
+            k_start: 1,
+            k: 3
+        }
+        .etas()
+        .is_err());
         assert!(EtaSchedule::Custom(vec![0.3, f64::NAN]).etas().is_err());
-        assert_eq!(EtaSchedule::Annealed { eta_max: 0.4, eta_min: 0.2, k_start: 1, k: 1 }.etas().unwrap(), vec![0.4, 0.2]);
+        assert_eq!(
+            EtaSchedule::Annealed {
+                eta_max: 0.4,
+                eta_min: 0.2,
+                k_start: 1,
+                k: 1
+            }
+            .etas()
+            .unwrap(),
+            vec![0.4, 0.2]
+        );
     }
 
     #[test]
@@ -277,7 +359,11 @@ mod tests {
         // match the spec's 123 / 203 / 291 at η = 0.1 / 0.4 / 0.8) makes 2,823.
         let s = Schedule::ddpm_default();
         let etas = EtaSchedule::default().etas().unwrap();
-        let total = |m| etas.iter().map(|&e| crate::dds::dds_nfe(&s, m, e).unwrap()).sum::<usize>();
+        let total = |m| {
+            etas.iter()
+                .map(|&e| crate::dds::dds_nfe(&s, m, e).unwrap())
+                .sum::<usize>()
+        };
         let (ddim, ddpm) = (total(DdsMethod::Ddim), total(DdsMethod::Ddpm));
         eprintln!("reference DPnP run: {ddim} NFE with DDS-DDIM, {ddpm} with DDS-DDPM");
         assert!(ddim > ddpm);

@@ -76,7 +76,11 @@ pub struct DpsConfig {
 impl DpsConfig {
     /// The reference settings for `task`: 1000 steps, the task's default ζ and misfit.
     pub fn for_task(task: &str) -> Self {
-        Self { steps: 1000, zeta: default_zeta(task), misfit: DpsMisfit::for_task(task) }
+        Self {
+            steps: 1000,
+            zeta: default_zeta(task),
+            misfit: DpsMisfit::for_task(task),
+        }
     }
 }
 
@@ -112,7 +116,9 @@ fn misfit_grad(op: &dyn Operator, x0: &Tensor, y: &Tensor, misfit: DpsMisfit) ->
     };
     let b = coef.len();
     let coef = Tensor::from_vec(coef, (b, 1, 1, 1), x0.device())?;
-    Ok(g.to_dtype(candle_core::DType::F32)?.to_device(x0.device())?.broadcast_mul(&coef)?)
+    Ok(g.to_dtype(candle_core::DType::F32)?
+        .to_device(x0.device())?
+        .broadcast_mul(&coef)?)
 }
 
 /// Runs DPS for `k` chains against one measurement `y` (batch 1). All randomness (x_T and
@@ -135,7 +141,10 @@ pub fn dps(
         return invalid("DPS needs at least one step");
     }
     if !(cfg.zeta.is_finite() && cfg.zeta >= 0.0) {
-        return invalid(format!("DPS step size ζ must be a finite number ≥ 0, got {}", cfg.zeta));
+        return invalid(format!(
+            "DPS step size ζ must be a finite number ≥ 0, got {}",
+            cfg.zeta
+        ));
     }
     op.validate_measurement(y)?;
     let [c, h, w] = op.image_shape();
@@ -151,8 +160,14 @@ pub fn dps(
         let xv = Var::from_tensor(&x)?;
         let raw = den.raw(xv.as_tensor(), pair.t as f64)?;
         let (x0, _) = den.interpret(&raw, xv.as_tensor(), ab)?;
-        let z = if pair.t > 0 { Some(noise.draw_like(&x)?) } else { None };
-        let x_prev = schedule.ddpm_step(&raw.detach(), pair.t, pair.prev, &x, z.as_ref())?.prev_sample;
+        let z = if pair.t > 0 {
+            Some(noise.draw_like(&x)?)
+        } else {
+            None
+        };
+        let x_prev = schedule
+            .ddpm_step(&raw.detach(), pair.t, pair.prev, &x, z.as_ref())?
+            .prev_sample;
         let g = misfit_grad(op, &x0.detach(), y, cfg.misfit)?;
         let loss = (x0 * g)?.sum_all()?;
         let grads = loss.backward()?;
@@ -162,5 +177,8 @@ pub fn dps(
         };
         progress(i + 1, n);
     }
-    Ok(DpsOutput { samples: x, nfe: den.nfe() })
+    Ok(DpsOutput {
+        samples: x,
+        nfe: den.nfe(),
+    })
 }

@@ -13,7 +13,9 @@ use genprior_diffusion::analytic::GaussianPrior;
 use genprior_diffusion::{BatchNoise, Schedule, SchedulerConfig};
 use genprior_inverse::physics::CompressedSensing;
 use genprior_inverse::{PcsConfig, PcsMethod};
-use genprior_posterior::{dds_sample, dpnp, dps, DdsMethod, DpnpConfig, DpsConfig, DpsMisfit, EtaSchedule, WarmStart};
+use genprior_posterior::{
+    dds_sample, dpnp, dps, DdsMethod, DpnpConfig, DpsConfig, DpsMisfit, EtaSchedule, WarmStart,
+};
 
 const Z: f64 = 4.0;
 const SHAPE: [usize; 3] = [1, 2, 2];
@@ -22,7 +24,10 @@ const VAR: [f64; 4] = [0.3, 0.6, 1.0, 1.5];
 
 fn schedule() -> Schedule {
     // Linear β, T = 1000, ε-prediction; no clipping (the Gaussian prior is not bounded).
-    let cfg = SchedulerConfig { clip_sample: false, ..SchedulerConfig::default() };
+    let cfg = SchedulerConfig {
+        clip_sample: false,
+        ..SchedulerConfig::default()
+    };
     Schedule::new(cfg).unwrap()
 }
 
@@ -33,9 +38,17 @@ fn prior(s: &Schedule) -> GaussianPrior {
 /// Per-coordinate empirical mean and (unbiased) variance of a (N, 1, 2, 2) batch.
 fn moments(x: &Tensor) -> (Vec<f64>, Vec<f64>, usize) {
     let n = x.dim(0).unwrap();
-    let v = x.flatten_from(1).unwrap().to_dtype(candle_core::DType::F64).unwrap().to_vec2::<f64>().unwrap();
+    let v = x
+        .flatten_from(1)
+        .unwrap()
+        .to_dtype(candle_core::DType::F64)
+        .unwrap()
+        .to_vec2::<f64>()
+        .unwrap();
     let d = v[0].len();
-    let mean: Vec<f64> = (0..d).map(|j| v.iter().map(|r| r[j]).sum::<f64>() / n as f64).collect();
+    let mean: Vec<f64> = (0..d)
+        .map(|j| v.iter().map(|r| r[j]).sum::<f64>() / n as f64)
+        .collect();
     let var: Vec<f64> = (0..d)
         .map(|j| v.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / (n - 1) as f64)
         .collect();
@@ -61,13 +74,24 @@ fn errors(x: &Tensor, mean: &[f64], var: &[f64]) -> (f64, f64, Vec<f64>) {
 fn check(label: &str, x: &Tensor, mean: &[f64], var: &[f64]) {
     let (zm, zv, ratios) = errors(x, mean, var);
     eprintln!("{label}: worst mean error {zm:.2} SE, worst variance error {zv:.2} SE, variance ratios {ratios:.3?}");
-    assert!(zm <= Z, "{label}: mean off by {zm:.2} standard errors (allowed {Z})");
-    assert!(zv <= Z, "{label}: variance off by {zv:.2} standard errors (allowed {Z}); ratios {ratios:?}");
+    assert!(
+        zm <= Z,
+        "{label}: mean off by {zm:.2} standard errors (allowed {Z})"
+    );
+    assert!(
+        zv <= Z,
+        "{label}: variance off by {zv:.2} standard errors (allowed {Z}); ratios {ratios:?}"
+    );
 }
 
 fn batch_of(v: &[f64], n: usize) -> Tensor {
     let one: Vec<f32> = v.iter().map(|&a| a as f32).collect();
-    Tensor::from_vec(one, (1, 1, 2, 2), &Device::Cpu).unwrap().broadcast_as((n, 1, 2, 2)).unwrap().contiguous().unwrap()
+    Tensor::from_vec(one, (1, 1, 2, 2), &Device::Cpu)
+        .unwrap()
+        .broadcast_as((n, 1, 2, 2))
+        .unwrap()
+        .contiguous()
+        .unwrap()
 }
 
 // ------------------------------------------------------------------- small dense algebra
@@ -76,13 +100,19 @@ type Mat = Vec<Vec<f64>>;
 
 fn inverse(a: &Mat) -> Mat {
     let n = a.len();
-    let mut m: Mat = a.iter().enumerate().map(|(i, r)| {
-        let mut r = r.clone();
-        r.extend((0..n).map(|j| if i == j { 1.0 } else { 0.0 }));
-        r
-    }).collect();
+    let mut m: Mat = a
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut r = r.clone();
+            r.extend((0..n).map(|j| if i == j { 1.0 } else { 0.0 }));
+            r
+        })
+        .collect();
     for c in 0..n {
-        let p = (c..n).max_by(|&i, &j| m[i][c].abs().total_cmp(&m[j][c].abs())).unwrap();
+        let p = (c..n)
+            .max_by(|&i, &j| m[i][c].abs().total_cmp(&m[j][c].abs()))
+            .unwrap();
         m.swap(c, p);
         let d = m[c][c];
         m[c].iter_mut().for_each(|v| *v /= d);
@@ -98,7 +128,9 @@ fn inverse(a: &Mat) -> Mat {
 }
 
 fn matvec(a: &Mat, x: &[f64]) -> Vec<f64> {
-    a.iter().map(|r| r.iter().zip(x).map(|(p, q)| p * q).sum()).collect()
+    a.iter()
+        .map(|r| r.iter().zip(x).map(|(p, q)| p * q).sum())
+        .collect()
 }
 
 /// The Gaussian law ∝ N(x; μ, diag(VAR)) · N(y; Ax, σ²I + η²AAᵀ): (mean, per-coordinate
@@ -106,33 +138,47 @@ fn matvec(a: &Mat, x: &[f64]) -> Vec<f64> {
 fn pi_eta(a: &Mat, y: &[f64], sigma: f64, eta: f64) -> (Vec<f64>, Vec<f64>) {
     let (m, n) = (a.len(), a[0].len());
     let c: Mat = (0..m)
-        .map(|i| (0..m).map(|j| {
-            let aat: f64 = (0..n).map(|k| a[i][k] * a[j][k]).sum();
-            eta * eta * aat + if i == j { sigma * sigma } else { 0.0 }
-        }).collect())
+        .map(|i| {
+            (0..m)
+                .map(|j| {
+                    let aat: f64 = (0..n).map(|k| a[i][k] * a[j][k]).sum();
+                    eta * eta * aat + if i == j { sigma * sigma } else { 0.0 }
+                })
+                .collect()
+        })
         .collect();
     let ci = inverse(&c);
     // P = Σ⁻¹ + Aᵀ C⁻¹ A
     let p: Mat = (0..n)
-        .map(|i| (0..n).map(|j| {
-            let mut s = if i == j { 1.0 / VAR[i] } else { 0.0 };
-            for k in 0..m {
-                for l in 0..m {
-                    s += a[k][i] * ci[k][l] * a[l][j];
-                }
-            }
-            s
-        }).collect())
+        .map(|i| {
+            (0..n)
+                .map(|j| {
+                    let mut s = if i == j { 1.0 / VAR[i] } else { 0.0 };
+                    for k in 0..m {
+                        for l in 0..m {
+                            s += a[k][i] * ci[k][l] * a[l][j];
+                        }
+                    }
+                    s
+                })
+                .collect()
+        })
         .collect();
     let cov = inverse(&p);
     let ciy = matvec(&ci, y);
-    let rhs: Vec<f64> = (0..n).map(|i| MU[i] / VAR[i] + (0..m).map(|k| a[k][i] * ciy[k]).sum::<f64>()).collect();
+    let rhs: Vec<f64> = (0..n)
+        .map(|i| MU[i] / VAR[i] + (0..m).map(|k| a[k][i] * ciy[k]).sum::<f64>())
+        .collect();
     (matvec(&cov, &rhs), (0..n).map(|i| cov[i][i]).collect())
 }
 
 /// 3 × 4 measurement matrix, σ = 0.2, and a fixed y.
 fn cs_problem() -> (CompressedSensing, Mat, Vec<f64>, f64) {
-    let a: Mat = vec![vec![0.9, -0.4, 0.3, 0.1], vec![0.2, 0.7, -0.5, 0.4], vec![-0.3, 0.1, 0.6, 0.8]];
+    let a: Mat = vec![
+        vec![0.9, -0.4, 0.3, 0.1],
+        vec![0.2, 0.7, -0.5, 0.4],
+        vec![-0.3, 0.1, 0.6, 0.8],
+    ];
     let sigma = 0.2;
     let flat: Vec<f64> = a.iter().flatten().copied().collect();
     let op = CompressedSensing::from_matrix(SHAPE, 3, flat, sigma, sigma).unwrap();
@@ -141,11 +187,18 @@ fn cs_problem() -> (CompressedSensing, Mat, Vec<f64>, f64) {
 }
 
 fn y_tensor(y: &[f64]) -> Tensor {
-    Tensor::from_vec(y.iter().map(|&v| v as f32).collect::<Vec<_>>(), (1, y.len()), &Device::Cpu).unwrap()
+    Tensor::from_vec(
+        y.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        (1, y.len()),
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 fn prior_samples(n: usize, seed: u64) -> Tensor {
-    let z = BatchNoise::new(seed, 0, n).draw(&SHAPE, &Device::Cpu).unwrap();
+    let z = BatchNoise::new(seed, 0, n)
+        .draw(&SHAPE, &Device::Cpu)
+        .unwrap();
     let sd: Vec<f64> = VAR.iter().map(|v| v.sqrt()).collect();
     let sd = batch_of(&sd, 1);
     let mu = batch_of(&MU, 1);
@@ -174,7 +227,9 @@ fn dds_samples_the_denoising_posterior() {
     for (i, (method, eta, assert)) in cases.into_iter().enumerate() {
         let (x, nfe) = dds_sample(&model, &s, method, &yb, eta, 100 + i as u64).unwrap();
         let e2 = eta * eta;
-        let mean: Vec<f64> = (0..4).map(|j| (VAR[j] * y[j] + e2 * MU[j]) / (VAR[j] + e2)).collect();
+        let mean: Vec<f64> = (0..4)
+            .map(|j| (VAR[j] * y[j] + e2 * MU[j]) / (VAR[j] + e2))
+            .collect();
         let var: Vec<f64> = (0..4).map(|j| VAR[j] * e2 / (VAR[j] + e2)).collect();
         let label = format!("DDS-{method:?} η = {eta} ({nfe} NFE)");
         if assert {
@@ -199,24 +254,53 @@ fn dpnp_constant_eta_matches_stationary_law() {
     let cfg = DpnpConfig {
         etas: EtaSchedule::Constant { eta, steps: 12 },
         dds: DdsMethod::Ddim,
-        pcs: PcsConfig { method: PcsMethod::Exact, ..PcsConfig::default() },
+        pcs: PcsConfig {
+            method: PcsMethod::Exact,
+            ..PcsConfig::default()
+        },
         warm_start: WarmStart::Given(prior_samples(n, 1)),
         samples: n,
         seed: 7,
     };
     let out = dpnp(&model, &s, &op, &yt, &cfg, &mut |_| {}).unwrap();
-    check(&format!("DPnP exact-PCS/DDIM η = {eta}, 12 steps ({} NFE)", out.nfe), &out.samples, &mean, &var);
+    check(
+        &format!("DPnP exact-PCS/DDIM η = {eta}, 12 steps ({} NFE)", out.nfe),
+        &out.samples,
+        &mean,
+        &var,
+    );
     // Reproducible from the seed.
-    let cfg_small = DpnpConfig { samples: 8, warm_start: WarmStart::Noise, etas: EtaSchedule::Constant { eta, steps: 2 }, ..cfg.clone() };
-    let a1 = dpnp(&model, &s, &op, &yt, &cfg_small, &mut |_| {}).unwrap().samples;
-    let a2 = dpnp(&model, &s, &op, &yt, &cfg_small, &mut |_| {}).unwrap().samples;
+    let cfg_small = DpnpConfig {
+        samples: 8,
+        warm_start: WarmStart::Noise,
+        etas: EtaSchedule::Constant { eta, steps: 2 },
+        ..cfg.clone()
+    };
+    let a1 = dpnp(&model, &s, &op, &yt, &cfg_small, &mut |_| {})
+        .unwrap()
+        .samples;
+    let a2 = dpnp(&model, &s, &op, &yt, &cfg_small, &mut |_| {})
+        .unwrap()
+        .samples;
     assert_eq!(a1.to_vec3::<f32>().ok(), a2.to_vec3::<f32>().ok());
-    assert_eq!(a1.flatten_all().unwrap().to_vec1::<f32>().unwrap(), a2.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    assert_eq!(
+        a1.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        a2.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
 
     // Exact PCS + DDS-DDPM, 10,000 chains.
-    let cfg = DpnpConfig { dds: DdsMethod::Ddpm, seed: 8, ..cfg };
+    let cfg = DpnpConfig {
+        dds: DdsMethod::Ddpm,
+        seed: 8,
+        ..cfg
+    };
     let out = dpnp(&model, &s, &op, &yt, &cfg, &mut |_| {}).unwrap();
-    check(&format!("DPnP exact-PCS/DDPM η = {eta}, 12 steps ({} NFE)", out.nfe), &out.samples, &mean, &var);
+    check(
+        &format!("DPnP exact-PCS/DDPM η = {eta}, 12 steps ({} NFE)", out.nfe),
+        &out.samples,
+        &mean,
+        &var,
+    );
 
     // MALA PCS (100 steps; step scale 50, i.e. h = 50·min(m², γ²)/(50 + ‖y − Ax‖), so that
     // the Langevin chain mixes within a call) + DDS-DDIM, 3,000 chains; acceptance reported.
@@ -224,7 +308,12 @@ fn dpnp_constant_eta_matches_stationary_law() {
     let cfg = DpnpConfig {
         etas: EtaSchedule::Constant { eta, steps: 12 },
         dds: DdsMethod::Ddim,
-        pcs: PcsConfig { method: PcsMethod::Mala, steps: 100, scale: 50.0, ..PcsConfig::default() },
+        pcs: PcsConfig {
+            method: PcsMethod::Mala,
+            steps: 100,
+            scale: 50.0,
+            ..PcsConfig::default()
+        },
         warm_start: WarmStart::Given(prior_samples(n, 2)),
         samples: n,
         seed: 9,
@@ -239,7 +328,12 @@ fn dpnp_constant_eta_matches_stationary_law() {
     assert_eq!(events, 12);
     let acc = out.mean_acceptance();
     assert!(acc > 0.0 && acc <= 1.0);
-    check(&format!("DPnP MALA-PCS/DDIM η = {eta}, 12 steps, acceptance {acc:.3}"), &out.samples, &mean, &var);
+    check(
+        &format!("DPnP MALA-PCS/DDIM η = {eta}, 12 steps, acceptance {acc:.3}"),
+        &out.samples,
+        &mean,
+        &var,
+    );
 }
 
 #[test]
@@ -251,25 +345,46 @@ fn dpnp_annealed_reaches_pi_eta_min_and_dps_error_is_recorded() {
     let (eta_max, eta_min) = (0.5, 0.2);
     // The reference annealing (4 × η_max, then 12 geometric to η_min), then 24 more steps at
     // η_min (the chain mixes slowly at small η; see the spec).
-    let mut etas = EtaSchedule::Annealed { eta_max, eta_min, k_start: 4, k: 12 }.etas().unwrap();
+    let mut etas = EtaSchedule::Annealed {
+        eta_max,
+        eta_min,
+        k_start: 4,
+        k: 12,
+    }
+    .etas()
+    .unwrap();
     etas.extend(std::iter::repeat_n(eta_min, 24));
     let n = 5_000;
     let cfg = DpnpConfig {
         etas: EtaSchedule::Custom(etas),
         dds: DdsMethod::Ddim,
-        pcs: PcsConfig { method: PcsMethod::Exact, ..PcsConfig::default() },
+        pcs: PcsConfig {
+            method: PcsMethod::Exact,
+            ..PcsConfig::default()
+        },
         warm_start: WarmStart::Given(prior_samples(n, 3)),
         samples: n,
         seed: 11,
     };
     let out = dpnp(&model, &s, &op, &yt, &cfg, &mut |_| {}).unwrap();
     let (mean, var) = pi_eta(&a, &y, sigma, eta_min);
-    check(&format!("DPnP annealed {eta_max}→{eta_min} ({} NFE)", out.nfe), &out.samples, &mean, &var);
+    check(
+        &format!("DPnP annealed {eta_max}→{eta_min} ({} NFE)", out.nfe),
+        &out.samples,
+        &mean,
+        &var,
+    );
     // Closer to the true posterior than the start was.
     let (pm, pv) = pi_eta(&a, &y, sigma, 0.0);
     let (m_end, _, _) = moments(&out.samples);
     let (m_start, _, _) = moments(&out.init);
-    let dist = |m: &[f64]| m.iter().zip(&pm).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
+    let dist = |m: &[f64]| {
+        m.iter()
+            .zip(&pm)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
     eprintln!(
         "posterior mean distance: start {:.4}, end {:.4}; π_η_min vs posterior {:.4}",
         dist(&m_start),
@@ -280,7 +395,11 @@ fn dpnp_annealed_reaches_pi_eta_min_and_dps_error_is_recorded() {
 
     // DPS on the same problem: recorded, not asserted (DPS is not a posterior sampler).
     let k = 1_000;
-    let dcfg = DpsConfig { steps: 1000, zeta: 0.3, misfit: DpsMisfit::Norm };
+    let dcfg = DpsConfig {
+        steps: 1000,
+        zeta: 0.3,
+        misfit: DpsMisfit::Norm,
+    };
     let d = dps(&model, &s, &op, &yt, k, &dcfg, 5, &mut |_, _| {}).unwrap();
     let (zm, zv, r) = errors(&d.samples, &pm, &pv);
     let (dm, _, _) = moments(&d.samples);
@@ -290,5 +409,12 @@ fn dpnp_annealed_reaches_pi_eta_min_and_dps_error_is_recorded() {
         dist(&dm)
     );
     assert_eq!(d.nfe, 1000);
-    assert!(d.samples.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|v| v.is_finite()));
+    assert!(d
+        .samples
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .all(|v| v.is_finite()));
 }

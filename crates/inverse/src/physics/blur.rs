@@ -41,13 +41,23 @@ impl Kernel2d {
             });
         }
         if data.iter().any(|v| !v.is_finite()) {
-            return Err(InverseError::InvalidOption { task: task.into(), msg: "kernel has non-finite values".into() });
+            return Err(InverseError::InvalidOption {
+                task: task.into(),
+                msg: "kernel has non-finite values".into(),
+            });
         }
         let s: f64 = data.iter().sum();
         if s.is_nan() || s <= 0.0 {
-            return Err(InverseError::InvalidOption { task: task.into(), msg: format!("kernel sum must be positive, got {s}") });
+            return Err(InverseError::InvalidOption {
+                task: task.into(),
+                msg: format!("kernel sum must be positive, got {s}"),
+            });
         }
-        Ok(Self { h, w, data: data.into_iter().map(|v| v / s).collect() })
+        Ok(Self {
+            h,
+            w,
+            data: data.into_iter().map(|v| v / s).collect(),
+        })
     }
 }
 
@@ -101,7 +111,10 @@ pub fn motion_kernel(size: usize, intensity: f64, seed: u64) -> Result<Kernel2d>
         pts.iter().map(|p| p.0).sum::<f64>() / pts.len() as f64,
         pts.iter().map(|p| p.1).sum::<f64>() / pts.len() as f64,
     );
-    let ext = pts.iter().map(|p| (p.0 - mx).abs().max((p.1 - my).abs())).fold(0.0, f64::max);
+    let ext = pts
+        .iter()
+        .map(|p| (p.0 - mx).abs().max((p.1 - my).abs()))
+        .fold(0.0, f64::max);
     let half = (size as f64 - 1.0) / 2.0;
     let shrink = if ext > half { half / ext } else { 1.0 };
     let mut d = vec![0.0; size * size];
@@ -135,12 +148,22 @@ pub struct Blur {
 
 impl std::fmt::Debug for Blur {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Blur").field("name", &self.name).field("shape", &self.shape).field("kernel", &self.kernel).finish()
+        f.debug_struct("Blur")
+            .field("name", &self.name)
+            .field("shape", &self.shape)
+            .field("kernel", &self.kernel)
+            .finish()
     }
 }
 
 impl Blur {
-    pub fn new(name: &str, shape: [usize; 3], kernel: Kernel2d, noise_sigma: f64, likelihood_sigma: f64) -> Result<Self> {
+    pub fn new(
+        name: &str,
+        shape: [usize; 3],
+        kernel: Kernel2d,
+        noise_sigma: f64,
+        likelihood_sigma: f64,
+    ) -> Result<Self> {
         super::check_shape(name, shape)?;
         super::check_sigma(name, "noise sigma", noise_sigma)?;
         super::check_sigma(name, "likelihood sigma", likelihood_sigma)?;
@@ -148,7 +171,10 @@ impl Blur {
         if kernel.h > h || kernel.w > w {
             return Err(InverseError::InvalidOption {
                 task: name.into(),
-                msg: format!("kernel {}×{} is larger than the {h}×{w} image; pass a smaller kernel size", kernel.h, kernel.w),
+                msg: format!(
+                    "kernel {}×{} is larger than the {h}×{w} image; pass a smaller kernel size",
+                    kernel.h, kernel.w
+                ),
             });
         }
         let (ch, cw) = (kernel.h / 2, kernel.w / 2);
@@ -162,7 +188,15 @@ impl Blur {
         }
         let fft = Fft2::new(h, w);
         fft.forward(&mut buf);
-        Ok(Self { name: name.into(), shape, kernel, khat: buf, fft, noise_sigma, likelihood_sigma })
+        Ok(Self {
+            name: name.into(),
+            shape,
+            kernel,
+            khat: buf,
+            fft,
+            noise_sigma,
+            likelihood_sigma,
+        })
     }
 
     pub fn kernel(&self) -> &Kernel2d {
@@ -175,7 +209,10 @@ impl Blur {
         let n = (h * w) as f64;
         let mut out = Vec::with_capacity(c * h * w);
         for ch in 0..c {
-            let mut buf: Vec<Complex64> = x[ch * h * w..(ch + 1) * h * w].iter().map(|&v| Complex64::new(v, 0.0)).collect();
+            let mut buf: Vec<Complex64> = x[ch * h * w..(ch + 1) * h * w]
+                .iter()
+                .map(|&v| Complex64::new(v, 0.0))
+                .collect();
             self.fft.forward(&mut buf);
             for (k, b) in buf.iter_mut().enumerate() {
                 *b *= mult(k);
@@ -219,7 +256,8 @@ impl Operator for Blur {
         gaussian_linear_ll_grad(self, self.likelihood_sigma, x, y)
     }
     fn baseline_host(&self, y: &[f64]) -> Result<Vec<f64>> {
-        let lambda = (self.noise_sigma * self.noise_sigma).max(WIENER_MIN_NOISE_VAR) / WIENER_SIGNAL_VAR;
+        let lambda =
+            (self.noise_sigma * self.noise_sigma).max(WIENER_MIN_NOISE_VAR) / WIENER_SIGNAL_VAR;
         let mut out = self.filter(y, |k| {
             let kk = self.khat[k];
             kk.conj() / (kk.norm_sqr() + lambda)
@@ -227,7 +265,14 @@ impl Operator for Blur {
         clip_unit(&mut out);
         Ok(out)
     }
-    fn solve_shifted_gram_host(&self, rhs: &[f64], alpha: f64, beta: f64) -> Option<Result<Vec<f64>>> {
-        Some(Ok(self.filter(rhs, |k| Complex64::new(1.0 / (alpha * self.khat[k].norm_sqr() + beta), 0.0))))
+    fn solve_shifted_gram_host(
+        &self,
+        rhs: &[f64],
+        alpha: f64,
+        beta: f64,
+    ) -> Option<Result<Vec<f64>>> {
+        Some(Ok(self.filter(rhs, |k| {
+            Complex64::new(1.0 / (alpha * self.khat[k].norm_sqr() + beta), 0.0)
+        })))
     }
 }

@@ -28,10 +28,19 @@ pub struct CompressedSensing {
 
 impl CompressedSensing {
     /// `cs` at `ratio` ∈ (0, 1] with a Gaussian matrix drawn from `seed`.
-    pub fn gaussian(shape: [usize; 3], ratio: f64, seed: u64, noise_sigma: f64, likelihood_sigma: f64) -> Result<Self> {
+    pub fn gaussian(
+        shape: [usize; 3],
+        ratio: f64,
+        seed: u64,
+        noise_sigma: f64,
+        likelihood_sigma: f64,
+    ) -> Result<Self> {
         super::check_shape("cs", shape)?;
         if !(ratio > 0.0 && ratio <= 1.0) {
-            return Err(InverseError::InvalidOption { task: "cs".into(), msg: format!("ratio must be in (0, 1], got {ratio}") });
+            return Err(InverseError::InvalidOption {
+                task: "cs".into(),
+                msg: format!("ratio must be in (0, 1], got {ratio}"),
+            });
         }
         let n: usize = shape.iter().product();
         let m = ((ratio * n as f64).round() as usize).max(1);
@@ -53,7 +62,13 @@ impl CompressedSensing {
     }
 
     /// From a given row-major m × (C·H·W) matrix.
-    pub fn from_matrix(shape: [usize; 3], m: usize, a: Vec<f64>, noise_sigma: f64, likelihood_sigma: f64) -> Result<Self> {
+    pub fn from_matrix(
+        shape: [usize; 3],
+        m: usize,
+        a: Vec<f64>,
+        noise_sigma: f64,
+        likelihood_sigma: f64,
+    ) -> Result<Self> {
         super::check_shape("cs", shape)?;
         super::check_sigma("cs", "noise sigma", noise_sigma)?;
         super::check_sigma("cs", "likelihood sigma", likelihood_sigma)?;
@@ -61,13 +76,25 @@ impl CompressedSensing {
         if m == 0 || a.len() != m * n {
             return Err(InverseError::InvalidOption {
                 task: "cs".into(),
-                msg: format!("matrix must have m ≥ 1 rows of {n} entries; got {} values for m = {m}", a.len()),
+                msg: format!(
+                    "matrix must have m ≥ 1 rows of {n} entries; got {} values for m = {m}",
+                    a.len()
+                ),
             });
         }
         if a.iter().any(|v| !v.is_finite()) {
-            return Err(InverseError::InvalidOption { task: "cs".into(), msg: "matrix has non-finite entries".into() });
+            return Err(InverseError::InvalidOption {
+                task: "cs".into(),
+                msg: "matrix has non-finite entries".into(),
+            });
         }
-        Ok(Self { shape, m, a, noise_sigma, likelihood_sigma })
+        Ok(Self {
+            shape,
+            m,
+            a,
+            noise_sigma,
+            likelihood_sigma,
+        })
     }
 
     /// Number of measurements m.
@@ -105,7 +132,11 @@ impl Operator for CompressedSensing {
     }
     fn forward_host(&self, x: &[f64]) -> Result<Vec<f64>> {
         let n = x.len();
-        Ok(self.a.chunks_exact(n).map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum()).collect())
+        Ok(self
+            .a
+            .chunks_exact(n)
+            .map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum())
+            .collect())
     }
     fn adjoint_host(&self, y: &[f64]) -> Result<Vec<f64>> {
         let n = self.a.len() / self.m;
@@ -121,7 +152,12 @@ impl Operator for CompressedSensing {
         gaussian_linear_ll_grad(self, self.likelihood_sigma, x, y)
     }
     fn baseline_host(&self, y: &[f64]) -> Result<Vec<f64>> {
-        let v = conjugate_gradient(|p| self.forward_host(&self.adjoint_host(p)?), y, 1e-10, 2 * self.m + 100)?;
+        let v = conjugate_gradient(
+            |p| self.forward_host(&self.adjoint_host(p)?),
+            y,
+            1e-10,
+            2 * self.m + 100,
+        )?;
         self.adjoint_host(&v)
     }
 }

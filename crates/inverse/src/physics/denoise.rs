@@ -17,7 +17,11 @@ impl Denoise {
         super::check_shape("denoise", shape)?;
         super::check_sigma("denoise", "noise sigma", noise_sigma)?;
         super::check_sigma("denoise", "likelihood sigma", likelihood_sigma)?;
-        Ok(Self { shape, noise_sigma, likelihood_sigma })
+        Ok(Self {
+            shape,
+            noise_sigma,
+            likelihood_sigma,
+        })
     }
 }
 
@@ -57,7 +61,12 @@ impl Operator for Denoise {
         clip_unit(&mut v);
         Ok(v)
     }
-    fn solve_shifted_gram_host(&self, rhs: &[f64], alpha: f64, beta: f64) -> Option<Result<Vec<f64>>> {
+    fn solve_shifted_gram_host(
+        &self,
+        rhs: &[f64],
+        alpha: f64,
+        beta: f64,
+    ) -> Option<Result<Vec<f64>>> {
         Some(Ok(rhs.iter().map(|r| r / (alpha + beta)).collect()))
     }
 }

@@ -38,9 +38,15 @@ impl Inpainting {
         super::check_sigma(name, "likelihood sigma", likelihood_sigma)?;
         let [c, h, w] = shape;
         if let Some(v) = mask.iter().find(|v| !v.is_finite()) {
-            return Err(InverseError::InvalidOption { task: name.into(), msg: format!("mask has a non-finite value {v}") });
+            return Err(InverseError::InvalidOption {
+                task: name.into(),
+                msg: format!("mask has a non-finite value {v}"),
+            });
         }
-        let bin: Vec<f64> = mask.iter().map(|&v| if v >= 0.5 { 1.0 } else { 0.0 }).collect();
+        let bin: Vec<f64> = mask
+            .iter()
+            .map(|&v| if v >= 0.5 { 1.0 } else { 0.0 })
+            .collect();
         let full = if bin.len() == h * w {
             let mut f = Vec::with_capacity(c * h * w);
             for _ in 0..c {
@@ -52,14 +58,31 @@ impl Inpainting {
         } else {
             return Err(InverseError::InvalidOption {
                 task: name.into(),
-                msg: format!("mask has {} values; expected H·W = {} or C·H·W = {}", mask.len(), h * w, c * h * w),
+                msg: format!(
+                    "mask has {} values; expected H·W = {} or C·H·W = {}",
+                    mask.len(),
+                    h * w,
+                    c * h * w
+                ),
             });
         };
-        Ok(Self { name: name.into(), shape, mask: full, noise_sigma, likelihood_sigma })
+        Ok(Self {
+            name: name.into(),
+            shape,
+            mask: full,
+            noise_sigma,
+            likelihood_sigma,
+        })
     }
 
     /// `inpaint-box`: a centred `box_h × box_w` hole.
-    pub fn centred_box(shape: [usize; 3], box_h: usize, box_w: usize, noise_sigma: f64, likelihood_sigma: f64) -> Result<Self> {
+    pub fn centred_box(
+        shape: [usize; 3],
+        box_h: usize,
+        box_w: usize,
+        noise_sigma: f64,
+        likelihood_sigma: f64,
+    ) -> Result<Self> {
         let [_, h, w] = shape;
         if box_h == 0 || box_w == 0 || box_h > h || box_w > w {
             return Err(InverseError::InvalidOption {
@@ -79,7 +102,13 @@ impl Inpainting {
 
     /// `inpaint-random`: keeps exactly round(p·H·W) pixels (shared across channels), chosen by a
     /// shuffle seeded with `seed`.
-    pub fn random(shape: [usize; 3], keep_fraction: f64, seed: u64, noise_sigma: f64, likelihood_sigma: f64) -> Result<Self> {
+    pub fn random(
+        shape: [usize; 3],
+        keep_fraction: f64,
+        seed: u64,
+        noise_sigma: f64,
+        likelihood_sigma: f64,
+    ) -> Result<Self> {
         if !(keep_fraction > 0.0 && keep_fraction <= 1.0) {
             return Err(InverseError::InvalidOption {
                 task: "inpaint-random".into(),
@@ -138,7 +167,11 @@ impl Operator for Inpainting {
         Ok(x.iter()
             .zip(&self.mask)
             .map(|(a, m)| {
-                let z: f64 = if s > 0.0 { StandardNormal.sample(rng) } else { 0.0 };
+                let z: f64 = if s > 0.0 {
+                    StandardNormal.sample(rng)
+                } else {
+                    0.0
+                };
                 m * (a + s * z)
             })
             .collect())
@@ -165,7 +198,16 @@ impl Operator for Inpainting {
         clip_unit(&mut out);
         Ok(out)
     }
-    fn solve_shifted_gram_host(&self, rhs: &[f64], alpha: f64, beta: f64) -> Option<Result<Vec<f64>>> {
-        Some(Ok(rhs.iter().zip(&self.mask).map(|(r, m)| r / (alpha * m + beta)).collect()))
+    fn solve_shifted_gram_host(
+        &self,
+        rhs: &[f64],
+        alpha: f64,
+        beta: f64,
+    ) -> Option<Result<Vec<f64>>> {
+        Some(Ok(rhs
+            .iter()
+            .zip(&self.mask)
+            .map(|(r, m)| r / (alpha * m + beta))
+            .collect()))
     }
 }

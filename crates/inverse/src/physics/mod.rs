@@ -35,6 +35,9 @@ pub(crate) fn check_shape(task: &str, shape: [usize; 3]) -> Result<()> {
     if shape.iter().all(|&d| d > 0) {
         Ok(())
     } else {
-        Err(InverseError::ImageShape { task: task.to_string(), msg: format!("image shape {shape:?} has a zero dimension") })
+        Err(InverseError::ImageShape {
+            task: task.to_string(),
+            msg: format!("image shape {shape:?} has a zero dimension"),
+        })
     }
 }

@@ -44,7 +44,10 @@ impl OneBit {
             });
         }
         if !(tau > 0.0 && tau.is_finite()) {
-            return Err(InverseError::InvalidOption { task: "one-bit".into(), msg: format!("tau must be > 0, got {tau}") });
+            return Err(InverseError::InvalidOption {
+                task: "one-bit".into(),
+                msg: format!("tau must be > 0, got {tau}"),
+            });
         }
         Ok(Self { shape, tau })
     }
@@ -109,7 +112,10 @@ impl Operator for OneBit {
     }
     fn check_measurement_values(&self, y: &[f64]) -> Result<()> {
         match y.iter().find(|&&v| v != 1.0 && v != -1.0) {
-            Some(v) => Err(InverseError::Measurement { task: "one-bit".into(), msg: format!("values must be ±1, found {v}") }),
+            Some(v) => Err(InverseError::Measurement {
+                task: "one-bit".into(),
+                msg: format!("values must be ±1, found {v}"),
+            }),
             None => Ok(()),
         }
     }

@@ -45,12 +45,21 @@ pub struct PhaseRetrieval {
 
 impl std::fmt::Debug for PhaseRetrieval {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PhaseRetrieval").field("shape", &self.shape).field("padded", &(self.ph, self.pw)).finish()
+        f.debug_struct("PhaseRetrieval")
+            .field("shape", &self.shape)
+            .field("padded", &(self.ph, self.pw))
+            .finish()
     }
 }
 
 impl PhaseRetrieval {
-    pub fn new(shape: [usize; 3], oversample: f64, seed: u64, noise_sigma: f64, likelihood_sigma: f64) -> Result<Self> {
+    pub fn new(
+        shape: [usize; 3],
+        oversample: f64,
+        seed: u64,
+        noise_sigma: f64,
+        likelihood_sigma: f64,
+    ) -> Result<Self> {
         let task = "phase-retrieval";
         super::check_shape(task, shape)?;
         super::check_sigma(task, "noise sigma", noise_sigma)?;
@@ -77,7 +86,18 @@ impl PhaseRetrieval {
                 }
             })
             .collect();
-        Ok(Self { shape, mask, ph, pw, top: (ph - h) / 2, left: (pw - w) / 2, fft: Fft2::new(ph, pw), seed, noise_sigma, likelihood_sigma })
+        Ok(Self {
+            shape,
+            mask,
+            ph,
+            pw,
+            top: (ph - h) / 2,
+            left: (pw - w) / 2,
+            fft: Fft2::new(ph, pw),
+            seed,
+            noise_sigma,
+            likelihood_sigma,
+        })
     }
 
     /// The coded mask, H·W values in {−1, 0, +1}.
@@ -96,7 +116,8 @@ impl PhaseRetrieval {
         let mut buf = vec![Complex64::new(0.0, 0.0); self.ph * self.pw];
         for i in 0..h {
             for j in 0..w {
-                buf[(self.top + i) * self.pw + self.left + j].re = self.mask[i * w + j] * xc[i * w + j];
+                buf[(self.top + i) * self.pw + self.left + j].re =
+                    self.mask[i * w + j] * xc[i * w + j];
             }
         }
         self.fft.forward_ortho(&mut buf);
@@ -112,13 +133,20 @@ impl PhaseRetrieval {
                 coef[(self.top + i) * pw + self.left + j] = self.mask[i * w + j];
             }
         }
-        let mut u: Vec<f64> = coef.iter().map(|&m| m * rng.random_range(-1.0..1.0)).collect();
+        let mut u: Vec<f64> = coef
+            .iter()
+            .map(|&m| m * rng.random_range(-1.0..1.0))
+            .collect();
         for it in 0..HIO_ITERS + ER_ITERS {
             let mut buf: Vec<Complex64> = u.iter().map(|&v| Complex64::new(v, 0.0)).collect();
             self.fft.forward_ortho(&mut buf);
             for (b, &m) in buf.iter_mut().zip(ymag) {
                 let a = b.norm();
-                *b = if a > 0.0 { *b * (m / a) } else { Complex64::new(m, 0.0) };
+                *b = if a > 0.0 {
+                    *b * (m / a)
+                } else {
+                    Complex64::new(m, 0.0)
+                };
             }
             self.fft.inverse_ortho(&mut buf);
             for k in 0..ph * pw {
@@ -202,12 +230,17 @@ impl Operator for PhaseRetrieval {
                 let a = zk.norm();
                 let r = yk - a;
                 l -= r * r;
-                *zk = if a > 0.0 { *zk * (r / a) } else { Complex64::new(0.0, 0.0) };
+                *zk = if a > 0.0 {
+                    *zk * (r / a)
+                } else {
+                    Complex64::new(0.0, 0.0)
+                };
             }
             self.fft.inverse_ortho(&mut z);
             for i in 0..h {
                 for j in 0..w {
-                    g[ch * h * w + i * w + j] = self.mask[i * w + j] * z[(self.top + i) * pw + self.left + j].re / (s * s);
+                    g[ch * h * w + i * w + j] =
+                        self.mask[i * w + j] * z[(self.top + i) * pw + self.left + j].re / (s * s);
                 }
             }
         }
@@ -231,7 +264,10 @@ impl Operator for PhaseRetrieval {
         let mut rng = StdRng::seed_from_u64(self.seed ^ 0x9e37_79b9_7f4a_7c15);
         let mut out = Vec::with_capacity(c * h * w);
         for ch in 0..c {
-            let ymag: Vec<f64> = ifftshift2(&y[ch * ph * pw..(ch + 1) * ph * pw], ph, pw).iter().map(|v| v.max(0.0)).collect();
+            let ymag: Vec<f64> = ifftshift2(&y[ch * ph * pw..(ch + 1) * ph * pw], ph, pw)
+                .iter()
+                .map(|v| v.max(0.0))
+                .collect();
             out.extend(self.hio_channel(&ymag, &mut rng));
         }
         clip_unit(&mut out);

@@ -75,7 +75,11 @@ impl ResizeMatrix {
 /// The 1-D matrix of MATLAB's `imresize` (bicubic) from `in_len` to `out_len` samples at
 /// `scale` = out/in, antialiased when shrinking (see the module docs).
 pub fn imresize_matrix(in_len: usize, out_len: usize, scale: f64) -> ResizeMatrix {
-    let (stretch, width) = if scale < 1.0 { (scale, 4.0 / scale) } else { (1.0, 4.0) };
+    let (stretch, width) = if scale < 1.0 {
+        (scale, 4.0 / scale)
+    } else {
+        (1.0, 4.0)
+    };
     let p = width.ceil() as i64 + 2;
     let n = in_len as i64;
     let mut rows = Vec::with_capacity(out_len);
@@ -110,13 +114,24 @@ pub fn imresize_matrix(in_len: usize, out_len: usize, scale: f64) -> ResizeMatri
 
 fn box_matrix(in_len: usize, factor: usize) -> ResizeMatrix {
     let rows = (0..in_len / factor)
-        .map(|i| (0..factor).map(|k| (i * factor + k, 1.0 / factor as f64)).collect())
+        .map(|i| {
+            (0..factor)
+                .map(|k| (i * factor + k, 1.0 / factor as f64))
+                .collect()
+        })
         .collect();
     ResizeMatrix { in_len, rows }
 }
 
 /// y[c] = Mh x[c] Mwᵀ for each channel of a `c × h × w` buffer.
-fn apply_separable(mh: &ResizeMatrix, mw: &ResizeMatrix, x: &[f64], c: usize, h: usize, w: usize) -> Vec<f64> {
+fn apply_separable(
+    mh: &ResizeMatrix,
+    mw: &ResizeMatrix,
+    x: &[f64],
+    c: usize,
+    h: usize,
+    w: usize,
+) -> Vec<f64> {
     let (oh, ow) = (mh.out_len(), mw.out_len());
     let mut out = vec![0.0; c * oh * ow];
     let mut t = vec![0.0; h * ow];
@@ -184,7 +199,13 @@ pub struct SuperResolution {
 }
 
 impl SuperResolution {
-    pub fn new(shape: [usize; 3], factor: usize, kernel: SrKernel, noise_sigma: f64, likelihood_sigma: f64) -> Result<Self> {
+    pub fn new(
+        shape: [usize; 3],
+        factor: usize,
+        kernel: SrKernel,
+        noise_sigma: f64,
+        likelihood_sigma: f64,
+    ) -> Result<Self> {
         let name = format!("sr{factor}");
         super::check_shape(&name, shape)?;
         super::check_sigma(&name, "noise sigma", noise_sigma)?;
@@ -204,7 +225,18 @@ impl SuperResolution {
         };
         let up_h = imresize_matrix(oh, h, factor as f64);
         let up_w = imresize_matrix(ow, w, factor as f64);
-        Ok(Self { name, shape, factor, kernel, down_h, down_w, up_h, up_w, noise_sigma, likelihood_sigma })
+        Ok(Self {
+            name,
+            shape,
+            factor,
+            kernel,
+            down_h,
+            down_w,
+            up_h,
+            up_w,
+            noise_sigma,
+            likelihood_sigma,
+        })
     }
 
     pub fn factor(&self) -> usize {
@@ -224,7 +256,11 @@ impl Operator for SuperResolution {
         self.shape
     }
     fn measurement_shape(&self) -> Vec<usize> {
-        vec![self.shape[0], self.shape[1] / self.factor, self.shape[2] / self.factor]
+        vec![
+            self.shape[0],
+            self.shape[1] / self.factor,
+            self.shape[2] / self.factor,
+        ]
     }
     fn noise_sigma(&self) -> f64 {
         self.noise_sigma
@@ -243,14 +279,26 @@ impl Operator for SuperResolution {
         Ok(apply_separable(&self.down_h, &self.down_w, x, c, h, w))
     }
     fn adjoint_host(&self, y: &[f64]) -> Result<Vec<f64>> {
-        Ok(apply_separable_t(&self.down_h, &self.down_w, y, self.shape[0]))
+        Ok(apply_separable_t(
+            &self.down_h,
+            &self.down_w,
+            y,
+            self.shape[0],
+        ))
     }
     fn log_likelihood_and_grad_host(&self, x: &[f64], y: &[f64]) -> Result<(f64, Vec<f64>)> {
         gaussian_linear_ll_grad(self, self.likelihood_sigma, x, y)
     }
     fn baseline_host(&self, y: &[f64]) -> Result<Vec<f64>> {
         let [c, h, w] = self.shape;
-        let mut out = apply_separable(&self.up_h, &self.up_w, y, c, h / self.factor, w / self.factor);
+        let mut out = apply_separable(
+            &self.up_h,
+            &self.up_w,
+            y,
+            c,
+            h / self.factor,
+            w / self.factor,
+        );
         clip_unit(&mut out);
         Ok(out)
     }

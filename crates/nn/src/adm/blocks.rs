@@ -66,7 +66,14 @@ impl ResBlock {
             out_norm: GroupNorm32::new(&w.pp("out_layers").pp(0), cout)?,
             out_conv: layers::conv2d(&w.pp("out_layers").pp(3), cout, cout, 3, 1, 1)?,
             skip: if cin != cout {
-                Some(layers::conv2d(&w.pp("skip_connection"), cin, cout, 1, 1, 0)?)
+                Some(layers::conv2d(
+                    &w.pp("skip_connection"),
+                    cin,
+                    cout,
+                    1,
+                    1,
+                    0,
+                )?)
             } else {
                 None
             },
@@ -170,16 +177,23 @@ impl AttentionBlock {
         } else {
             // Legacy: heads first, each holding its own [q; k; v].
             let r = qkv.reshape((b * heads, 3 * ch, t))?;
-            (r.narrow(1, 0, ch)?, r.narrow(1, ch, ch)?, r.narrow(1, 2 * ch, ch)?)
+            (
+                r.narrow(1, 0, ch)?,
+                r.narrow(1, ch, ch)?,
+                r.narrow(1, 2 * ch, ch)?,
+            )
         };
         let scale = 1.0 / (ch as f64).sqrt().sqrt();
         let q = (q * scale)?;
         let k = (k * scale)?;
         let weight = q.transpose(1, 2)?.contiguous()?.matmul(&k.contiguous()?)?; // (bh, t, t)
         let dt = weight.dtype();
-        let weight = candle_nn::ops::softmax_last_dim(&weight.to_dtype(DType::F32)?)?.to_dtype(dt)?;
+        let weight =
+            candle_nn::ops::softmax_last_dim(&weight.to_dtype(DType::F32)?)?.to_dtype(dt)?;
         // a[c, t] = sum_s v[c, s] w[t, s]
-        let a = v.contiguous()?.matmul(&weight.transpose(1, 2)?.contiguous()?)?;
+        let a = v
+            .contiguous()?
+            .matmul(&weight.transpose(1, 2)?.contiguous()?)?;
         let a = a.reshape((b, c, t))?;
         let h = self.proj_out.forward(&a)?;
         Ok((xr + h)?.reshape((b, c, hh, ww))?)
@@ -195,13 +209,23 @@ pub enum Layer {
 }
 
 impl Layer {
-    pub fn new(w: &Weights, spec: &LayerSpec, temb: usize, scale_shift: bool, new_order: bool) -> Result<Self> {
+    pub fn new(
+        w: &Weights,
+        spec: &LayerSpec,
+        temb: usize,
+        scale_shift: bool,
+        new_order: bool,
+    ) -> Result<Self> {
         Ok(match *spec {
             LayerSpec::ConvIn { cin, cout } => Layer::Conv(layers::conv2d(w, cin, cout, 3, 1, 1)?),
-            LayerSpec::Res { cin, cout, resample } => {
-                Layer::Res(ResBlock::new(w, cin, cout, temb, scale_shift, resample)?)
+            LayerSpec::Res {
+                cin,
+                cout,
+                resample,
+            } => Layer::Res(ResBlock::new(w, cin, cout, temb, scale_shift, resample)?),
+            LayerSpec::Attn { ch, heads } => {
+                Layer::Attn(AttentionBlock::new(w, ch, heads, new_order)?)
             }
-            LayerSpec::Attn { ch, heads } => Layer::Attn(AttentionBlock::new(w, ch, heads, new_order)?),
             LayerSpec::Down { ch } => Layer::Down(layers::conv2d(&w.pp("op"), ch, ch, 3, 2, 1)?),
             LayerSpec::Up { ch } => Layer::Up(layers::conv2d(&w.pp("conv"), ch, ch, 3, 1, 1)?),
         })

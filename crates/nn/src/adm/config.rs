@@ -88,7 +88,11 @@ fn d_linear() -> String {
 /// dtype itself); the diffusion arguments are kept for the sampler.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AdmConfig {
-    #[serde(rename = "_class_name", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "_class_name",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub class_name: Option<String>,
     #[serde(default = "d_image_size")]
     pub image_size: usize,
@@ -328,7 +332,10 @@ impl AdmConfig {
                 reason: "must be positive when num_head_channels = -1".into(),
             });
         }
-        if self.num_head_channels == -1 && self.num_heads_upsample != -1 && self.num_heads_upsample < 1 {
+        if self.num_head_channels == -1
+            && self.num_heads_upsample != -1
+            && self.num_heads_upsample < 1
+        {
             return Err(NnError::Unsupported {
                 field: "num_heads_upsample",
                 value: self.num_heads_upsample.to_string(),
@@ -366,7 +373,10 @@ impl AdmConfig {
             for (up, used) in [(false, in_blocks || middle), (true, in_blocks)] {
                 if used {
                     let h = self.heads(c, up);
-                    if h == 0 || c % h != 0 || (self.num_head_channels > 0 && c % self.num_head_channels as usize != 0) {
+                    if h == 0
+                        || c % h != 0
+                        || (self.num_head_channels > 0 && c % self.num_head_channels as usize != 0)
+                    {
                         return Err(NnError::InvalidConfig(format!(
                             "attention at level {level}: {c} channels cannot be split into heads (num_heads {}, num_head_channels {}, num_heads_upsample {})",
                             self.num_heads, self.num_head_channels, self.num_heads_upsample

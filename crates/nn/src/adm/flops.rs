@@ -14,15 +14,27 @@ fn conv(cin: usize, cout: usize, k: usize, h: usize, w: usize) -> f64 {
 fn layer(l: &LayerSpec, temb: usize, scale_shift: bool, h: usize, w: usize) -> (f64, usize, usize) {
     match *l {
         LayerSpec::ConvIn { cin, cout } => (conv(cin, cout, 3, h, w), h, w),
-        LayerSpec::Res { cin, cout, resample } => {
+        LayerSpec::Res {
+            cin,
+            cout,
+            resample,
+        } => {
             let (ho, wo) = match resample {
                 Resample::None => (h, w),
                 Resample::Down => (h / 2, w / 2),
                 Resample::Up => (2 * h, 2 * w),
             };
             let emb = 2.0 * (temb * if scale_shift { 2 * cout } else { cout }) as f64;
-            let skip = if cin != cout { conv(cin, cout, 1, ho, wo) } else { 0.0 };
-            (conv(cin, cout, 3, ho, wo) + conv(cout, cout, 3, ho, wo) + emb + skip, ho, wo)
+            let skip = if cin != cout {
+                conv(cin, cout, 1, ho, wo)
+            } else {
+                0.0
+            };
+            (
+                conv(cin, cout, 3, ho, wo) + conv(cout, cout, 3, ho, wo) + emb + skip,
+                ho,
+                wo,
+            )
         }
         LayerSpec::Attn { ch, .. } => {
             let n = (h * w) as f64;

@@ -135,7 +135,12 @@ impl AdmUNet {
     /// As [`AdmUNet::forward`], with class labels `y` `(B,)` (integers in
     /// `[0, num_classes)`) for class-conditional models; they must be given exactly
     /// when the model is class-conditional.
-    pub fn forward_with_labels(&self, x: &Tensor, t: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
+    pub fn forward_with_labels(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        y: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let (b, ch, h, wd) = x.dims4().map_err(|_| {
             NnError::Input(format!(
@@ -155,7 +160,10 @@ impl AdmUNet {
                 "image size {h}x{wd} must be a positive multiple of {factor} for this architecture"
             )));
         }
-        let t = t.to_dtype(DType::F32)?.to_device(&self.device)?.flatten_all()?;
+        let t = t
+            .to_dtype(DType::F32)?
+            .to_device(&self.device)?
+            .flatten_all()?;
         let t = match t.dim(0)? {
             1 => t.broadcast_as(b)?.contiguous()?,
             n if n == b => t,
@@ -211,10 +219,7 @@ impl AdmUNet {
     }
 
     fn labels(&self, y: &Tensor, b: usize) -> Result<Tensor> {
-        let vals = y
-            .to_dtype(DType::F64)?
-            .flatten_all()?
-            .to_vec1::<f64>()?;
+        let vals = y.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
         if vals.len() != b {
             return Err(NnError::Input(format!(
                 "{} class label(s) for a batch of {b}",
@@ -237,9 +242,13 @@ impl AdmUNet {
 
 /// Whether a checkpoint uses guided-diffusion's UNet names (as opposed to diffusers').
 pub fn looks_like_adm(store: &WeightStore) -> bool {
-    ["input_blocks.0.0.weight", "time_embed.0.weight", "out.2.weight"]
-        .iter()
-        .all(|n| store.names().contains(*n))
+    [
+        "input_blocks.0.0.weight",
+        "time_embed.0.weight",
+        "out.2.weight",
+    ]
+    .iter()
+    .all(|n| store.names().contains(*n))
 }
 
 /// The built-in preset whose tensor names are exactly those of the checkpoint, if any
@@ -257,7 +266,12 @@ pub fn matching_preset(store: &WeightStore) -> Option<&'static str> {
 
 /// Load an ADM UNet from its config and a weight file (`.safetensors`, or a PyTorch
 /// `.pt` zip pickle holding the state dict).
-pub fn load_adm(config: AdmConfig, weights: &Path, dtype: DType, device: &Device) -> Result<AdmUNet> {
+pub fn load_adm(
+    config: AdmConfig,
+    weights: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<AdmUNet> {
     let store = Rc::new(WeightStore::open(weights)?);
     AdmUNet::new(config, &store.root(dtype, device))
 }

@@ -17,13 +17,27 @@ pub enum Resample {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerSpec {
     /// The input 3×3 convolution (`input_blocks.0.0`).
-    ConvIn { cin: usize, cout: usize },
-    Res { cin: usize, cout: usize, resample: Resample },
-    Attn { ch: usize, heads: usize },
+    ConvIn {
+        cin: usize,
+        cout: usize,
+    },
+    Res {
+        cin: usize,
+        cout: usize,
+        resample: Resample,
+    },
+    Attn {
+        ch: usize,
+        heads: usize,
+    },
     /// Stride-2 3×3 convolution (`op`).
-    Down { ch: usize },
+    Down {
+        ch: usize,
+    },
     /// Nearest ×2 then 3×3 convolution (`conv`).
-    Up { ch: usize },
+    Up {
+        ch: usize,
+    },
 }
 
 /// A sequential block and the downsampling factor of its input.
@@ -47,10 +61,17 @@ pub fn plan(cfg: &AdmConfig) -> Result<Plan> {
     let chans = cfg.level_channels()?;
     let attn = cfg.attention_ds()?;
     let nrb = cfg.num_res_blocks;
-    let res = |cin, cout, resample| LayerSpec::Res { cin, cout, resample };
+    let res = |cin, cout, resample| LayerSpec::Res {
+        cin,
+        cout,
+        resample,
+    };
     let mut ch = chans[0];
     let mut input_blocks = vec![BlockSpec {
-        layers: vec![LayerSpec::ConvIn { cin: cfg.in_channels, cout: ch }],
+        layers: vec![LayerSpec::ConvIn {
+            cin: cfg.in_channels,
+            cout: ch,
+        }],
         ds: 1,
     }];
     let mut skips = vec![ch];
@@ -60,7 +81,10 @@ pub fn plan(cfg: &AdmConfig) -> Result<Plan> {
             let mut layers = vec![res(ch, c, Resample::None)];
             ch = c;
             if attn.contains(&ds) {
-                layers.push(LayerSpec::Attn { ch, heads: cfg.heads(ch, false) });
+                layers.push(LayerSpec::Attn {
+                    ch,
+                    heads: cfg.heads(ch, false),
+                });
             }
             input_blocks.push(BlockSpec { layers, ds });
             skips.push(ch);
@@ -71,7 +95,10 @@ pub fn plan(cfg: &AdmConfig) -> Result<Plan> {
             } else {
                 LayerSpec::Down { ch }
             };
-            input_blocks.push(BlockSpec { layers: vec![layer], ds });
+            input_blocks.push(BlockSpec {
+                layers: vec![layer],
+                ds,
+            });
             skips.push(ch);
             ds *= 2;
         }
@@ -79,7 +106,10 @@ pub fn plan(cfg: &AdmConfig) -> Result<Plan> {
     let middle_block = BlockSpec {
         layers: vec![
             res(ch, ch, Resample::None),
-            LayerSpec::Attn { ch, heads: cfg.heads(ch, false) },
+            LayerSpec::Attn {
+                ch,
+                heads: cfg.heads(ch, false),
+            },
             res(ch, ch, Resample::None),
         ],
         ds,
@@ -92,7 +122,10 @@ pub fn plan(cfg: &AdmConfig) -> Result<Plan> {
             let mut layers = vec![res(ch + skip, c, Resample::None)];
             ch = c;
             if attn.contains(&ds) {
-                layers.push(LayerSpec::Attn { ch, heads: cfg.heads(ch, true) });
+                layers.push(LayerSpec::Attn {
+                    ch,
+                    heads: cfg.heads(ch, true),
+                });
             }
             if level > 0 && i == nrb {
                 layers.push(if cfg.resblock_updown {
@@ -102,7 +135,10 @@ pub fn plan(cfg: &AdmConfig) -> Result<Plan> {
                 });
                 ds /= 2;
             }
-            output_blocks.push(BlockSpec { layers, ds: block_ds });
+            output_blocks.push(BlockSpec {
+                layers,
+                ds: block_ds,
+            });
         }
     }
     Ok(Plan {
@@ -115,7 +151,12 @@ pub fn plan(cfg: &AdmConfig) -> Result<Plan> {
 
 impl LayerSpec {
     /// Checkpoint tensors of this layer under `prefix`, with their shapes.
-    pub fn params(&self, prefix: &str, temb: usize, scale_shift: bool) -> Vec<(String, Vec<usize>)> {
+    pub fn params(
+        &self,
+        prefix: &str,
+        temb: usize,
+        scale_shift: bool,
+    ) -> Vec<(String, Vec<usize>)> {
         let p = |n: &str, s: Vec<usize>| (format!("{prefix}.{n}"), s);
         match *self {
             LayerSpec::ConvIn { cin, cout } => {
@@ -149,8 +190,13 @@ impl LayerSpec {
                 p("proj_out.weight", vec![ch, ch, 1]),
                 p("proj_out.bias", vec![ch]),
             ],
-            LayerSpec::Down { ch } => vec![p("op.weight", vec![ch, ch, 3, 3]), p("op.bias", vec![ch])],
-            LayerSpec::Up { ch } => vec![p("conv.weight", vec![ch, ch, 3, 3]), p("conv.bias", vec![ch])],
+            LayerSpec::Down { ch } => {
+                vec![p("op.weight", vec![ch, ch, 3, 3]), p("op.bias", vec![ch])]
+            }
+            LayerSpec::Up { ch } => vec![
+                p("conv.weight", vec![ch, ch, 3, 3]),
+                p("conv.bias", vec![ch]),
+            ],
         }
     }
 }
@@ -186,7 +232,10 @@ pub fn expected_tensors(cfg: &AdmConfig) -> Result<Vec<(String, Vec<usize>)>> {
     }
     v.push(("out.0.weight".into(), vec![plan.out_in]));
     v.push(("out.0.bias".into(), vec![plan.out_in]));
-    v.push(("out.2.weight".into(), vec![cfg.out_channels(), chans0(cfg)?, 3, 3]));
+    v.push((
+        "out.2.weight".into(),
+        vec![cfg.out_channels(), chans0(cfg)?, 3, 3],
+    ));
     v.push(("out.2.bias".into(), vec![cfg.out_channels()]));
     Ok(v)
 }

@@ -306,7 +306,11 @@ impl UpBlock {
         let mut resnets = Vec::new();
         let mut attentions = Vec::new();
         for i in 0..s.num_layers {
-            let skip_ch = if i == s.num_layers - 1 { s.in_ch } else { s.out_ch };
+            let skip_ch = if i == s.num_layers - 1 {
+                s.in_ch
+            } else {
+                s.out_ch
+            };
             let cin = if i == 0 { prev_out } else { s.out_ch };
             resnets.push(ResnetBlock::new(
                 &w.pp("resnets").pp(i),

@@ -16,14 +16,24 @@ fn default_positional() -> String {
     "positional".into()
 }
 fn default_down() -> Vec<String> {
-    ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"]
-        .map(String::from)
-        .to_vec()
+    [
+        "DownBlock2D",
+        "AttnDownBlock2D",
+        "AttnDownBlock2D",
+        "AttnDownBlock2D",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn default_up() -> Vec<String> {
-    ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"]
-        .map(String::from)
-        .to_vec()
+    [
+        "AttnUpBlock2D",
+        "AttnUpBlock2D",
+        "AttnUpBlock2D",
+        "UpBlock2D",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn default_mid() -> Option<String> {
     Some("UNetMidBlock2D".into())
@@ -259,7 +269,11 @@ impl UNet2DConfig {
             );
         }
         if self.upsample_type != "conv" {
-            return unsupported("upsample_type", self.upsample_type.clone(), "supported: conv");
+            return unsupported(
+                "upsample_type",
+                self.upsample_type.clone(),
+                "supported: conv",
+            );
         }
         if self.downsample_padding > 1 {
             return unsupported(

@@ -10,7 +10,11 @@ fn conv(cin: usize, cout: usize, k: usize, h: usize, w: usize) -> f64 {
 
 fn resnet(cin: usize, cout: usize, temb: usize, scale_shift: bool, h: usize, w: usize) -> f64 {
     let proj = 2.0 * (temb * if scale_shift { 2 * cout } else { cout }) as f64;
-    let short = if cin != cout { conv(cin, cout, 1, h, w) } else { 0.0 };
+    let short = if cin != cout {
+        conv(cin, cout, 1, h, w)
+    } else {
+        0.0
+    };
     conv(cin, cout, 3, h, w) + conv(cout, cout, 3, h, w) + proj + short
 }
 
@@ -25,7 +29,11 @@ pub fn forward_flops(cfg: &UNet2DConfig, h: usize, w: usize) -> f64 {
     let ch = &cfg.block_out_channels;
     let temb = cfg.time_embed_dim();
     let ss = cfg.resnet_time_scale_shift == "scale_shift";
-    let t_in = if cfg.time_embedding_type == "fourier" { 2 * ch[0] } else { ch[0] };
+    let t_in = if cfg.time_embedding_type == "fourier" {
+        2 * ch[0]
+    } else {
+        ch[0]
+    };
     let mut f = 2.0 * (t_in * temb + temb * temb) as f64;
     f += conv(cfg.in_channels, ch[0], 3, h, w);
     let (mut hh, mut ww) = (h, w);

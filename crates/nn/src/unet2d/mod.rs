@@ -2,8 +2,8 @@
 //! (`down_blocks.{i}.resnets.{j}.conv1`, ...), so every weight name is spelled once.
 
 mod blocks;
-pub mod flops;
 pub mod config;
+pub mod flops;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, Embedding, GroupNorm, Linear};
@@ -18,9 +18,18 @@ use blocks::{DownBlock, MidBlock, UpBlock};
 /// Timestep → embedding vector (`time_proj`): diffusers' `Timesteps`,
 /// `GaussianFourierProjection` (log t, no flip) or a learned table.
 enum TimeProj {
-    Positional { freqs: Tensor, flip: bool, odd: bool },
-    Fourier { weight: Tensor },
-    Learned { table: Embedding, size: usize },
+    Positional {
+        freqs: Tensor,
+        flip: bool,
+        odd: bool,
+    },
+    Fourier {
+        weight: Tensor,
+    },
+    Learned {
+        table: Embedding,
+        size: usize,
+    },
 }
 
 impl TimeProj {
@@ -41,7 +50,8 @@ impl TimeProj {
             }
             TimeProj::Fourier { weight } => {
                 let x = t.log()?.unsqueeze(1)?;
-                let proj = ((x.broadcast_mul(&weight.unsqueeze(0)?)? * 2.0)? * std::f64::consts::PI)?;
+                let proj =
+                    ((x.broadcast_mul(&weight.unsqueeze(0)?)? * 2.0)? * std::f64::consts::PI)?;
                 Ok(Tensor::cat(&[proj.sin()?, proj.cos()?], 1)?)
             }
             TimeProj::Learned { table, size } => {
@@ -205,11 +215,12 @@ impl UNet2DModel {
                 },
                 // diffusers: the mid attention has a group norm only with the default
                 // time-scale-shift, unless attn_norm_num_groups is given.
-                c.attn_norm_num_groups.or(if c.resnet_time_scale_shift == "default" {
-                    Some(groups)
-                } else {
-                    None
-                }),
+                c.attn_norm_num_groups
+                    .or(if c.resnet_time_scale_shift == "default" {
+                        Some(groups)
+                    } else {
+                        None
+                    }),
             )?),
         };
         let rev: Vec<usize> = c.block_out_channels.iter().rev().cloned().collect();
