@@ -31,17 +31,7 @@ fn predict(
 }
 
 fn max_err(a: &std::path::Path, b: &std::path::Path) -> f32 {
-    let a = Tensor::read_npy(a).unwrap();
-    let b = Tensor::read_npy(b).unwrap();
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    max_abs_diff(&Tensor::read_npy(a).unwrap(), &Tensor::read_npy(b).unwrap())
 }
 
 #[test]

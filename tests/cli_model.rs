@@ -18,18 +18,6 @@ fn unet_fixture(name: &str) -> std::path::PathBuf {
     fixtures().join("unet2d").join(name)
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 #[test]
 fn predict_reproduces_diffusers_on_every_fixture() {
     let tmp = temp_dir("predict");

@@ -24,22 +24,22 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         return Ok(());
     }
     let c = &info.config;
+    println!("source:            {}", info.source);
+    println!("architecture:      {}", info.architecture);
+    println!("config:            {}", info.config_path.display());
+    println!(
+        "weights:           {} ({})",
+        info.weights_path.display(),
+        info.format
+    );
+    println!("stored dtype:      {}", info.file_dtype);
+    println!("running dtype:     {:?}", m.dtype);
+    println!(
+        "parameters:        {} ({:.2} M)",
+        info.num_parameters,
+        info.num_parameters as f64 / 1e6
+    );
     if info.architecture.starts_with("guided-diffusion") {
-        println!("source:            {}", info.source);
-        println!("architecture:      {}", info.architecture);
-        println!("config:            {}", info.config_path.display());
-        println!(
-            "weights:           {} ({})",
-            info.weights_path.display(),
-            info.format
-        );
-        println!("stored dtype:      {}", info.file_dtype);
-        println!("running dtype:     {:?}", m.dtype);
-        println!(
-            "parameters:        {} ({:.2} M)",
-            info.num_parameters,
-            info.num_parameters as f64 / 1e6
-        );
         for k in [
             "image_size",
             "in_channels",
@@ -67,21 +67,6 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
             .map(|v| v.to_string())
             .unwrap_or_else(|| "(default)".into())
     };
-    println!("source:            {}", info.source);
-    println!("architecture:      {}", info.architecture);
-    println!("config:            {}", info.config_path.display());
-    println!(
-        "weights:           {} ({})",
-        info.weights_path.display(),
-        info.format
-    );
-    println!("stored dtype:      {}", info.file_dtype);
-    println!("running dtype:     {:?}", m.dtype);
-    println!(
-        "parameters:        {} ({:.2} M)",
-        info.num_parameters,
-        info.num_parameters as f64 / 1e6
-    );
     println!("sample_size:       {}", get("sample_size"));
     println!(
         "channels in/out:   {} / {}",
