@@ -344,30 +344,11 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
     validate(&args)?;
     std::fs::create_dir_all(args.out.join("samples"))
         .with_context(|| format!("cannot create the output folder {}", args.out.display()))?;
-    let (net, scheduler_config, source): (
-        Box<dyn genprior_diffusion::ScoreModel>,
-        Option<PathBuf>,
-        String,
-    ) = match &args.random_weights {
-        Some(arch) => {
-            if args.model.model.is_some() {
-                bail!("--random-weights and --model are mutually exclusive");
-            }
-            let cfg = genprior_nn::preset_config(arch).with_context(|| {
-                format!(
-                    "unknown --random-weights architecture {arch:?} (expected one of {:?})",
-                    genprior_nn::PRESETS
-                )
-            })?;
-            let (device, dtype) = args.model.device.open()?;
-            let net = genprior_nn::random_unet2d(cfg, 0, dtype, &device)?;
-            (Box::new(net), None, format!("{arch} with random weights"))
-        }
-        None => {
-            let loaded = common::load_model(&args.model)?;
-            (loaded.net, loaded.scheduler_config, loaded.info.source)
-        }
-    };
+    if args.random_weights.is_some() && args.model.model.is_some() {
+        bail!("--random-weights and --model are mutually exclusive");
+    }
+    let (net, scheduler_config, source) =
+        common::load_net_or_random(&args.model, args.random_weights.as_deref())?;
     let schedule = match &scheduler_config {
         Some(p) => {
             Schedule::from_file(p).with_context(|| format!("scheduler config {}", p.display()))?

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
-use genprior_diffusion::{sample, SamplerKind, Schedule, ScoreModel};
+use genprior_diffusion::{sample, SamplerKind, Schedule};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::common::ModelArgs;
@@ -119,24 +119,8 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let plan = validate(&args)?;
 
     // The network and, unless overridden, the model's scheduler config.
-    let (net, model_sched, source): (Box<dyn ScoreModel>, Option<PathBuf>, String) =
-        match &args.random_weights {
-            Some(arch) => {
-                let cfg = genprior_nn::preset_config(arch).with_context(|| {
-                    format!(
-                        "unknown --random-weights architecture {arch:?} (expected one of {:?})",
-                        genprior_nn::PRESETS
-                    )
-                })?;
-                let (device, dtype) = args.model.device.open()?;
-                let net = genprior_nn::random_unet2d(cfg, 0, dtype, &device)?;
-                (Box::new(net), None, format!("{arch} with random weights"))
-            }
-            None => {
-                let loaded = crate::common::load_model(&args.model)?;
-                (loaded.net, loaded.scheduler_config, loaded.info.source)
-            }
-        };
+    let (net, model_sched, source) =
+        crate::common::load_net_or_random(&args.model, args.random_weights.as_deref())?;
     let sched_path = args.scheduler_config.clone().or(model_sched);
     let schedule = match &sched_path {
         Some(p) => {

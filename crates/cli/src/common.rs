@@ -364,6 +364,32 @@ fn load_diffusers(
     })
 }
 
+/// The network for `--model`, or with `--random-weights ARCH` a preset architecture
+/// with seeded random weights (timing only). Returns the network, the model's scheduler
+/// config if it has one, and a description of the source.
+pub fn load_net_or_random(
+    args: &ModelArgs,
+    random_weights: Option<&str>,
+) -> Result<(Box<dyn ScoreModel>, Option<PathBuf>, String)> {
+    match random_weights {
+        Some(arch) => {
+            let cfg = genprior_nn::preset_config(arch).with_context(|| {
+                format!(
+                    "unknown --random-weights architecture {arch:?} (expected one of {:?})",
+                    genprior_nn::PRESETS
+                )
+            })?;
+            let (device, dtype) = args.device.open()?;
+            let net = genprior_nn::random_unet2d(cfg, 0, dtype, &device)?;
+            Ok((Box::new(net), None, format!("{arch} with random weights")))
+        }
+        None => {
+            let loaded = load_model(args)?;
+            Ok((loaded.net, loaded.scheduler_config, loaded.info.source))
+        }
+    }
+}
+
 /// Read an `.npy` file as an f32 tensor on `device`, rejecting NaN/Inf.
 pub fn read_npy(path: &Path, what: &str, device: &Device) -> Result<Tensor> {
     if !path.is_file() {
