@@ -84,7 +84,7 @@ impl TaskArgs {
     }
 
     /// The operator for images of shape `[C, H, W]`.
-    fn build(&self, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
+    pub(crate) fn build(&self, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
         if !genprior_inverse::TASK_NAMES.contains(&self.task.as_str()) {
             bail!(
                 "unknown task `{}`; expected one of: {}",
@@ -164,6 +164,10 @@ pub struct ReconstructArgs {
     /// DPnP: smallest (final) η.
     #[arg(long, default_value_t = 0.16)]
     pub eta_min: f64,
+    /// DPnP: at most this many network evaluations per DDS call (default: the full DDIM grid or
+    /// every usable DDPM timestep; fewer is faster and less accurate).
+    #[arg(long)]
+    pub dds_steps: Option<usize>,
     /// DPnP: PCS sampler (mala: Metropolis-adjusted; ula: unadjusted, as the reference code;
     /// exact: linear-Gaussian tasks only).
     #[arg(long, default_value = "mala", value_parser = ["mala", "ula", "exact"])]
@@ -175,6 +179,10 @@ pub struct ReconstructArgs {
     /// one-bit 0.2, sr* 0.6; 1.0 otherwise).
     #[arg(long)]
     pub pcs_scale: Option<f64>,
+    /// DPnP: PCS step-size regulariser: h = scale·min(m², η²)/(reg + √f(x)) (reference: 50,
+    /// tuned for 256×256×3 images; small images have a small √f, so a smaller reg moves faster).
+    #[arg(long, default_value_t = 50.0)]
+    pub pcs_reg: f64,
     /// DPnP: start from the classical baseline, pure noise, or a DPS run (--dps-steps, --zeta).
     #[arg(long, default_value = "baseline", value_parser = ["baseline", "noise", "dps"])]
     pub warm_start: String,
@@ -247,6 +255,9 @@ fn validate(args: &ReconstructArgs) -> Result<()> {
     if args.dps_steps == 0 {
         bail!("--dps-steps must be at least 1");
     }
+    if args.dds_steps == Some(0) {
+        bail!("--dds-steps must be at least 1");
+    }
     if !(args.eta_min.is_finite()
         && args.eta_max.is_finite()
         && args.eta_min > 0.0
@@ -267,6 +278,12 @@ fn validate(args: &ReconstructArgs) -> Result<()> {
         if !(s.is_finite() && s > 0.0) {
             bail!("--pcs-scale must be a positive number, got {s}");
         }
+    }
+    if !(args.pcs_reg.is_finite() && args.pcs_reg >= 0.0) {
+        bail!(
+            "--pcs-reg must be a finite number ≥ 0, got {}",
+            args.pcs_reg
+        );
     }
     if let Some(s) = args.task.noise_sigma {
         if !(s.is_finite() && s >= 0.0) {
@@ -304,7 +321,7 @@ fn read_measurement(path: &Path, op: &dyn Operator) -> Result<Tensor> {
     Ok(y)
 }
 
-fn pcs_scale_default(task: &str) -> f64 {
+pub(crate) fn pcs_scale_default(task: &str) -> f64 {
     match task {
         "phase-retrieval" => 0.8,
         "one-bit" => 0.2,
@@ -439,10 +456,12 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
             } else {
                 DdsMethod::Ddim
             },
+            dds_steps: args.dds_steps,
             pcs: PcsConfig {
                 method: pcs_method,
                 steps: args.pcs_steps,
                 scale: pcs_scale,
+                reg: args.pcs_reg,
                 ..PcsConfig::default()
             },
             warm_start,
@@ -574,7 +593,9 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
             "eta_min": args.eta_min,
             "pcs": args.pcs,
             "pcs_steps": args.pcs_steps,
+            "dds_steps": args.dds_steps,
             "pcs_scale": pcs_scale,
+            "pcs_reg": args.pcs_reg,
             "warm_start": args.warm_start,
             "dps_steps": args.dps_steps,
             "zeta": zeta,

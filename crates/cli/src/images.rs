@@ -152,9 +152,17 @@ pub fn grid_shape(n: usize) -> (usize, usize) {
 /// Save a `(B, C, H, W)` batch as one PNG grid: near-square (⌈√B⌉ columns), tiles
 /// separated and surrounded by [`GRID_PADDING`] black pixels.
 pub fn save_grid(batch: &Tensor, path: impl AsRef<Path>) -> Result<()> {
+    let (_, cols) = grid_shape(batch.dim(0)?);
+    save_grid_cols(batch, cols, path)
+}
+
+/// Save a `(B, C, H, W)` batch as one PNG grid with `cols` columns (row-major), tiles
+/// separated and surrounded by [`GRID_PADDING`] black pixels.
+pub fn save_grid_cols(batch: &Tensor, cols: usize, path: impl AsRef<Path>) -> Result<()> {
     let (bytes, dims) = batch_to_u8(batch)?;
     let [b, c, h, w] = dims;
-    let (rows, cols) = grid_shape(b);
+    let cols = cols.max(1);
+    let rows = b.div_ceil(cols);
     let p = GRID_PADDING;
     let gw = cols * (w + p) + p;
     let gh = rows * (h + p) + p;

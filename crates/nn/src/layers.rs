@@ -1,7 +1,9 @@
 //! The small layers both UNet families are built from, loaded by checkpoint key.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear};
+use candle_nn::{GroupNorm, Linear};
+
+use crate::conv::Conv2d;
 
 use crate::error::{NnError, Result};
 use crate::weights::Weights;
@@ -17,14 +19,7 @@ pub fn conv2d(
 ) -> Result<Conv2d> {
     let weight = w.get(&[cout, cin, k, k], "weight")?;
     let bias = w.get(&[cout], "bias")?;
-    let cfg = Conv2dConfig {
-        padding,
-        stride,
-        dilation: 1,
-        groups: 1,
-        cudnn_fwd_algo: None,
-    };
-    Ok(Conv2d::new(weight, Some(bias), cfg))
+    Ok(Conv2d::new(weight, Some(bias), padding, stride))
 }
 
 /// `nn.Conv1d(cin, cout, 1)` (ADM's attention `qkv`/`proj_out`), loaded as a

@@ -5,6 +5,7 @@
 //! This crate knows nothing about sampling: a network maps `(x, t)` to its raw output.
 
 pub mod adm;
+pub mod conv;
 pub mod device;
 pub mod error;
 pub mod layers;

@@ -280,22 +280,10 @@ pub fn dds_ddpm(
     check_eta(eta)?;
     check_inputs(den, y, noise)?;
     let ts = usable_timesteps(den.schedule(), eta)?;
-    let ab = den.schedule().alphas_cumprod().to_vec();
-    let sigma = |t: usize| (1.0 / ab[t] - 1.0).sqrt();
-    let mut x = y.clone();
-    let n = ts.len();
-    for (i, &t) in ts.iter().enumerate() {
-        let s_t = sigma(t);
-        let s_prev = ts.get(i + 1).map_or(0.0, |&p| sigma(p));
-        let eps = den.eps(&x.affine(ab[t].sqrt(), 0.0)?, t as f64, ab[t])?;
-        x = (x + eps.affine(2.0 * (s_prev - s_t), 0.0)?)?;
-        if i + 1 < n {
-            let z = noise.draw_like(&x)?.to_device(x.device())?;
-            x = (x + z.affine((s_t * s_t - s_prev * s_prev).sqrt(), 0.0)?)?;
-        }
-        progress(i + 1, n);
+    if ts.is_empty() {
+        return Ok(y.clone());
     }
-    Ok(x)
+    dds_ddpm_on_timesteps(den, y, &ts, noise, progress)
 }
 
 /// Either variant.
@@ -313,12 +301,119 @@ pub fn dds(
     }
 }
 
+/// `n` elements of `v` at evenly spaced indices, always including the first and the last
+/// (all of `v` when `n ≥ v.len()`; the first alone when `n == 1`).
+pub fn thin<T: Copy>(v: &[T], n: usize) -> Vec<T> {
+    let len = v.len();
+    if n >= len || len == 0 {
+        return v.to_vec();
+    }
+    if n <= 1 {
+        return v[..1].to_vec();
+    }
+    (0..n)
+        .map(|i| v[((i * (len - 1)) as f64 / (n - 1) as f64).round() as usize])
+        .collect()
+}
+
+/// Checks a DDS step budget (`Some(0)` is an error).
+fn check_max_steps(max_steps: Option<usize>) -> Result<()> {
+    if max_steps == Some(0) {
+        return invalid("DDS needs at least one step per call (got a step budget of 0)");
+    }
+    Ok(())
+}
+
+/// DDS-DDPM on a given descending subsequence of the usable integer timesteps (the update of
+/// [`dds_ddpm`] holds for any subsequence, σ_prev being the next chosen level).
+pub fn dds_ddpm_on_timesteps(
+    den: &mut Denoiser,
+    y: &Tensor,
+    ts: &[usize],
+    noise: &mut BatchNoise,
+    progress: DdsProgress,
+) -> Result<Tensor> {
+    check_inputs(den, y, noise)?;
+    if ts.windows(2).any(|w| w[1] >= w[0]) {
+        return invalid("DDS-DDPM timesteps must be strictly descending");
+    }
+    let ab = den.schedule().alphas_cumprod().to_vec();
+    if let Some(&t) = ts.iter().find(|&&t| t >= ab.len()) {
+        return invalid(format!(
+            "DDS-DDPM timestep {t} is outside the schedule's {} steps",
+            ab.len()
+        ));
+    }
+    let sigma = |t: usize| (1.0 / ab[t] - 1.0).sqrt();
+    let mut x = y.clone();
+    let n = ts.len();
+    for (i, &t) in ts.iter().enumerate() {
+        let s_t = sigma(t);
+        let s_prev = ts.get(i + 1).map_or(0.0, |&p| sigma(p));
+        let eps = den.eps(&x.affine(ab[t].sqrt(), 0.0)?, t as f64, ab[t])?;
+        x = (x + eps.affine(2.0 * (s_prev - s_t), 0.0)?)?;
+        if i + 1 < n {
+            let z = noise.draw_like(&x)?.to_device(x.device())?;
+            x = (x + z.affine((s_t * s_t - s_prev * s_prev).sqrt(), 0.0)?)?;
+        }
+        progress(i + 1, n);
+    }
+    Ok(x)
+}
+
+/// Either variant with at most `max_steps` network evaluations per call (`None` = the full
+/// step set): the DDIM grid or the DDPM timesteps thinned to evenly spaced indices with
+/// [`thin`] (first and last point kept). Fewer steps are cheaper and less accurate.
+#[allow(clippy::too_many_arguments)]
+pub fn dds_with_budget(
+    den: &mut Denoiser,
+    method: DdsMethod,
+    y: &Tensor,
+    eta: f64,
+    max_steps: Option<usize>,
+    noise: &mut BatchNoise,
+    progress: DdsProgress,
+) -> Result<Tensor> {
+    check_max_steps(max_steps)?;
+    let Some(n) = max_steps else {
+        return dds(den, method, y, eta, noise, progress);
+    };
+    check_eta(eta)?;
+    match method {
+        DdsMethod::Ddim => {
+            let mut grid = DdimGrid::new(den.schedule(), eta)?;
+            grid.points = thin(&grid.points, n);
+            dds_ddim_on_grid(den, y, &grid, noise, progress)
+        }
+        DdsMethod::Ddpm => {
+            let ts = thin(&usable_timesteps(den.schedule(), eta)?, n);
+            if ts.is_empty() {
+                check_inputs(den, y, noise)?;
+                return Ok(y.clone());
+            }
+            dds_ddpm_on_timesteps(den, y, &ts, noise, progress)
+        }
+    }
+}
+
 /// Network evaluations of one DDS call at η.
 pub fn dds_nfe(schedule: &Schedule, method: DdsMethod, eta: f64) -> Result<usize> {
     Ok(match method {
         DdsMethod::Ddim => DdimGrid::new(schedule, eta)?.len(),
         DdsMethod::Ddpm => usable_timesteps(schedule, eta)?.len(),
     })
+}
+
+/// Network evaluations of one [`dds_with_budget`] call at η.
+pub fn dds_nfe_with_budget(
+    schedule: &Schedule,
+    method: DdsMethod,
+    eta: f64,
+    max_steps: Option<usize>,
+) -> Result<usize> {
+    check_max_steps(max_steps)?;
+    let full = dds_nfe(schedule, method, eta)?;
+    Ok(max_steps.map_or(full, |n| full.min(n)))
 }
 
 /// Convenience: DDS with a fresh [`Denoiser`] and noise streams `0..B` of `seed`. Returns the

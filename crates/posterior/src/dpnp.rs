@@ -20,7 +20,7 @@ use genprior_inverse::{pcs, Operator, PcsConfig};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::dds::{dds, DdsMethod};
+use crate::dds::{dds_with_budget, DdsMethod};
 use crate::denoiser::Denoiser;
 use crate::dps::{dps, DpsConfig};
 use crate::error::{invalid, Result};
@@ -119,6 +119,9 @@ pub enum WarmStart {
 pub struct DpnpConfig {
     pub etas: EtaSchedule,
     pub dds: DdsMethod,
+    /// At most this many network evaluations per DDS call (`None`: the full DDIM grid or all
+    /// usable DDPM timesteps). See [`crate::dds::dds_with_budget`].
+    pub dds_steps: Option<usize>,
     pub pcs: PcsConfig,
     pub warm_start: WarmStart,
     /// Posterior samples K (chains, run as one batch).
@@ -131,6 +134,7 @@ impl Default for DpnpConfig {
         Self {
             etas: EtaSchedule::default(),
             dds: DdsMethod::Ddim,
+            dds_steps: None,
             pcs: PcsConfig::default(),
             warm_start: WarmStart::Baseline,
             samples: 1,
@@ -240,8 +244,10 @@ fn start_points(
     })
 }
 
-/// Runs DPnP: K = `cfg.samples` chains against one measurement `y` (batch 1, validated by the
-/// operator). `progress` gets every [`Progress`] event.
+/// Runs DPnP: K = `cfg.samples` chains against the measurement `y`, validated by the operator:
+/// batch 1 (every chain samples the posterior of the same y) or batch K (chain k samples the
+/// posterior of y_k, e.g. K different images reconstructed as one batch). `progress` gets every
+/// [`Progress`] event.
 pub fn dpnp(
     model: &dyn ScoreModel,
     schedule: &Schedule,
@@ -256,10 +262,10 @@ pub fn dpnp(
         return invalid("DPnP needs at least one posterior sample (K ≥ 1)");
     }
     op.validate_measurement(y)?;
-    if y.dim(0)? != 1 {
+    let by = y.dim(0)?;
+    if by != 1 && by != k {
         return invalid(format!(
-            "DPnP takes one measurement (batch 1), got a batch of {}",
-            y.dim(0)?
+            "DPnP takes a measurement batch of 1 or of the chain count {k}, got {by}"
         ));
     }
     let [c, _, _] = op.image_shape();
@@ -280,11 +286,12 @@ pub fn dpnp(
             .samples
             .to_dtype(candle_core::DType::F32)?
             .to_device(model.device())?;
-        x = dds(
+        x = dds_with_budget(
             &mut den,
             cfg.dds,
             &z,
             eta,
+            cfg.dds_steps,
             &mut dds_noise,
             &mut |inner, inner_total| {
                 progress(Progress::Dds {

@@ -121,7 +121,8 @@ fn misfit_grad(op: &dyn Operator, x0: &Tensor, y: &Tensor, misfit: DpsMisfit) ->
         .broadcast_mul(&coef)?)
 }
 
-/// Runs DPS for `k` chains against one measurement `y` (batch 1). All randomness (x_T and
+/// Runs DPS for `k` chains against `y`: batch 1 (shared by all chains) or batch k (chain i
+/// against y_i). All randomness (x_T and
 /// the step noise) from `seed`. `progress(step, total)` after every step.
 #[allow(clippy::too_many_arguments)]
 pub fn dps(
@@ -147,6 +148,12 @@ pub fn dps(
         ));
     }
     op.validate_measurement(y)?;
+    let by = y.dim(0)?;
+    if by != 1 && by != k {
+        return invalid(format!(
+            "DPS takes a measurement batch of 1 or of the chain count {k}, got {by}"
+        ));
+    }
     let [c, h, w] = op.image_shape();
     let mut den = Denoiser::new(model, schedule);
     den.check_channels(c)?;

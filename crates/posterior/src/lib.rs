@@ -17,7 +17,10 @@ pub mod dps;
 pub mod error;
 pub(crate) mod seeds;
 
-pub use dds::{dds, dds_ddim, dds_ddpm, dds_nfe, dds_sample, DdimGrid, DdsMethod};
+pub use dds::{
+    dds, dds_ddim, dds_ddpm, dds_nfe, dds_nfe_with_budget, dds_sample, dds_with_budget, DdimGrid,
+    DdsMethod,
+};
 pub use denoiser::Denoiser;
 pub use dpnp::{dpnp, DpnpConfig, DpnpOutput, EtaSchedule, OuterStep, Progress, WarmStart};
 pub use dps::{default_zeta, dps, DpsConfig, DpsMisfit, DpsOutput};

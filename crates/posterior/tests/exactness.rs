@@ -254,6 +254,7 @@ fn dpnp_constant_eta_matches_stationary_law() {
     let cfg = DpnpConfig {
         etas: EtaSchedule::Constant { eta, steps: 12 },
         dds: DdsMethod::Ddim,
+        dds_steps: None,
         pcs: PcsConfig {
             method: PcsMethod::Exact,
             ..PcsConfig::default()
@@ -291,6 +292,7 @@ fn dpnp_constant_eta_matches_stationary_law() {
     // Exact PCS + DDS-DDPM, 10,000 chains.
     let cfg = DpnpConfig {
         dds: DdsMethod::Ddpm,
+        dds_steps: None,
         seed: 8,
         ..cfg
     };
@@ -308,6 +310,7 @@ fn dpnp_constant_eta_matches_stationary_law() {
     let cfg = DpnpConfig {
         etas: EtaSchedule::Constant { eta, steps: 12 },
         dds: DdsMethod::Ddim,
+        dds_steps: None,
         pcs: PcsConfig {
             method: PcsMethod::Mala,
             steps: 100,
@@ -358,6 +361,7 @@ fn dpnp_annealed_reaches_pi_eta_min_and_dps_error_is_recorded() {
     let cfg = DpnpConfig {
         etas: EtaSchedule::Custom(etas),
         dds: DdsMethod::Ddim,
+        dds_steps: None,
         pcs: PcsConfig {
             method: PcsMethod::Exact,
             ..PcsConfig::default()
@@ -417,4 +421,71 @@ fn dpnp_annealed_reaches_pi_eta_min_and_dps_error_is_recorded() {
         .unwrap()
         .iter()
         .all(|v| v.is_finite()));
+}
+
+#[test]
+fn dds_with_a_step_budget_stays_close_to_the_denoising_posterior() {
+    use genprior_posterior::{dds_nfe, dds_nfe_with_budget, dds_with_budget, Denoiser};
+    let s = schedule();
+    let model = prior(&s);
+    let y = [0.5, -0.4, 0.2, 0.9];
+    let n = 20_000;
+    let yb = batch_of(&y, n);
+    let eta = 0.4;
+    let e2 = eta * eta;
+    let mean: Vec<f64> = (0..4)
+        .map(|j| (VAR[j] * y[j] + e2 * MU[j]) / (VAR[j] + e2))
+        .collect();
+    let var: Vec<f64> = (0..4).map(|j| VAR[j] * e2 / (VAR[j] + e2)).collect();
+    for method in [DdsMethod::Ddim, DdsMethod::Ddpm] {
+        let full = dds_nfe(&s, method, eta).unwrap();
+        // A budget at least the full step count is the full sampler, bit for bit.
+        let small = batch_of(&y, 16);
+        let run = |budget: Option<usize>, yb: &Tensor| {
+            let mut den = Denoiser::new(&model, &s);
+            let mut noise = BatchNoise::new(5, 0, yb.dim(0).unwrap());
+            let x = dds_with_budget(
+                &mut den,
+                method,
+                yb,
+                eta,
+                budget,
+                &mut noise,
+                &mut |_, _| {},
+            )
+            .unwrap();
+            (x, den.nfe())
+        };
+        let (a, _) = run(None, &small);
+        let (b, nb) = run(Some(full + 5), &small);
+        assert_eq!(nb, full);
+        assert_eq!(
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        // 25 steps instead of ~200: the law stays close (discretisation error allowed on
+        // top of the sampling error: means within Z SE + 0.02, variances within 10 %).
+        let (x, nfe) = run(Some(25), &yb);
+        assert_eq!(nfe, 25);
+        assert_eq!(dds_nfe_with_budget(&s, method, eta, Some(25)).unwrap(), 25);
+        let (m, v, cnt) = moments(&x);
+        for j in 0..4 {
+            let se = (var[j] / cnt as f64).sqrt();
+            eprintln!(
+                "DDS-{method:?} η = {eta}, 25 of {full} steps: coord {j} mean {:.4} (exact {:.4}), variance ratio {:.3}",
+                m[j],
+                mean[j],
+                v[j] / var[j]
+            );
+            assert!(
+                (m[j] - mean[j]).abs() <= Z * se + 0.02,
+                "{method:?} mean {j}"
+            );
+            assert!(
+                (v[j] / var[j] - 1.0).abs() <= 0.10,
+                "{method:?} variance {j}"
+            );
+        }
+    }
+    assert!(dds_nfe_with_budget(&s, DdsMethod::Ddim, eta, Some(0)).is_err());
 }

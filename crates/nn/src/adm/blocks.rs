@@ -2,7 +2,9 @@
 //! up/down-sampling), AttentionBlock (legacy and new QKV order), Downsample, Upsample.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Linear};
+use candle_nn::{GroupNorm, Linear};
+
+use crate::conv::Conv2d;
 
 use super::plan::{LayerSpec, Resample};
 use crate::error::{NnError, Result};

@@ -36,7 +36,7 @@ pub struct AdmUNet {
     middle_block: Sequential,
     output_blocks: Vec<Sequential>,
     out_norm: GroupNorm32,
-    out_conv: candle_nn::Conv2d,
+    out_conv: crate::conv::Conv2d,
     dtype: DType,
     device: Device,
     num_parameters: usize,

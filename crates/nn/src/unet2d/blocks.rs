@@ -2,7 +2,9 @@
 //! Down/AttnDown, the mid block, Up/AttnUp, Downsample2D and Upsample2D.
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{Conv2d, GroupNorm, Linear};
+use candle_nn::{GroupNorm, Linear};
+
+use crate::conv::Conv2d;
 
 use crate::error::Result;
 use crate::layers::{self, Activation};

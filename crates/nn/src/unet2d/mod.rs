@@ -6,7 +6,9 @@ pub mod config;
 pub mod flops;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Conv2d, Embedding, GroupNorm, Linear};
+use candle_nn::{Embedding, GroupNorm, Linear};
+
+use crate::conv::Conv2d;
 
 pub use config::{SampleSize, TimeEmbedding, UNet2DConfig};
 

@@ -1,0 +1,186 @@
+//! `genprior eval`: the quick (CI-sized) quality benchmark runs every task × method on the
+//! bundled prior and image set, writes a complete summary, resumes, and rejects bad input.
+//! It checks the pipeline, not the numbers (a handful of images, tiny step counts).
+
+mod common;
+
+use common::{assert_clean_error, assert_success, bin, stderr, temp_dir};
+use serde_json::Value;
+
+#[test]
+fn quick_benchmark_covers_every_task_and_method_and_resumes() {
+    let out = temp_dir("eval-quick");
+    let o = bin()
+        .args(["eval", "--quick", "--device", "cpu", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_success(&o);
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let rows = summary["rows"].as_array().unwrap();
+    let tasks = genprior_inverse::TASK_NAMES;
+    assert_eq!(rows.len(), tasks.len() * 4, "{summary:#}");
+    assert_eq!(summary["run"]["n_images"], 4);
+    for r in rows {
+        for k in ["psnr_mean", "ssim_mean", "seconds_per_image"] {
+            let v = r[k].as_f64().unwrap_or(f64::NAN);
+            assert!(v.is_finite(), "{k} of {r}");
+        }
+        let nfe = r["nfe_per_image"].as_u64().unwrap();
+        match r["method"].as_str().unwrap() {
+            "baseline" => assert_eq!(nfe, 0),
+            // 2 outer steps × at most 2 DDS evaluations (quick settings).
+            "dpnp-ddim" | "dpnp-ddpm" => assert!((1..=4).contains(&nfe), "{r}"),
+            "dps" => assert_eq!(nfe, 4),
+            m => panic!("unexpected method {m}"),
+        }
+    }
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("| one-bit | dpnp-ddim |"), "{md}");
+    for t in tasks {
+        assert!(
+            out.join("grids").join(format!("{t}.png")).is_file(),
+            "grid of {t}"
+        );
+    }
+    // Per-image values are recorded with the indices they belong to.
+    let r: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results/sr4__dpnp-ddim.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(r["psnr"].as_array().unwrap().len(), 4);
+    assert_eq!(r["indices"], serde_json::json!([0, 1, 2, 3]));
+
+    // A rerun with the same settings reuses every finished result.
+    let o = bin()
+        .args([
+            "eval", "--quick", "--device", "cpu", "--tasks", "sr4,cs", "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_success(&o);
+    assert_eq!(stderr(&o).matches("reusing").count(), 8, "{}", stderr(&o));
+    // Changed settings recompute.
+    let o = bin()
+        .args([
+            "eval",
+            "--quick",
+            "--device",
+            "cpu",
+            "--tasks",
+            "sr4",
+            "--methods",
+            "baseline",
+            "--seed",
+            "3",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_success(&o);
+    assert!(!stderr(&o).contains("reusing"), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_benchmark_arguments_fail_cleanly() {
+    let out = temp_dir("eval-bad");
+    let run = |extra: &[&str]| {
+        bin()
+            .args(["eval", "--quick", "--device", "cpu", "--out"])
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert_clean_error(&run(&["--tasks", "sr3"]), &["unknown task", "sr3"]);
+    assert_clean_error(&run(&["--methods", "ddpm"]), &["unknown method", "ddpm"]);
+    assert_clean_error(&run(&["--indices", "0:500:1"]), &["END 500", "100 images"]);
+    assert_clean_error(&run(&["--indices", "0:10:0"]), &["STEP"]);
+    assert_clean_error(&run(&["--dds-steps", "0"]), &["at least 1"]);
+    assert_clean_error(
+        &run(&["--images", "/nonexistent/x.npy"]),
+        &["no such image file"],
+    );
+    // A file that is neither .npy nor IDX.
+    let junk = out.join("junk.idx");
+    std::fs::write(&junk, b"not an idx file at all").unwrap();
+    assert_clean_error(
+        &run(&["--images", junk.to_str().unwrap()]),
+        &["not an IDX image file"],
+    );
+    // Images of the wrong channel count.
+    let rgb = candle_core::Tensor::zeros(
+        (2, 3, 32, 32),
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let p = out.join("rgb.npy");
+    rgb.write_npy(&p).unwrap();
+    assert_clean_error(
+        &run(&["--images", p.to_str().unwrap()]),
+        &["3 channel(s)", "takes 1"],
+    );
+    // Float images outside [-1, 1].
+    let big = (candle_core::Tensor::ones(
+        (2, 1, 32, 32),
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+        * 3.0)
+        .unwrap();
+    let p = out.join("big.npy");
+    big.write_npy(&p).unwrap();
+    assert_clean_error(&run(&["--images", p.to_str().unwrap()]), &["[-1, 1]"]);
+}
+
+#[test]
+fn idx_files_are_read_and_padded() {
+    // A 3-image 28×28 IDX file: the digits are zero-padded to 32×32 like the training data.
+    let out = temp_dir("eval-idx");
+    let mut bytes = vec![0u8, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 28, 0, 0, 0, 28];
+    for i in 0..3 * 28 * 28 {
+        bytes.push((i % 251) as u8);
+    }
+    let p = out.join("images-idx3-ubyte");
+    std::fs::write(&p, &bytes).unwrap();
+    let o = bin()
+        .args([
+            "eval",
+            "--quick",
+            "--device",
+            "cpu",
+            "--tasks",
+            "denoise",
+            "--methods",
+            "baseline",
+            "--indices",
+            "1:3",
+            "--images",
+        ])
+        .arg(&p)
+        .arg("--out")
+        .arg(out.join("run"))
+        .output()
+        .unwrap();
+    assert_success(&o);
+    let r: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("run/results/denoise__baseline.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(r["indices"], serde_json::json!([1, 2]));
+    // Truncated IDX file.
+    std::fs::write(&p, &bytes[..1000]).unwrap();
+    let o = bin()
+        .args(["eval", "--quick", "--device", "cpu", "--images"])
+        .arg(&p)
+        .arg("--out")
+        .arg(out.join("run2"))
+        .output()
+        .unwrap();
+    assert_clean_error(&o, &["truncated or corrupt IDX"]);
+}
