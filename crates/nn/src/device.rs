@@ -48,9 +48,32 @@ fn try_cuda() -> std::result::Result<Device, String> {
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown failure".into());
-            Err(format!("CUDA is not available on this machine: {msg}"))
+            Err(format!(
+                "CUDA is not available on this machine: {}",
+                tidy_cuda_failure(&msg)
+            ))
         }
     }
+}
+
+/// cudarc's "Unable to dynamically load the "NAME" shared library - searched for library
+/// names: [30 names]. Ensure ..." becomes one short sentence that says what to do.
+fn tidy_cuda_failure(msg: &str) -> String {
+    const PAT: &str = "Unable to dynamically load the \"";
+    if let Some(rest) = msg.find(PAT).map(|i| &msg[i + PAT.len()..]) {
+        let lib = rest.split('"').next().unwrap_or("");
+        return match lib {
+            "cuda" | "nvcuda" => {
+                "no NVIDIA driver found (libcuda.so cannot be loaded)".to_string()
+            }
+            _ => format!(
+                "the CUDA library lib{lib}.so (CUDA 13) cannot be loaded: add the folder that holds \
+                 it to LD_LIBRARY_PATH (see the README's GPU section)"
+            ),
+        };
+    }
+    let first = msg.lines().next().unwrap_or(msg);
+    first.chars().take(300).collect()
 }
 
 fn try_metal() -> std::result::Result<Device, String> {
@@ -115,5 +138,33 @@ pub fn parse_dtype(s: &str) -> Result<candle_core::DType> {
         other => Err(NnError::Device(format!(
             "unknown dtype `{other}` (expected f32, f16 or bf16)"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuda_load_failures_become_short_messages() {
+        let m = r#"Unable to dynamically load the "cuda" shared library - searched for library names: ["libcuda.so", "libcuda64.so"]. Ensure that `LD_LIBRARY_PATH` has the correct path"#;
+        assert_eq!(
+            tidy_cuda_failure(m),
+            "no NVIDIA driver found (libcuda.so cannot be loaded)"
+        );
+        let m = r#"Unable to dynamically load the "cublas" shared library - searched for library names: ["libcublas.so"]."#;
+        let t = tidy_cuda_failure(m);
+        assert!(t.contains("libcublas.so") && t.contains("LD_LIBRARY_PATH"), "{t}");
+        assert_eq!(tidy_cuda_failure("other\nlines"), "other");
+    }
+
+    #[test]
+    fn auto_without_gpu_falls_back_to_cpu() {
+        // On CI machines (no GPU): auto gives the CPU and says why.
+        let (d, desc) = select_device(DeviceChoice::Auto).unwrap();
+        if d.is_cpu() {
+            assert!(desc.starts_with("cpu (auto"), "{desc}");
+        }
+        assert!(select_device(DeviceChoice::Cpu).unwrap().0.is_cpu());
     }
 }
