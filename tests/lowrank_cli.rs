@@ -5,8 +5,12 @@ use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
 
+/// `$GENPRIOR_TEST_BIN` when set (as in tests/common), else the binary cargo built.
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_genprior"))
+    match std::env::var_os("GENPRIOR_TEST_BIN") {
+        Some(p) if !p.is_empty() => Command::new(p),
+        _ => Command::new(env!("CARGO_BIN_EXE_genprior")),
+    }
 }
 
 fn tmpdir(name: &str) -> PathBuf {

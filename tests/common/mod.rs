@@ -4,8 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The `genprior` binary under test: `$GENPRIOR_TEST_BIN` when set (e.g. the CUDA build
+/// from `scripts/build-cuda.sh`, to run this suite against it), else the one cargo built.
 pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_genprior"))
+    match std::env::var_os("GENPRIOR_TEST_BIN") {
+        Some(p) if !p.is_empty() => Command::new(p),
+        _ => Command::new(env!("CARGO_BIN_EXE_genprior")),
+    }
 }
 
 pub fn repo_root() -> PathBuf {
