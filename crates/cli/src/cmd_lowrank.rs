@@ -203,21 +203,11 @@ pub fn run(cmd: LowrankCmd) -> Result<()> {
 
 // ------------------------------------------------------------------------------ helpers
 
+/// The shared device selection (genprior-nn): `auto` falls back to the CPU when a CUDA or
+/// Metal build runs on a machine without that GPU, instead of panicking in the driver loader.
 fn pick_device(s: &str) -> Result<Device> {
-    Ok(match s {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::new_cuda(0).context("--device cuda")?,
-        "metal" => Device::new_metal(0).context("--device metal")?,
-        _ => {
-            if candle_core::utils::cuda_is_available() {
-                Device::new_cuda(0)?
-            } else if candle_core::utils::metal_is_available() {
-                Device::new_metal(0)?
-            } else {
-                Device::Cpu
-            }
-        }
-    })
+    let choice: genprior_nn::DeviceChoice = s.parse()?;
+    Ok(genprior_nn::select_device(choice)?.0)
 }
 
 fn pick_dtype(s: &str) -> DType {
