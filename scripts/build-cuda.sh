@@ -144,7 +144,8 @@ fi
 rm -rf "$WS/crates" "$WS/tests"
 mv "$SRC/crates" "$WS/crates"
 [[ -d $SRC/tests ]] && mv "$SRC/tests" "$WS/tests"
-ln -sfn "$ROOT/models" "$WS/models"             # the bundled prior's compiled-in fallback path
+# Data the binary finds through its compiled-in source path (bundled prior, example images).
+for d in models examples; do ln -sfn "$ROOT/$d" "$WS/$d"; done
 if ! cmp -s "$SRC/Cargo.lock" "$WS/Cargo.lock.base" 2>/dev/null; then
     cp -p "$SRC/Cargo.lock" "$WS/Cargo.lock"
     cp -p "$SRC/Cargo.lock" "$WS/Cargo.lock.base"
