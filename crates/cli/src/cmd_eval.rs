@@ -95,6 +95,14 @@ pub struct EvalArgs {
     /// DPnP: network evaluations per DDS call (default 5; quick 2).
     #[arg(long)]
     pub dds_steps: Option<usize>,
+    /// DPnP: start point. auto = the DPS result of the same run for phase-retrieval (as the
+    /// reference does; the global sign of x is not identifiable from |F·|, and the baseline, HIO,
+    /// lands on the wrong sign for about half the images), the classical baseline otherwise.
+    /// With a DPS start, DPnP's NFE and seconds include the DPS run's. baseline-sign: the
+    /// baseline or its negative, per image, whichever has the lower denoising energy under the
+    /// prior (6 extra NFE; for sign-blind measurements such as phase retrieval).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "baseline", "dps", "baseline-sign"])]
+    pub warm_start: String,
     /// DPnP: PCS sampler.
     #[arg(long, default_value = "mala", value_parser = ["mala", "ula"])]
     pub pcs: String,
@@ -398,6 +406,23 @@ fn recon_path(out: &Path, task: &str, method: &str) -> PathBuf {
         .join(format!("{task}__{method}.npy"))
 }
 
+/// DPnP's start for `task`: "baseline" or "dps".
+fn warm_start_for(args: &EvalArgs, task: &str) -> &'static str {
+    match args.warm_start.as_str() {
+        "dps" => "dps",
+        "baseline-sign" => "baseline-sign",
+        "auto" if task == "phase-retrieval" => "dps",
+        _ => "baseline",
+    }
+}
+
+/// A finished DPS run used as DPnP's start: reconstructions, NFE per image, seconds per image.
+struct DpsStart {
+    x: Tensor,
+    nfe: usize,
+    seconds_per_image: f64,
+}
+
 /// One (task, method) run over all images: (reconstructions, NFE per image, mean acceptance).
 #[allow(clippy::too_many_arguments)]
 fn run_method(
@@ -409,6 +434,7 @@ fn run_method(
     y: &Tensor,
     args: &EvalArgs,
     steps: &Steps,
+    start_from: Option<&DpsStart>,
     bar: &ProgressBar,
 ) -> Result<(Tensor, usize, Option<f64>)> {
     let n = y.dim(0)?;
@@ -423,6 +449,7 @@ fn run_method(
     let k_start = steps.k_start.min(steps.outer_steps - 1);
     let mut parts = Vec::new();
     let mut nfe = 0;
+    let sign_choice = method.starts_with("dpnp") && warm_start_for(args, task) == "baseline-sign";
     let mut acc = Vec::new();
     let mut done = 0;
     for (chunk, lo) in (0..n).step_by(args.batch).enumerate() {
@@ -459,7 +486,22 @@ fn run_method(
                     reg: args.pcs_reg.unwrap_or(EVAL_PCS_REG),
                     ..PcsConfig::default()
                 },
-                warm_start: WarmStart::Baseline,
+                warm_start: match start_from {
+                    Some(d) => WarmStart::Given(d.x.narrow(0, lo, len)?.contiguous()?),
+                    None if sign_choice => {
+                        let b = op.baseline(&yc)?.to_dtype(DType::F32)?;
+                        let ts = genprior_posterior::default_energy_timesteps(schedule);
+                        let (x0, _) = genprior_posterior::lowest_energy(
+                            net,
+                            schedule,
+                            &[b.clone(), b.neg()?],
+                            &ts,
+                            seed,
+                        )?;
+                        WarmStart::Given(x0)
+                    }
+                    None => WarmStart::Baseline,
+                },
                 samples: len,
                 seed,
             };
@@ -471,7 +513,13 @@ fn run_method(
                 }
             })?;
             done += steps.outer_steps;
-            nfe = out.nfe;
+            nfe = out.nfe
+                + start_from.map_or(0, |d| d.nfe)
+                + if sign_choice {
+                    2 * genprior_posterior::default_energy_timesteps(schedule).len()
+                } else {
+                    0
+                };
             acc.push(out.mean_acceptance());
             parts.push(out.samples.to_device(&Device::Cpu)?.to_dtype(DType::F32)?);
         }
@@ -503,7 +551,13 @@ fn write_summary(out: &Path, tasks: &[String], methods: &[String], header: &Valu
                 f("ssim_mean"),
                 f("ssim_std"),
                 r["nfe_per_image"],
-                if m == "dps" { " (+grad)" } else { "" },
+                if m == "dps" {
+                    " (+grad)"
+                } else if r["warm_start"] == "dps" {
+                    " (incl. DPS start)"
+                } else {
+                    ""
+                },
                 f("seconds_per_image"),
             ));
             rows.push(json!({
@@ -650,7 +704,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
         // One measurement per image, all from the task's seed, independent of --batch.
         let mut rng = StdRng::seed_from_u64(args.seed);
         let y = op.simulate(&truth, &mut rng)?;
-        for method in &methods {
+        // With a DPS start, DPS runs first (added if not asked for) and feeds DPnP.
+        let warm = warm_start_for(&args, task);
+        let mut order: Vec<String> = methods.clone();
+        if warm == "dps" && order.iter().any(|m| m.starts_with("dpnp")) {
+            order.retain(|m| m != "dps");
+            let at = order
+                .iter()
+                .position(|m| m.starts_with("dpnp"))
+                .unwrap_or(0);
+            order.insert(at, "dps".into());
+        }
+        let mut dps_start: Option<DpsStart> = None;
+        for method in &order {
             overall.set_message(format!("{task} / {method}"));
             let settings = json!({
                 "task": task,
@@ -662,6 +728,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 "pcs_scale": args.pcs_scale.unwrap_or_else(|| pcs_scale_default(task)),
                 "pcs_reg": args.pcs_reg.unwrap_or(EVAL_PCS_REG),
             });
+            let mut settings = settings;
+            let dpnp_from_dps = method.starts_with("dpnp") && warm == "dps";
+            if dpnp_from_dps {
+                // (Absent means the baseline start, so results of baseline-started runs stay valid.)
+                settings["warm_start"] = json!("dps result of this run (NFE and seconds included)");
+            } else if method.starts_with("dpnp") && warm == "baseline-sign" {
+                settings["warm_start"] = json!("baseline-sign");
+            }
+            let keep_for_dpnp = method == "dps" && warm == "dps";
             let rp = result_path(&args.out, task, method);
             if !args.force && recon_path(&args.out, task, method).is_file() {
                 if let Ok(old) = std::fs::read_to_string(&rp)
@@ -670,7 +745,20 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 {
                     if old["settings"] == settings {
                         multi.suspend(|| eprintln!("{task} / {method}: reusing {}", rp.display()));
-                        overall.inc(1);
+                        if keep_for_dpnp {
+                            dps_start = Some(DpsStart {
+                                x: common::read_npy(
+                                    &recon_path(&args.out, task, method),
+                                    "DPS reconstructions",
+                                    &Device::Cpu,
+                                )?,
+                                nfe: old["nfe_per_image"].as_u64().unwrap_or(0) as usize,
+                                seconds_per_image: old["seconds_per_image"].as_f64().unwrap_or(0.0),
+                            });
+                        }
+                        if methods.contains(method) {
+                            overall.inc(1);
+                        }
                         continue;
                     }
                 }
@@ -687,15 +775,37 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 &y,
                 &args,
                 &steps,
+                if dpnp_from_dps {
+                    dps_start.as_ref()
+                } else {
+                    None
+                },
                 &inner,
             )?;
-            let seconds = start.elapsed().as_secs_f64();
+            if dpnp_from_dps && dps_start.is_none() {
+                bail!("internal: DPnP on {task} needs the DPS start, which did not run");
+            }
+            let seconds = start.elapsed().as_secs_f64()
+                + if dpnp_from_dps {
+                    dps_start
+                        .as_ref()
+                        .map_or(0.0, |d| d.seconds_per_image * n as f64)
+                } else {
+                    0.0
+                };
             let x01 = genprior_inverse::to_unit_range(&x)?;
             let psnr = genprior_inverse::psnr(&x01, &truth01)?;
             let ssim = genprior_inverse::ssim(&x01, &truth01)?;
             let (pm, ps) = mean_std(&psnr);
             let (sm, ss) = mean_std(&ssim);
             common::write_npy(&x, &recon_path(&args.out, task, method))?;
+            if keep_for_dpnp {
+                dps_start = Some(DpsStart {
+                    x: x.clone(),
+                    nfe,
+                    seconds_per_image: seconds / n as f64,
+                });
+            }
             let result = json!({
                 "task": task,
                 "method": method,
@@ -708,7 +818,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 "ssim_mean": sm,
                 "ssim_std": ss,
                 "nfe_per_image": nfe,
-                "nfe_note": if method == "dps" { "each evaluation is followed by a backward pass" } else { "forward passes" },
+                "nfe_note": if method == "dps" {
+                    "each evaluation is followed by a backward pass"
+                } else if dpnp_from_dps {
+                    "forward passes, including the DPS start's (each followed by a backward pass)"
+                } else {
+                    "forward passes"
+                },
+                "warm_start": if method.starts_with("dpnp") { json!(warm) } else { Value::Null },
                 "seconds": seconds,
                 "seconds_per_image": seconds / n as f64,
                 "mean_pcs_acceptance": acc,
@@ -724,7 +841,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     acc.map(|a| format!(", acceptance {a:.3}")).unwrap_or_default()
                 )
             });
-            overall.inc(1);
+            if methods.contains(method) {
+                overall.inc(1);
+            }
             write_summary(&args.out, &tasks, &methods, &header)?;
         }
         write_grid(&args.out, task, &methods, &truth)?;

@@ -14,6 +14,7 @@ pub mod dds;
 pub mod denoiser;
 pub mod dpnp;
 pub mod dps;
+pub mod energy;
 pub mod error;
 pub(crate) mod seeds;
 
@@ -24,4 +25,5 @@ pub use dds::{
 pub use denoiser::Denoiser;
 pub use dpnp::{dpnp, DpnpConfig, DpnpOutput, EtaSchedule, OuterStep, Progress, WarmStart};
 pub use dps::{default_zeta, dps, DpsConfig, DpsMisfit, DpsOutput};
+pub use energy::{default_energy_timesteps, denoising_energy, lowest_energy};
 pub use error::{PosteriorError, Result};
