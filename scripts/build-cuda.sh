@@ -169,7 +169,7 @@ export CUDA_COMPUTE_CAP=$CAP
 export CUDARC_CUDA_VERSION=13000
 export RUSTFLAGS="-L native=$CU/lib -C link-arg=-Wl,-rpath,\$ORIGIN"
 say "building genprior --features cuda (compute capability $CAP) into $OUT/release"
-say "(from scratch: about 15 minutes on 2 cores, most of it nvcc; afterwards seconds)"
+say "(from scratch: about 20 minutes on 2 cores, most of it nvcc; afterwards seconds)"
 start=$(date +%s)
 (cd "$WS" && cargo build --release -p genprior --features cuda --target-dir "$OUT")
 say "cargo build took $(($(date +%s) - start)) s"
@@ -195,8 +195,8 @@ On the GPU machine, put both files in one folder, then:
   gunzip genprior.gz && chmod +x genprior
   export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib:\${LD_LIBRARY_PATH:-}
   ./genprior bench --arch ddpm-256 --batch 8 --device cuda --dtype bf16
-The LD_LIBRARY_PATH line points at a folder that holds libcublas, libcublasLt, libcurand and
-libnvrtc for CUDA 13 (there: PyTorch cu130's venv; check it with ls). libcuda comes with the driver.
+The LD_LIBRARY_PATH line points at a folder that holds libcublas, libcublasLt and libcurand
+for CUDA 13 (there: PyTorch cu130's venv; check it with ls). libcuda comes with the driver.
 Without a GPU the binary runs on the CPU under --device auto.
 EOF
 echo "$DIST/genprior.gz"
