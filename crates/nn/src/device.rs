@@ -154,7 +154,10 @@ mod tests {
         );
         let m = r#"Unable to dynamically load the "cublas" shared library - searched for library names: ["libcublas.so"]."#;
         let t = tidy_cuda_failure(m);
-        assert!(t.contains("libcublas.so") && t.contains("LD_LIBRARY_PATH"), "{t}");
+        assert!(
+            t.contains("libcublas.so") && t.contains("LD_LIBRARY_PATH"),
+            "{t}"
+        );
         assert_eq!(tidy_cuda_failure("other\nlines"), "other");
     }
 
