@@ -20,7 +20,7 @@ use genprior_posterior::{
     default_zeta, dpnp, dps, DdsMethod, DpnpConfig, DpsConfig, DpsMisfit, EtaSchedule, Progress,
     WarmStart,
 };
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::{json, Value};
@@ -399,10 +399,6 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-fn bar_style(template: &str) -> ProgressStyle {
-    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
-}
-
 fn result_path(out: &Path, task: &str, method: &str) -> PathBuf {
     out.join("results").join(format!("{task}__{method}.json"))
 }
@@ -627,43 +623,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
     {
         bail!("--outer-steps, --dds-steps, --pcs-steps and --dps-steps must be at least 1");
     }
-    if !(args.eta_min.is_finite()
-        && args.eta_max.is_finite()
-        && args.eta_min > 0.0
-        && args.eta_max >= args.eta_min)
-    {
-        bail!(
-            "--eta-max and --eta-min must satisfy eta-max ≥ eta-min > 0, got {} and {}",
-            args.eta_max,
-            args.eta_min
-        );
-    }
-    if let Some(s) = args.pcs_scale {
-        if !(s.is_finite() && s > 0.0) {
-            bail!("--pcs-scale must be a positive number, got {s}");
-        }
-    }
-    if let Some(r) = args.pcs_reg {
-        if !(r.is_finite() && r >= 0.0) {
-            bail!("--pcs-reg must be a finite number ≥ 0, got {r}");
-        }
-    }
-    if let Some(z) = args.zeta {
-        if !(z.is_finite() && z >= 0.0) {
-            bail!("--zeta must be a finite number ≥ 0, got {z}");
-        }
-    }
+    common::check_sampler_options(
+        args.eta_max,
+        args.eta_min,
+        args.zeta,
+        args.pcs_scale,
+        args.pcs_reg.unwrap_or(EVAL_PCS_REG),
+    )?;
     for d in ["results", "reconstructions", "grids"] {
         std::fs::create_dir_all(args.out.join(d))
             .with_context(|| format!("cannot create the output folder {}", args.out.display()))?;
     }
     let (net, scheduler_config, source) = common::load_net_or_random(&args.model, None)?;
-    let schedule = match &scheduler_config {
-        Some(p) => {
-            Schedule::from_file(p).with_context(|| format!("scheduler config {}", p.display()))?
-        }
-        None => Schedule::ddpm_default(),
-    };
+    let schedule = common::load_schedule(scheduler_config.as_deref())?;
     let net = net.as_ref();
     let c = net.in_channels();
     let size = net
@@ -702,11 +674,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
 
     let multi = MultiProgress::new();
     let overall = multi.add(ProgressBar::new((tasks.len() * methods.len()) as u64));
-    overall.set_style(bar_style(
+    overall.set_style(common::bar_style(
         "eval  {bar:30} {pos}/{len}  {elapsed_precise}  {msg}",
     ));
     let inner = multi.add(ProgressBar::new(0));
-    inner.set_style(bar_style("      {bar:30} {pos}/{len}  {msg}"));
+    inner.set_style(common::bar_style("      {bar:30} {pos}/{len}  {msg}"));
     let truth01 = genprior_inverse::to_unit_range(&truth)?;
     for task in &tasks {
         let mask = if task == "inpaint-mask" {
@@ -751,7 +723,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
             } else if method.starts_with("dpnp") && warm == "baseline-sign" {
                 settings["warm_start"] = json!("baseline-sign");
             }
-            if method.starts_with("dpnp") && pcs_method_for(&args, op.as_ref())? == PcsMethod::Exact {
+            if method.starts_with("dpnp") && pcs_method_for(&args, op.as_ref())? == PcsMethod::Exact
+            {
                 // (Absent means --pcs, so results of Langevin runs stay valid.)
                 settings["pcs_method"] = json!("exact");
             }

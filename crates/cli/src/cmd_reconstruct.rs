@@ -10,13 +10,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use genprior_diffusion::Schedule;
 use genprior_inverse::{build_operator, Operator, PcsConfig, PcsMethod, TaskSpec};
 use genprior_posterior::{
     default_zeta, dpnp, dps, DdsMethod, DpnpConfig, DpsConfig, DpsMisfit, EtaSchedule, Progress,
     WarmStart,
 };
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::json;
@@ -258,33 +257,13 @@ fn validate(args: &ReconstructArgs) -> Result<()> {
     if args.dds_steps == Some(0) {
         bail!("--dds-steps must be at least 1");
     }
-    if !(args.eta_min.is_finite()
-        && args.eta_max.is_finite()
-        && args.eta_min > 0.0
-        && args.eta_max >= args.eta_min)
-    {
-        bail!(
-            "--eta-max and --eta-min must satisfy eta-max ≥ eta-min > 0, got {} and {}",
-            args.eta_max,
-            args.eta_min
-        );
-    }
-    if let Some(z) = args.zeta {
-        if !(z.is_finite() && z >= 0.0) {
-            bail!("--zeta must be a finite number ≥ 0, got {z}");
-        }
-    }
-    if let Some(s) = args.pcs_scale {
-        if !(s.is_finite() && s > 0.0) {
-            bail!("--pcs-scale must be a positive number, got {s}");
-        }
-    }
-    if !(args.pcs_reg.is_finite() && args.pcs_reg >= 0.0) {
-        bail!(
-            "--pcs-reg must be a finite number ≥ 0, got {}",
-            args.pcs_reg
-        );
-    }
+    common::check_sampler_options(
+        args.eta_max,
+        args.eta_min,
+        args.zeta,
+        args.pcs_scale,
+        args.pcs_reg,
+    )?;
     if let Some(s) = args.task.noise_sigma {
         if !(s.is_finite() && s >= 0.0) {
             bail!("--noise-sigma must be a finite number ≥ 0, got {s}");
@@ -330,10 +309,6 @@ pub(crate) fn pcs_scale_default(task: &str) -> f64 {
     }
 }
 
-fn bar_style(template: &str) -> ProgressStyle {
-    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
-}
-
 /// Image-like measurement to write as PNG: `(1, C, h, w)` with the image's channel count.
 /// Phase-retrieval magnitudes are scaled by their maximum (to [0, 1] → [-1, 1]).
 fn measurement_image(op: &dyn Operator, y: &Tensor, c: usize) -> Result<Option<Tensor>> {
@@ -366,15 +341,7 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
     }
     let (net, scheduler_config, source) =
         common::load_net_or_random(&args.model, args.random_weights.as_deref())?;
-    let schedule = match &scheduler_config {
-        Some(p) => {
-            Schedule::from_file(p).with_context(|| format!("scheduler config {}", p.display()))?
-        }
-        None => {
-            eprintln!("no scheduler_config.json: using diffusers' DDPMScheduler defaults");
-            Schedule::ddpm_default()
-        }
-    };
+    let schedule = common::load_schedule(scheduler_config.as_deref())?;
     let net = net.as_ref();
     let c = net.in_channels();
     if c != 1 && c != 3 {
@@ -428,7 +395,7 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
     let start = Instant::now();
     let (samples, nfe, steps_json, acceptance) = if args.method == "dps" {
         let bar = multi.add(ProgressBar::new(args.dps_steps as u64));
-        bar.set_style(bar_style(
+        bar.set_style(common::bar_style(
             "DPS {bar:40} {pos}/{len} steps  {per_sec}  eta {eta}",
         ));
         let out = dps(
@@ -469,9 +436,9 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
             seed: args.seed,
         };
         let outer = multi.add(ProgressBar::new(args.outer_steps as u64));
-        outer.set_style(bar_style("outer {bar:30} {pos}/{len}  {msg}"));
+        outer.set_style(common::bar_style("outer {bar:30} {pos}/{len}  {msg}"));
         let inner = multi.add(ProgressBar::new(0));
-        inner.set_style(bar_style("inner {bar:30} {pos}/{len}  {msg}"));
+        inner.set_style(common::bar_style("inner {bar:30} {pos}/{len}  {msg}"));
         let out = dpnp(net, &schedule, op.as_ref(), &y, &cfg, &mut |e| match e {
             Progress::WarmStart { step, total } => {
                 inner.set_length(total as u64);

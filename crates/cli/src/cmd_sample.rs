@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::Tensor;
-use genprior_diffusion::{sample, SamplerKind, Schedule};
+use genprior_diffusion::{sample, SamplerKind};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::common::ModelArgs;
@@ -122,15 +122,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let (net, model_sched, source) =
         crate::common::load_net_or_random(&args.model, args.random_weights.as_deref())?;
     let sched_path = args.scheduler_config.clone().or(model_sched);
-    let schedule = match &sched_path {
-        Some(p) => {
-            Schedule::from_file(p).with_context(|| format!("scheduler config {}", p.display()))?
-        }
-        None => {
-            eprintln!("no scheduler_config.json: using diffusers' DDPMScheduler defaults");
-            Schedule::ddpm_default()
-        }
-    };
+    let schedule = crate::common::load_schedule(sched_path.as_deref())?;
     // Checks steps against num_train_timesteps (and the spacing) before any work.
     schedule.timesteps(plan.steps)?;
 

@@ -445,3 +445,52 @@ pub fn check_parent(path: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// The schedule of a model: its scheduler config file, or diffusers' DDPMScheduler defaults
+/// (said on stderr) when it has none.
+pub fn load_schedule(config: Option<&Path>) -> Result<genprior_diffusion::Schedule> {
+    match config {
+        Some(p) => genprior_diffusion::Schedule::from_file(p)
+            .with_context(|| format!("scheduler config {}", p.display())),
+        None => {
+            eprintln!("no scheduler_config.json: using diffusers' DDPMScheduler defaults");
+            Ok(genprior_diffusion::Schedule::ddpm_default())
+        }
+    }
+}
+
+/// An indicatif style from a template (the default bar if the template does not parse).
+pub fn bar_style(template: &str) -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+}
+
+/// Checks the DPnP/DPS options `reconstruct` and `eval` share: η_max ≥ η_min > 0, ζ ≥ 0,
+/// PCS scale > 0, PCS regulariser ≥ 0 (all finite).
+pub fn check_sampler_options(
+    eta_max: f64,
+    eta_min: f64,
+    zeta: Option<f64>,
+    pcs_scale: Option<f64>,
+    pcs_reg: f64,
+) -> Result<()> {
+    if !(eta_min.is_finite() && eta_max.is_finite() && eta_min > 0.0 && eta_max >= eta_min) {
+        bail!(
+            "--eta-max and --eta-min must satisfy eta-max ≥ eta-min > 0, got {eta_max} and {eta_min}"
+        );
+    }
+    if let Some(z) = zeta {
+        if !(z.is_finite() && z >= 0.0) {
+            bail!("--zeta must be a finite number ≥ 0, got {z}");
+        }
+    }
+    if let Some(s) = pcs_scale {
+        if !(s.is_finite() && s > 0.0) {
+            bail!("--pcs-scale must be a positive number, got {s}");
+        }
+    }
+    if !(pcs_reg.is_finite() && pcs_reg >= 0.0) {
+        bail!("--pcs-reg must be a finite number ≥ 0, got {pcs_reg}");
+    }
+    Ok(())
+}
