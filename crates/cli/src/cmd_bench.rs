@@ -28,6 +28,15 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also time each kind of op (convolutions by shape, group norm, attention, ...) over the
+    /// timed passes and print the breakdown (CPU: exact; GPU: launch cost only).
+    #[arg(long)]
+    pub profile: bool,
+    /// Instead of the whole network: time each fast CPU kernel (convolution forward and input
+    /// gradient, group norm + SiLU forward and backward, softmax) against the candle op it
+    /// replaces, on the ddpm-cifar10-32 layer shapes at --batch, and print the speedups.
+    #[arg(long)]
+    pub ops: bool,
 }
 
 /// Peak resident memory of this process in bytes (Linux; 0 elsewhere).
@@ -47,6 +56,9 @@ pub fn peak_rss_bytes() -> u64 {
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.batch == 0 || args.iters == 0 {
         bail!("--batch and --iters must be at least 1");
+    }
+    if args.ops {
+        return crate::bench_ops::run(args.batch, args.iters, args.json);
     }
     if genprior_nn::adm::PRESETS.contains(&args.arch.as_str()) {
         return run_adm(&args);
@@ -105,11 +117,34 @@ fn time_and_report(
         Ok(())
     };
     pass(&x)?; // warm-up
+    genprior_nn::profile::take();
+    genprior_nn::profile::enable(args.profile);
     let start = Instant::now();
     for _ in 0..args.iters {
         pass(&x)?;
     }
     let secs = start.elapsed().as_secs_f64() / args.iters as f64;
+    genprior_nn::profile::enable(false);
+    let outer = genprior_nn::profile::outer_seconds() / args.iters as f64;
+    let mut ops: Vec<serde_json::Value> = genprior_nn::profile::take()
+        .into_iter()
+        .map(|(name, s, calls)| {
+            serde_json::json!({
+                "op": name,
+                "seconds_per_pass": s / args.iters as f64,
+                "share": s / args.iters as f64 / secs,
+                "calls_per_pass": calls as f64 / args.iters as f64,
+            })
+        })
+        .collect();
+    if args.profile {
+        ops.push(serde_json::json!({
+            "op": "(outside any scope)",
+            "seconds_per_pass": (secs - outer).max(0.0),
+            "share": (secs - outer).max(0.0) / secs,
+            "calls_per_pass": 0.0,
+        }));
+    }
     // Forward + input gradient ≈ 2 forward passes of matmul/conv work.
     let work = if args.grad { 2.0 * flops } else { flops };
     let gflops = work / secs / 1e9;
@@ -127,6 +162,10 @@ fn time_and_report(
         "peak_rss_mib": rss,
         "iters": args.iters,
     });
+    let mut report = report;
+    if args.profile {
+        report["profile"] = serde_json::Value::Array(ops.clone());
+    }
     if args.json {
         println!("{report}");
     } else {
@@ -141,6 +180,24 @@ fn time_and_report(
             flops / args.batch as f64 / 1e9,
             rss,
         );
+        if args.profile {
+            println!(
+                "per-op time (nested scopes, e.g. softmax inside attention, overlap their parent):"
+            );
+            println!(
+                "  {:<22} {:>10} {:>7} {:>8}",
+                "op", "s/pass", "share", "calls"
+            );
+            for o in &ops {
+                println!(
+                    "  {:<22} {:>10.4} {:>6.1}% {:>8.0}",
+                    o["op"].as_str().unwrap_or(""),
+                    o["seconds_per_pass"].as_f64().unwrap_or(0.0),
+                    100.0 * o["share"].as_f64().unwrap_or(0.0),
+                    o["calls_per_pass"].as_f64().unwrap_or(0.0),
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //!
 //! The binary only parses arguments, loads, calls library crates and writes files.
 
+mod bench_ops;
 mod cmd_bench;
 mod cmd_eval;
 mod cmd_lowrank;

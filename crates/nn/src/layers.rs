@@ -1,9 +1,10 @@
 //! The small layers both UNet families are built from, loaded by checkpoint key.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{GroupNorm, Linear};
+use candle_nn::Linear;
 
 use crate::conv::Conv2d;
+use crate::norm::GroupNorm;
 
 use crate::error::{NnError, Result};
 use crate::weights::Weights;
@@ -47,7 +48,15 @@ pub fn group_norm(w: &Weights, groups: usize, channels: usize, eps: f64) -> Resu
     }
     let weight = w.get(&[channels], "weight")?;
     let bias = w.get(&[channels], "bias")?;
-    Ok(GroupNorm::new(weight, bias, channels, groups, eps)?)
+    Ok(GroupNorm::new(weight, bias, groups, eps)?)
+}
+
+/// `act(norm(x))`, fused into one pass when the activation is SiLU.
+pub fn norm_act(norm: &GroupNorm, act: Activation, x: &Tensor) -> candle_core::Result<Tensor> {
+    match act {
+        Activation::Silu => norm.forward_silu(x),
+        other => other.forward(&norm.forward(x)?),
+    }
 }
 
 /// Activation functions named in configs.
@@ -75,6 +84,7 @@ impl Activation {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let _t = crate::profile::scope("activation");
         match self {
             Self::Silu => candle_nn::ops::silu(x),
             // torch's nn.GELU default is the exact erf form.

@@ -8,7 +8,10 @@ pub mod adm;
 pub mod conv;
 pub mod device;
 pub mod error;
+pub mod kernels;
 pub mod layers;
+pub mod norm;
+pub mod profile;
 pub mod unet2d;
 pub mod weights;
 

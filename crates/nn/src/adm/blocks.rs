@@ -2,7 +2,9 @@
 //! up/down-sampling), AttentionBlock (legacy and new QKV order), Downsample, Upsample.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{GroupNorm, Linear};
+use candle_nn::Linear;
+
+use crate::norm::GroupNorm;
 
 use crate::conv::Conv2d;
 
@@ -28,6 +30,15 @@ impl GroupNorm32 {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dt = x.dtype();
         Ok(self.gn.forward(&x.to_dtype(DType::F32)?)?.to_dtype(dt)?)
+    }
+
+    /// SiLU(GroupNorm32(x)), fused on CPU f32.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        let dt = x.dtype();
+        Ok(self
+            .gn
+            .forward_silu(&x.to_dtype(DType::F32)?)?
+            .to_dtype(dt)?)
     }
 }
 
@@ -86,7 +97,7 @@ impl ResBlock {
 
     /// `emb_act` is SiLU(time embedding), already in the model dtype.
     pub fn forward(&self, x: &Tensor, emb_act: &Tensor) -> Result<Tensor> {
-        let h = candle_nn::ops::silu(&self.in_norm.forward(x)?)?;
+        let h = self.in_norm.forward_silu(x)?;
         let (h, x) = match self.resample {
             Resample::None => (h, x.clone()),
             Resample::Down => (avg_pool2(&h)?, avg_pool2(x)?),
@@ -164,6 +175,7 @@ impl AttentionBlock {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let _t = crate::profile::scope("attention");
         let (b, c, hh, ww) = x.dims4()?;
         let t = hh * ww;
         let xr = x.reshape((b, c, t))?;
@@ -190,8 +202,7 @@ impl AttentionBlock {
         let k = (k * scale)?;
         let weight = q.transpose(1, 2)?.contiguous()?.matmul(&k.contiguous()?)?; // (bh, t, t)
         let dt = weight.dtype();
-        let weight =
-            candle_nn::ops::softmax_last_dim(&weight.to_dtype(DType::F32)?)?.to_dtype(dt)?;
+        let weight = crate::norm::softmax_last_dim(&weight.to_dtype(DType::F32)?)?.to_dtype(dt)?;
         // a[c, t] = sum_s v[c, s] w[t, s]
         let a = v
             .contiguous()?

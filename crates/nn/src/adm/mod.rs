@@ -214,7 +214,7 @@ impl AdmUNet {
             h = Tensor::cat(&[&h, &skip], 1)?;
             h = blk.forward(&h, &emb_act)?;
         }
-        let h = candle_nn::ops::silu(&self.out_norm.forward(&h)?)?;
+        let h = self.out_norm.forward_silu(&h)?;
         Ok(self.out_conv.forward(&h)?.to_dtype(DType::F32)?)
     }
 

@@ -1,8 +1,10 @@
 //! diffusers' block families: ResnetBlock2D, Attention (with group norm, residual),
 //! Down/AttnDown, the mid block, Up/AttnUp, Downsample2D and Upsample2D.
 
-use candle_core::{Module, Tensor, D};
-use candle_nn::{GroupNorm, Linear};
+use candle_core::{Module, Tensor};
+use candle_nn::Linear;
+
+use crate::norm::GroupNorm;
 
 use crate::conv::Conv2d;
 
@@ -59,7 +61,7 @@ impl ResnetBlock {
     }
 
     pub fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
-        let h = self.act.forward(&self.norm1.forward(x)?)?;
+        let h = layers::norm_act(&self.norm1, self.act, x)?;
         let h = self.conv1.forward(&h)?;
         let t = self
             .time_emb_proj
@@ -71,11 +73,17 @@ impl ResnetBlock {
             let scale = t.narrow(1, 0, c)?;
             let shift = t.narrow(1, c, c)?;
             let h = self.norm2.forward(&h)?;
-            h.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(&shift)?
+            self.act
+                .forward(&h.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(&shift)?)?
         } else {
-            self.norm2.forward(&h.broadcast_add(&t)?)?
+            layers::norm_act(&self.norm2, self.act, &h.broadcast_add(&t)?)?
         };
-        let h = self.conv2.forward(&self.act.forward(&h)?)?;
+        self.finish(x, &h)
+    }
+
+    /// conv2 on the activated hidden state, skip connection, output scale.
+    fn finish(&self, x: &Tensor, h: &Tensor) -> Result<Tensor> {
+        let h = self.conv2.forward(h)?;
         let skip = match &self.conv_shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),
@@ -128,6 +136,7 @@ impl Attention {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let _t = crate::profile::scope("attention");
         let (b, c, h, w) = x.dims4()?;
         let n = h * w;
         let mut hs = x.reshape((b, c, n))?;
@@ -146,7 +155,7 @@ impl Attention {
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?;
         let dtype = scores.dtype();
-        let probs = candle_nn::ops::softmax(&scores.to_dtype(candle_core::DType::F32)?, D::Minus1)?
+        let probs = crate::norm::softmax_last_dim(&scores.to_dtype(candle_core::DType::F32)?)?
             .to_dtype(dtype)?;
         let out = probs.matmul(&v)?; // (b, heads, n, d)
         let out = out.transpose(1, 2)?.reshape((b, n, c))?;
@@ -197,7 +206,11 @@ impl Upsample {
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
-        Ok(self.conv.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)?)
+        let up = {
+            let _t = crate::profile::scope("upsample");
+            x.upsample_nearest2d(2 * h, 2 * w)?
+        };
+        Ok(self.conv.forward(&up)?)
     }
 }
 

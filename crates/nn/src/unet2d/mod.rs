@@ -6,7 +6,9 @@ pub mod config;
 pub mod flops;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, GroupNorm, Linear};
+use candle_nn::{Embedding, Linear};
+
+use crate::norm::GroupNorm;
 
 use crate::conv::Conv2d;
 
@@ -342,7 +344,7 @@ impl UNet2DModel {
             h = blk.forward(&h, &emb, &mut skips)?;
         }
         // diffusers applies SiLU here whatever act_fn says.
-        let h = candle_nn::ops::silu(&self.conv_norm_out.forward(&h)?)?;
+        let h = self.conv_norm_out.forward_silu(&h)?;
         let mut out = self.conv_out.forward(&h)?.to_dtype(DType::F32)?;
         if self.config.time_embedding()? == TimeEmbedding::Fourier {
             out = out.broadcast_div(&t.reshape((b, 1, 1, 1))?)?;

@@ -1,0 +1,379 @@
+//! `nn.GroupNorm` (optionally fused with the SiLU that follows it in every UNet block) on the
+//! fast CPU kernel, and a row softmax with a backward, both as candle custom ops on CPU f32.
+//! Other devices and dtypes use candle's composed ops (the same formulas).
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Module, Shape, Tensor, D};
+
+use crate::kernels::norm::{group_norm_backward, group_norm_forward, GnGeom};
+use crate::kernels::softmax::{softmax_rows, softmax_rows_backward};
+use crate::profile;
+
+/// `nn.GroupNorm(groups, channels, eps)` with affine parameters, on `(B, C, …)` tensors.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    /// `weight` and `bias` have `channels` entries; `groups` must divide `channels`.
+    pub fn new(weight: Tensor, bias: Tensor, groups: usize, eps: f64) -> candle_core::Result<Self> {
+        let c = weight.dim(0)?;
+        if groups == 0 || c % groups != 0 {
+            candle_core::bail!("group norm: {c} channels cannot be split into {groups} groups");
+        }
+        if bias.dims() != weight.dims() {
+            candle_core::bail!(
+                "group norm: weight {:?} and bias {:?} differ",
+                weight.shape(),
+                bias.shape()
+            );
+        }
+        Ok(Self {
+            weight,
+            bias,
+            groups,
+            eps,
+        })
+    }
+
+    /// GroupNorm then SiLU, in one pass on CPU f32.
+    pub fn forward_silu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let _t = profile::scope("groupnorm+silu");
+        self.apply(x, true)
+    }
+
+    fn apply(&self, x: &Tensor, silu: bool) -> candle_core::Result<Tensor> {
+        let dims = x.dims();
+        if dims.len() < 2 || dims[1] != self.weight.dim(0)? {
+            candle_core::bail!(
+                "group norm over {} channels applied to a tensor of shape {:?}",
+                self.weight.dim(0)?,
+                x.shape()
+            );
+        }
+        let fast = x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && self.weight.dtype() == DType::F32
+            && self.bias.dtype() == DType::F32;
+        if fast {
+            let op = GnOp {
+                groups: self.groups,
+                eps: self.eps,
+                silu,
+            };
+            x.contiguous()?.apply_op3(&self.weight, &self.bias, op)
+        } else {
+            let y = reference_group_norm(x, &self.weight, &self.bias, self.groups, self.eps)?;
+            if silu {
+                candle_nn::ops::silu(&y)
+            } else {
+                Ok(y)
+            }
+        }
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let _t = profile::scope("groupnorm");
+        self.apply(x, false)
+    }
+}
+
+/// Group norm from candle's composed ops (computed in f32 for half inputs), the reference for
+/// the tests and the path on GPUs.
+pub fn reference_group_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    groups: usize,
+    eps: f64,
+) -> candle_core::Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let (b, c) = (dims[0], dims[1]);
+    let dt = x.dtype();
+    let internal = match dt {
+        DType::F16 | DType::BF16 => DType::F32,
+        d => d,
+    };
+    let xg = x.to_dtype(internal)?.reshape((b, groups, ()))?;
+    let mean = xg.mean_keepdim(D::Minus1)?;
+    let xc = xg.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    let xn = xc
+        .broadcast_div(&(var + eps)?.sqrt()?)?
+        .to_dtype(dt)?
+        .reshape(dims.as_slice())?;
+    let mut pshape = vec![1usize; dims.len()];
+    pshape[1] = c;
+    xn.broadcast_mul(&weight.reshape(pshape.as_slice())?)?
+        .broadcast_add(&bias.reshape(pshape.as_slice())?)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct GnOp {
+    groups: usize,
+    eps: f64,
+    silu: bool,
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("genprior {what} must be f32");
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("genprior {what} must be contiguous"),
+    }
+}
+
+impl GnOp {
+    fn geom(&self, shape: &Shape) -> GnGeom {
+        let d = shape.dims();
+        GnGeom {
+            batch: d[0],
+            channels: d[1],
+            spatial: d[2..].iter().product(),
+            groups: self.groups,
+            eps: self.eps,
+            silu: self.silu,
+        }
+    }
+}
+
+impl CustomOp3 for GnOp {
+    fn name(&self) -> &'static str {
+        "genprior-group-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, "group norm input")?;
+        let gamma = f32_slice(s2, l2, "group norm weight")?;
+        let beta = f32_slice(s3, l3, "group norm bias")?;
+        let y = group_norm_forward(&self.geom(l1.shape()), x, gamma, beta);
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let _t = profile::scope("groupnorm/backward");
+        let geom = self.geom(x.shape());
+        let xv = x.detach().flatten_all()?.to_vec1::<f32>()?;
+        let gv = gamma.detach().to_vec1::<f32>()?;
+        let bv = beta.detach().to_vec1::<f32>()?;
+        let gz = grad.flatten_all()?.to_vec1::<f32>()?;
+        let (gx, gg, gb) = group_norm_backward(&geom, &xv, &gv, &bv, &gz);
+        let dev = x.device();
+        let gx = x
+            .track_op()
+            .then(|| Tensor::from_vec(gx, x.shape(), dev))
+            .transpose()?;
+        let gg = gamma
+            .track_op()
+            .then(|| Tensor::from_vec(gg, gamma.shape(), dev))
+            .transpose()?;
+        let gb = beta
+            .track_op()
+            .then(|| Tensor::from_vec(gb, beta.shape(), dev))
+            .transpose()?;
+        Ok((gx, gg, gb))
+    }
+}
+
+/// Softmax over the last dimension. CPU f32: a fused, numerically stable kernel with a
+/// backward; elsewhere candle's ops.
+pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
+    let _t = profile::scope("softmax");
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        x.contiguous()?.apply_op1(SoftmaxOp)
+    } else if x.track_op() {
+        candle_nn::ops::softmax(x, D::Minus1)
+    } else {
+        candle_nn::ops::softmax_last_dim(x)
+    }
+}
+
+struct SoftmaxOp;
+
+impl CustomOp1 for SoftmaxOp {
+    fn name(&self) -> &'static str {
+        "genprior-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, "softmax input")?;
+        let n = *l.shape().dims().last().unwrap_or(&1);
+        if n == 0 {
+            return Ok((CpuStorage::F32(Vec::new()), l.shape().clone()));
+        }
+        Ok((CpuStorage::F32(softmax_rows(x, n)), l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let n = *res.dims().last().unwrap_or(&1);
+        let y = res.detach().flatten_all()?.to_vec1::<f32>()?;
+        let g = grad.flatten_all()?.to_vec1::<f32>()?;
+        let gx = softmax_rows_backward(&y, &g, n);
+        Ok(Some(Tensor::from_vec(gx, res.shape(), res.device())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn rand(shape: &[usize], seed: u64, scale: f32) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(7);
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) as f64 / (1u64 << 31) as f64 * 2.0 - 1.0) as f32 * scale
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        let m = b.abs().unwrap().max_all().unwrap();
+        d.to_scalar::<f32>().unwrap() / (1.0 + m.to_scalar::<f32>().unwrap())
+    }
+
+    /// Forward, fused SiLU and all three gradients against candle's composed ops and autograd,
+    /// on shapes with 1 and many groups, one spatial position, (B, C, N) and (B, C, H, W)
+    /// inputs, and an offset/scale that a one-pass variance would get wrong.
+    #[test]
+    fn group_norm_matches_candle_ops_and_autograd() {
+        let cases: [(&[usize], usize); 7] = [
+            (&[1, 4, 5, 5], 1),
+            (&[2, 6, 3, 7], 3),
+            (&[3, 64, 4, 4], 32),
+            (&[2, 8, 1, 1], 4),
+            (&[2, 12, 9], 4),
+            (&[1, 32, 16, 16], 32),
+            (&[5, 10, 3, 2], 5),
+        ];
+        for (i, &(shape, groups)) in cases.iter().enumerate() {
+            let c = shape[1];
+            // Values with a large common offset: the centred two-pass statistics must hold.
+            let x = (rand(shape, 1 + i as u64, 2.0) + 50.0).unwrap();
+            let x = Var::from_tensor(&x).unwrap();
+            let gamma = Var::from_tensor(&rand(&[c], 100 + i as u64, 1.5)).unwrap();
+            let beta = Var::from_tensor(&rand(&[c], 200 + i as u64, 1.0)).unwrap();
+            let up = rand(shape, 300 + i as u64, 1.0);
+            for silu in [false, true] {
+                let gn = GroupNorm::new(
+                    gamma.as_tensor().clone(),
+                    beta.as_tensor().clone(),
+                    groups,
+                    1e-5,
+                )
+                .unwrap();
+                let ours = if silu {
+                    gn.forward_silu(x.as_tensor()).unwrap()
+                } else {
+                    gn.forward(x.as_tensor()).unwrap()
+                };
+                let mut theirs = reference_group_norm(
+                    x.as_tensor(),
+                    gamma.as_tensor(),
+                    beta.as_tensor(),
+                    groups,
+                    1e-5,
+                )
+                .unwrap();
+                if silu {
+                    theirs = candle_nn::ops::silu(&theirs).unwrap();
+                }
+                let e = max_rel(&ours, &theirs);
+                assert!(e < 2e-5, "case {i} silu {silu}: forward off by {e}");
+                let g1 = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                let g2 = (theirs * &up)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                for (what, v) in [
+                    ("x", x.as_tensor()),
+                    ("gamma", gamma.as_tensor()),
+                    ("beta", beta.as_tensor()),
+                ] {
+                    let e = max_rel(g1.get(v).unwrap(), g2.get(v).unwrap());
+                    assert!(e < 1e-4, "case {i} silu {silu}: ∂{what} off by {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn group_norm_rejects_bad_shapes() {
+        assert!(GroupNorm::new(rand(&[6], 1, 1.0), rand(&[6], 2, 1.0), 4, 1e-5).is_err());
+        assert!(GroupNorm::new(rand(&[6], 1, 1.0), rand(&[5], 2, 1.0), 3, 1e-5).is_err());
+        let gn = GroupNorm::new(rand(&[6], 1, 1.0), rand(&[6], 2, 1.0), 3, 1e-5).unwrap();
+        assert!(gn.forward(&rand(&[2, 4, 3, 3], 3, 1.0)).is_err());
+    }
+
+    /// Softmax equals candle's (including rows with huge logits) and its gradient equals
+    /// autograd through candle's composed softmax.
+    #[test]
+    fn softmax_matches_candle_and_autograd() {
+        for (i, shape) in [[2usize, 3, 5], [1, 7, 1], [4, 16, 64], [3, 300, 9]]
+            .iter()
+            .enumerate()
+        {
+            let x = Var::from_tensor(&rand(shape, 10 + i as u64, 8.0)).unwrap();
+            let up = rand(shape, 20 + i as u64, 1.0);
+            let ours = softmax_last_dim(x.as_tensor()).unwrap();
+            let theirs = candle_nn::ops::softmax(x.as_tensor(), D::Minus1).unwrap();
+            assert!(max_rel(&ours, &theirs) < 1e-6, "case {i}");
+            let g1 = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (theirs * &up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let e = max_rel(
+                g1.get(x.as_tensor()).unwrap(),
+                g2.get(x.as_tensor()).unwrap(),
+            );
+            assert!(e < 1e-5, "case {i}: gradient off by {e}");
+        }
+        let big = Tensor::new(
+            &[[1000f32, 999.0, -1000.0], [-5e4, -5e4, -5e4]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let y = softmax_last_dim(&big).unwrap().to_vec2::<f32>().unwrap();
+        assert!(y.iter().flatten().all(|v| v.is_finite()));
+        assert!((y[0][0] - 1.0 / (1.0 + (-1f32).exp())).abs() < 1e-6);
+        assert!((y[1][0] - 1.0 / 3.0).abs() < 1e-6);
+    }
+}
