@@ -55,6 +55,41 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// `self.forward(x) + residual`, with the addition folded into the convolution on CPU f32
+    /// (the GEMM accumulates onto the residual: no extra pass, no extra tensor).
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        let _t = profile::scope(self.label);
+        let bias_ok = self
+            .bias
+            .as_ref()
+            .is_none_or(|b| !b.track_op() && b.dtype() == DType::F32);
+        if fast_path(x, &self.weight) && residual.dtype() == DType::F32 && bias_ok {
+            let bias = match &self.bias {
+                Some(b) => Some(b.to_vec1::<f32>()?),
+                None => None,
+            };
+            let op = ConvResidualOp {
+                conv: ConvOp {
+                    padding: self.padding,
+                    stride: self.stride,
+                },
+                bias,
+            };
+            x.contiguous()?
+                .apply_op3(&self.weight.contiguous()?, &residual.contiguous()?, op)
+        } else {
+            conv2d_bias(
+                x,
+                &self.weight,
+                self.bias.as_ref(),
+                self.padding,
+                self.stride,
+            )? + residual
+        }
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let _t = profile::scope(self.label);
@@ -167,7 +202,7 @@ impl ConvOp {
             }
         }
         let (ho, wo) = g.out_hw();
-        let y = conv2d_forward(&g, x, w, bias);
+        let y = conv2d_forward(&g, x, w, bias, None);
         Ok((CpuStorage::F32(y), Shape::from((g.batch, g.cout, ho, wo))))
     }
 
@@ -256,6 +291,64 @@ impl CustomOp3 for ConvOp {
             None
         };
         Ok((gx, gw, gb))
+    }
+}
+
+/// `conv2d(x, w) + bias + residual` (args x, w, residual; the bias is a constant).
+struct ConvResidualOp {
+    conv: ConvOp,
+    bias: Option<Vec<f32>>,
+}
+
+impl CustomOp3 for ConvResidualOp {
+    fn name(&self) -> &'static str {
+        "genprior-conv2d-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.conv.geom(l1.shape(), l2.shape())?;
+        let x = contiguous_f32(s1, l1, "input")?;
+        let w = contiguous_f32(s2, l2, "kernel")?;
+        let r = contiguous_f32(s3, l3, "residual")?;
+        let (ho, wo) = g.out_hw();
+        let shape = Shape::from((g.batch, g.cout, ho, wo));
+        if l3.shape() != &shape {
+            candle_core::bail!(
+                "conv2d: residual {:?} does not match the output {shape:?}",
+                l3.shape()
+            );
+        }
+        if let Some(b) = &self.bias {
+            if b.len() != g.cout {
+                candle_core::bail!(
+                    "conv2d: bias has {} entries for {} channels",
+                    b.len(),
+                    g.cout
+                );
+            }
+        }
+        let y = conv2d_forward(&g, x, w, self.bias.as_deref(), Some(r));
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        r: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (gx, gw) = self.conv.grads(x, w, grad)?;
+        Ok((gx, gw, r.track_op().then(|| grad.clone())))
     }
 }
 
@@ -463,5 +556,51 @@ mod tests {
         // Inference inputs record no op.
         let plain = rand(&[1, 3, 6, 6], 4);
         assert!(!m.forward(&plain).unwrap().track_op());
+    }
+
+    /// The residual-fused convolution equals convolution + addition, forward and backward.
+    #[test]
+    fn fused_residual_matches_conv_plus_add() {
+        for (i, &(b, ci, co, h, s, p)) in [
+            (2usize, 3usize, 4usize, 7usize, 1usize, 1usize),
+            (1, 5, 2, 8, 2, 1),
+            (3, 4, 4, 5, 1, 0),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let k = if p == 0 { 1 } else { 3 };
+            let x = Var::from_tensor(&rand(&[b, ci, h, h], 40 + i as u64)).unwrap();
+            let m = Conv2d::new(rand(&[co, ci, k, k], 41), Some(rand(&[co], 42)), p, s);
+            let ho = (h + 2 * p - k) / s + 1;
+            let r = Var::from_tensor(&rand(&[b, co, ho, ho], 43)).unwrap();
+            let up = rand(&[b, co, ho, ho], 44);
+            let fused = m.forward_add(x.as_tensor(), r.as_tensor()).unwrap();
+            let plain = (m.forward(x.as_tensor()).unwrap() + r.as_tensor()).unwrap();
+            assert!(max_diff(&fused, &plain) < 1e-5, "case {i}");
+            let g1 = (fused * &up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g2 = (plain * &up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for v in [x.as_tensor(), r.as_tensor()] {
+                assert!(
+                    max_diff(g1.get(v).unwrap(), g2.get(v).unwrap()) < 1e-5,
+                    "case {i}"
+                );
+            }
+        }
+        // A residual of the wrong shape is an error, not garbage.
+        let m = Conv2d::new(rand(&[2, 3, 3, 3], 1), None, 1, 1);
+        assert!(m
+            .forward_add(&rand(&[1, 3, 5, 5], 2), &rand(&[1, 2, 4, 5], 3))
+            .is_err());
     }
 }

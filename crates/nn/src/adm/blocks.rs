@@ -116,12 +116,13 @@ impl ResBlock {
         } else {
             self.out_norm.forward(&h.broadcast_add(&e)?)?
         };
-        let h = self.out_conv.forward(&candle_nn::ops::silu(&h)?)?;
         let skip = match &self.skip {
             Some(c) => c.forward(&x)?,
             None => x,
         };
-        Ok((skip + h)?)
+        Ok(self
+            .out_conv
+            .forward_add(&candle_nn::ops::silu(&h)?, &skip)?)
     }
 }
 

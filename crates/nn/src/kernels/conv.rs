@@ -241,20 +241,40 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
-/// `y = conv2d(x, w) + bias` for NCHW `x` (B × Ci × H × W), `w` (Co × Ci × kh × kw), `bias`
-/// (Co); returns `y` (B × Co × Ho × Wo).
-pub fn conv2d_forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+/// `y = conv2d(x, w) + bias [+ residual]` for NCHW `x` (B × Ci × H × W), `w` (Co × Ci × kh ×
+/// kw), `bias` (Co), `residual` (B × Co × Ho × Wo, added for free: the GEMM accumulates onto
+/// it); returns `y` (B × Co × Ho × Wo).
+pub fn conv2d_forward(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
     let (ho, wo) = g.out_hw();
     let (k, pout) = (g.k(), ho * wo);
     assert_eq!(x.len(), g.batch * g.cin * g.h * g.w, "conv2d input size");
     assert_eq!(w.len(), g.cout * k, "conv2d kernel size");
     let mut y = vec![0f32; g.batch * g.cout * pout];
-    // Start from the bias so the GEMM accumulates onto it.
-    let accumulate = bias.is_some();
+    // Start from the bias (and residual) so the GEMM accumulates onto it.
+    let accumulate = bias.is_some() || residual.is_some();
     if let Some(b) = bias {
         assert_eq!(b.len(), g.cout, "conv2d bias size");
+    }
+    if let Some(r) = residual {
+        assert_eq!(r.len(), y.len(), "conv2d residual size");
+    }
+    if accumulate {
         y.par_chunks_mut(pout).enumerate().for_each(|(i, row)| {
-            row.fill(b[i % g.cout]);
+            let b = bias.map_or(0.0, |b| b[i % g.cout]);
+            match residual {
+                Some(r) => {
+                    for (d, &v) in row.iter_mut().zip(&r[i * pout..(i + 1) * pout]) {
+                        *d = v + b;
+                    }
+                }
+                None => row.fill(b),
+            }
         });
     }
     let threads = super::threads();

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::simd::{sigmoid, sum_f64};
+use super::simd::{sigmoid, sum2_f64, sums_f64};
 
 /// Shape of a group norm: `batch × channels × spatial`, `groups` dividing `channels`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -28,15 +28,17 @@ impl GnGeom {
 }
 
 multiversion! {
-    /// Mean and 1/sqrt(var + eps) of one group (two passes, centred).
+    /// Mean and 1/sqrt(var + eps) of one group in one pass: sums of x − K and (x − K)²
+    /// with the shift K the mean of the first 256 values, so a large common offset does not
+    /// cancel catastrophically (the error grows with (mean − K)²/var, which is O(1) here).
     fn stats(v: &[f32], eps: f64) -> (f32, f32) {
         let n = v.len();
-        let mean = (sum_f64(n, |i| v[i]) / n as f64) as f32;
-        let var = sum_f64(n, |i| {
-            let d = v[i] - mean;
-            d * d
-        }) / n as f64;
-        (mean, (1.0 / (var + eps).sqrt()) as f32)
+        let head = &v[..n.min(256)];
+        let shift = (head.iter().map(|&a| a as f64).sum::<f64>() / head.len() as f64) as f32;
+        let (s1, s2) = sums_f64(v, |a| a - shift, |a| (a - shift) * (a - shift));
+        let m = s1 / n as f64;
+        let var = (s2 / n as f64 - m * m).max(0.0);
+        ((shift as f64 + m) as f32, (1.0 / (var + eps).sqrt()) as f32)
     }
 }
 
@@ -79,9 +81,8 @@ multiversion! {
             gy_out.copy_from_slice(gz);
         }
         let gy = &*gy_out;
-        let n = x.len();
-        let dg = sum_f64(n, |i| gy[i] * ((x[i] - mean) * rstd));
-        let db = sum_f64(n, |i| gy[i]);
+        let dg = sum2_f64(gy, x, |g, v| g * ((v - mean) * rstd));
+        let db = sum2_f64(gy, gy, |g, _| g);
         (dg, db)
     }
 }

@@ -30,7 +30,6 @@ macro_rules! multiversion {
         }
     };
 }
-pub(crate) use multiversion;
 
 #[cfg(target_arch = "x86_64")]
 pub fn has_avx512() -> bool {
@@ -57,7 +56,9 @@ pub fn exp(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer.
     let under = x < -87.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + MAGIC) - MAGIC;
+    // k = n + MAGIC holds the integer n in its low mantissa bits.
+    let k = x * LOG2E + MAGIC;
+    let n = k - MAGIC;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
@@ -65,7 +66,9 @@ pub fn exp(x: f32) -> f32 {
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2ⁿ from the exponent field: (n + 127) << 23, with n read from k's bits (no float→int
+    // conversion, which would not vectorise well).
+    let scale = f32::from_bits(k.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23);
     if under {
         0.0
     } else {
@@ -84,30 +87,48 @@ pub const LANES: usize = 32;
 /// Elements summed in f32 lanes before the lanes are added into f64.
 const BLOCK: usize = 1024;
 
-/// `Σ f(i)` for i in 0..n: f32 lane sums over blocks of [`BLOCK`], folded into f64.
+/// `Σ f(a[i], b[i])`: f32 lane sums over blocks of [`BLOCK`] elements, folded into f64.
+/// (`b` may be `a` itself for one-slice sums.)
 #[inline(always)]
-pub fn sum_f64(n: usize, f: impl Fn(usize) -> f32) -> f64 {
+pub fn sum2_f64(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
+    assert_eq!(a.len(), b.len());
     let mut total = 0f64;
-    let mut start = 0;
-    while start < n {
-        let end = (start + BLOCK).min(n);
+    for (ab, bb) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
         let mut acc = [0f32; LANES];
-        let mut i = start;
-        while i + LANES <= end {
-            for (l, a) in acc.iter_mut().enumerate() {
-                *a += f(i + l);
+        let (ac, bc) = (ab.chunks_exact(LANES), bb.chunks_exact(LANES));
+        let (ar, br) = (ac.remainder(), bc.remainder());
+        for (x, y) in ac.zip(bc) {
+            for l in 0..LANES {
+                acc[l] += f(x[l], y[l]);
             }
-            i += LANES;
         }
-        let mut tail = 0f64;
-        while i < end {
-            tail += f(i) as f64;
-            i += 1;
-        }
-        total += acc.iter().map(|&a| a as f64).sum::<f64>() + tail;
-        start = end;
+        let tail: f64 = ar.iter().zip(br).map(|(&x, &y)| f(x, y) as f64).sum();
+        total += acc.iter().map(|&v| v as f64).sum::<f64>() + tail;
     }
     total
+}
+
+/// Two sums `(Σ f(a[i]), Σ g(a[i]))` in one pass, like [`sum2_f64`].
+#[inline(always)]
+pub fn sums_f64(a: &[f32], f: impl Fn(f32) -> f32, g: impl Fn(f32) -> f32) -> (f64, f64) {
+    let (mut t1, mut t2) = (0f64, 0f64);
+    for ab in a.chunks(BLOCK) {
+        let mut acc1 = [0f32; LANES];
+        let mut acc2 = [0f32; LANES];
+        let ac = ab.chunks_exact(LANES);
+        let ar = ac.remainder();
+        for x in ac {
+            for l in 0..LANES {
+                acc1[l] += f(x[l]);
+                acc2[l] += g(x[l]);
+            }
+        }
+        t1 += acc1.iter().map(|&v| v as f64).sum::<f64>()
+            + ar.iter().map(|&x| f(x) as f64).sum::<f64>();
+        t2 += acc2.iter().map(|&v| v as f64).sum::<f64>()
+            + ar.iter().map(|&x| g(x) as f64).sum::<f64>();
+    }
+    (t1, t2)
 }
 
 #[cfg(test)]
@@ -138,8 +159,18 @@ mod tests {
                 .map(|i| ((i * 7919) % 1000) as f32 * 0.001 - 0.3)
                 .collect();
             let want: f64 = v.iter().map(|&a| a as f64).sum();
-            let got = sum_f64(n, |i| v[i]);
-            assert!((got - want).abs() < 1e-4, "n={n}: {got} vs {want}");
+            let got = sum2_f64(&v, &v, |a, b| a * b);
+            let want2: f64 = v.iter().map(|&a| (a as f64).powi(2)).sum();
+            assert!(
+                (got - want2).abs() < 1e-4 * (1.0 + want2),
+                "n={n}: {got} vs {want2}"
+            );
+            let (s1, s2) = sums_f64(&v, |a| a, |a| a * a);
+            assert!((s1 - want).abs() < 1e-4, "n={n}: {s1} vs {want}");
+            assert!(
+                (s2 - want2).abs() < 1e-4 * (1.0 + want2),
+                "n={n}: {s2} vs {want2}"
+            );
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::simd::{exp, sum_f64, LANES};
+use super::simd::{exp, sum2_f64, LANES};
 
 multiversion! {
     fn softmax_row(x: &[f32], y: &mut [f32]) {
@@ -25,14 +25,14 @@ multiversion! {
             *d = exp(v - m);
         }
         let yr = &*y;
-        let inv = (1.0 / sum_f64(yr.len(), |i| yr[i])) as f32;
+        let inv = (1.0 / sum2_f64(yr, yr, |a, _| a)) as f32;
         y.iter_mut().for_each(|d| *d *= inv);
     }
 }
 
 multiversion! {
     fn softmax_row_backward(y: &[f32], gy: &[f32], gx: &mut [f32]) {
-        let dot = sum_f64(y.len(), |i| y[i] * gy[i]) as f32;
+        let dot = sum2_f64(y, gy, |a, b| a * b) as f32;
         for ((d, &a), &b) in gx.iter_mut().zip(y).zip(gy) {
             *d = a * (b - dot);
         }

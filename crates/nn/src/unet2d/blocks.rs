@@ -83,12 +83,11 @@ impl ResnetBlock {
 
     /// conv2 on the activated hidden state, skip connection, output scale.
     fn finish(&self, x: &Tensor, h: &Tensor) -> Result<Tensor> {
-        let h = self.conv2.forward(h)?;
         let skip = match &self.conv_shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),
         };
-        let out = (skip + h)?;
+        let out = self.conv2.forward_add(h, &skip)?;
         Ok(if self.output_scale != 1.0 {
             (out / self.output_scale)?
         } else {
@@ -100,12 +99,15 @@ impl ResnetBlock {
 /// diffusers `Attention` as used by the UNet2D blocks: optional group norm, q/k/v
 /// projections, `heads = C / head_dim`, softmax in f32, output projection, residual,
 /// division by `rescale_output_factor`.
+///
+/// Computed channel-major, without transposes: q, k and v come from one 1×1 convolution whose
+/// weight stacks `[W_q/√d; W_k; W_v]` per head (so each head's q, k, v are adjacent rows and
+/// every head is a strided view), scores are `qᵀk`, the output is `v·pᵀ`, and the output
+/// projection is a 1×1 convolution that adds the residual in its GEMM.
 pub struct Attention {
     group_norm: Option<GroupNorm>,
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
-    to_out: Linear,
+    qkv: Conv2d,
+    to_out: Conv2d,
     heads: usize,
     head_dim: usize,
     rescale: f64,
@@ -120,16 +122,43 @@ impl Attention {
         eps: f64,
         rescale: f64,
     ) -> Result<Self> {
+        if head_dim == 0 || ch % head_dim != 0 {
+            return Err(crate::error::NnError::InvalidConfig(format!(
+                "attention `{}`: {ch} channels cannot be split into heads of {head_dim}",
+                w.prefix_name()
+            )));
+        }
+        let heads = ch / head_dim;
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let get = |name: &str| -> Result<(Tensor, Tensor)> {
+            let l = w.pp(name);
+            Ok((l.get(&[ch, ch], "weight")?, l.get(&[ch], "bias")?))
+        };
+        let (wq, bq) = get("to_q")?;
+        let (wk, bk) = get("to_k")?;
+        let (wv, bv) = get("to_v")?;
+        let (wq, bq) = ((wq * scale)?, (bq * scale)?);
+        let (mut ws, mut bs) = (Vec::new(), Vec::new());
+        for h in 0..heads {
+            for (wp, bp) in [(&wq, &bq), (&wk, &bk), (&wv, &bv)] {
+                ws.push(wp.narrow(0, h * head_dim, head_dim)?);
+                bs.push(bp.narrow(0, h * head_dim, head_dim)?);
+            }
+        }
+        let qkv_w = Tensor::cat(&ws, 0)?.reshape((3 * ch, ch, 1, 1))?;
+        let qkv_b = Tensor::cat(&bs, 0)?;
+        let (wo, bo) = {
+            let l = w.pp("to_out").pp(0);
+            (l.get(&[ch, ch], "weight")?, l.get(&[ch], "bias")?)
+        };
         Ok(Self {
             group_norm: match groups {
                 Some(g) => Some(layers::group_norm(&w.pp("group_norm"), g, ch, eps)?),
                 None => None,
             },
-            to_q: layers::linear(&w.pp("to_q"), ch, ch)?,
-            to_k: layers::linear(&w.pp("to_k"), ch, ch)?,
-            to_v: layers::linear(&w.pp("to_v"), ch, ch)?,
-            to_out: layers::linear(&w.pp("to_out").pp(0), ch, ch)?,
-            heads: ch / head_dim,
+            qkv: Conv2d::new(qkv_w, Some(qkv_b), 0, 1),
+            to_out: Conv2d::new(wo.reshape((ch, ch, 1, 1))?, Some(bo), 0, 1),
+            heads,
             head_dim,
             rescale,
         })
@@ -139,34 +168,39 @@ impl Attention {
         let _t = crate::profile::scope("attention");
         let (b, c, h, w) = x.dims4()?;
         let n = h * w;
-        let mut hs = x.reshape((b, c, n))?;
-        if let Some(gn) = &self.group_norm {
-            hs = gn.forward(&hs)?;
-        }
-        let hs = hs.transpose(1, 2)?.contiguous()?; // (b, n, c)
-        let split = |t: Tensor| -> candle_core::Result<Tensor> {
-            t.reshape((b, n, self.heads, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
+        let (heads, d) = (self.heads, self.head_dim);
+        let hs = match &self.group_norm {
+            Some(gn) => gn.forward(&x.reshape((b, c, n))?)?.reshape((b, c, n, 1))?,
+            None => x.reshape((b, c, n, 1))?,
         };
-        let q = split(self.to_q.forward(&hs)?)?;
-        let k = split(self.to_k.forward(&hs)?)?;
-        let v = split(self.to_v.forward(&hs)?)?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?;
+        // (B·heads, 3, d, n): q, k, v of each head are strided views.
+        let qkv = self.qkv.forward(&hs)?.reshape((b * heads, 3, d, n))?;
+        let (q, k, v) = (
+            qkv.narrow(1, 0, 1)?.squeeze(1)?,
+            qkv.narrow(1, 1, 1)?.squeeze(1)?,
+            qkv.narrow(1, 2, 1)?.squeeze(1)?,
+        );
+        let scores = strided_matmul(&q.t()?, &k)?; // (B·heads, n_query, n_key), already scaled
         let dtype = scores.dtype();
         let probs = crate::norm::softmax_last_dim(&scores.to_dtype(candle_core::DType::F32)?)?
             .to_dtype(dtype)?;
-        let out = probs.matmul(&v)?; // (b, heads, n, d)
-        let out = out.transpose(1, 2)?.reshape((b, n, c))?;
-        let out = self.to_out.forward(&out)?;
-        let out = out.transpose(1, 2)?.reshape((b, c, h, w))?;
-        let out = (out + x)?;
+        let out = strided_matmul(&v, &probs.t()?)?; // (B·heads, d, n_query)
+        let out = out.reshape((b, c, n, 1))?;
+        let out = self.to_out.forward_add(&out, &x.reshape((b, c, n, 1))?)?;
+        let out = out.reshape((b, c, h, w))?;
         Ok(if self.rescale != 1.0 {
             (out / self.rescale)?
         } else {
             out
         })
+    }
+}
+
+/// `a.matmul(b)` on strided views; a backend that rejects the strides gets contiguous copies.
+fn strided_matmul(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    match a.matmul(b) {
+        Ok(t) => Ok(t),
+        Err(_) => a.contiguous()?.matmul(&b.contiguous()?),
     }
 }
 
