@@ -80,8 +80,8 @@ impl ConvGeom {
 }
 
 /// Writes the im2col band for output rows `[oy0, oy1)` of one image `x` (Ci × H × W) into
-/// `col` (K rows of stride `rs`), starting at column `c0` of each row.
-fn im2col(g: &ConvGeom, x: &[f32], oy0: usize, oy1: usize, col: &mut [f32], rs: usize, c0: usize) {
+/// `col` (K × (oy1 − oy0)·Wo, row-major).
+fn im2col(g: &ConvGeom, x: &[f32], oy0: usize, oy1: usize, col: &mut [f32]) {
     let (_, wo) = g.out_hw();
     let np = (oy1 - oy0) * wo;
     let (s, p) = (g.stride, g.padding);
@@ -90,7 +90,7 @@ fn im2col(g: &ConvGeom, x: &[f32], oy0: usize, oy1: usize, col: &mut [f32], rs: 
         for ki in 0..g.kh {
             for kj in 0..g.kw {
                 let r = (ci * g.kh + ki) * g.kw + kj;
-                let row = &mut col[r * rs + c0..r * rs + c0 + np];
+                let row = &mut col[r * np..(r + 1) * np];
                 // Output columns ox with 0 <= ox*s + kj - p < W.
                 let lo = (p.saturating_sub(kj)).div_ceil(s).min(wo);
                 let hi = if g.w + p > kj {
@@ -241,44 +241,6 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
-/// How the output positions are split into GEMMs.
-#[derive(Debug, Clone, Copy)]
-enum Plan {
-    /// (image, band of output rows) tasks, one per thread at a time, each GEMM writing its
-    /// columns of the NCHW output directly (pixels along the vector lanes).
-    Bands { band: usize, nbands: usize },
-    /// Groups of `group` whole images per GEMM, written to a Co-contiguous buffer (channels
-    /// along the vector lanes) and scattered: for small feature maps, where a GEMM over one
-    /// image's few pixels would run mostly in the microkernel's edge cases.
-    Images { group: usize },
-}
-
-/// Pixels below which a GEMM's pixel dimension is too short for the AVX-512 microkernel.
-const SMALL_P: usize = 128;
-
-impl ConvGeom {
-    fn plan(&self, threads: usize) -> Plan {
-        let (ho, wo) = self.out_hw();
-        let p = ho * wo;
-        if p >= SMALL_P {
-            let (band, nbands) = self.bands(threads);
-            if band * wo >= SMALL_P || self.batch >= threads {
-                return Plan::Bands { band, nbands };
-            }
-        }
-        // Enough pixels per GEMM for full microkernel tiles, but at least `threads` groups
-        // when there are that many images, and within the im2col budget.
-        let per_budget = (COL_BUDGET / (self.k() * p).max(1)).max(1);
-        let mut group = (2 * SMALL_P).div_ceil(p).min(per_budget).max(1);
-        if self.batch >= threads {
-            group = group.min(self.batch.div_ceil(threads));
-        }
-        Plan::Images {
-            group: group.min(self.batch),
-        }
-    }
-}
-
 /// `y = conv2d(x, w) + bias [+ residual]` for NCHW `x` (B × Ci × H × W), `w` (Co × Ci × kh ×
 /// kw), `bias` (Co), `residual` (B × Co × Ho × Wo, added for free: the GEMM accumulates onto
 /// it); returns `y` (B × Co × Ho × Wo).
@@ -319,156 +281,49 @@ pub fn conv2d_forward(
     let threads = super::threads();
     let pointwise = g.is_pointwise();
     let yp = SendPtr(y.as_mut_ptr());
-    match g.plan(threads) {
-        Plan::Bands { band, nbands } => {
-            let tasks: Vec<(usize, usize)> = (0..g.batch)
-                .flat_map(|b| (0..nbands).map(move |j| (b, j)))
-                .collect();
-            let inner = if tasks.len() >= threads { 1 } else { threads };
-            let run = |&(b, j): &(usize, usize)| {
-                let oy0 = j * band;
-                let oy1 = (oy0 + band).min(ho);
-                let np = (oy1 - oy0) * wo;
-                let xb = &x[b * img..(b + 1) * img];
-                let yp = yp;
-                // SAFETY: task (b, j) writes only columns [oy0·Wo, oy1·Wo) of image b.
-                let mm = |rhs: *const f32, rhs_rs: usize| unsafe {
-                    gemm_f32(
-                        g.cout,
-                        np,
-                        k,
-                        yp.0.add(b * g.cout * pout + oy0 * wo),
-                        (pout, 1),
-                        accumulate,
-                        w.as_ptr(),
-                        (k, 1),
-                        rhs,
-                        (rhs_rs, 1),
-                        parallelism(inner),
-                    );
-                };
-                if pointwise {
-                    // The input itself is the K × P matrix; the band is a column range of it.
-                    mm(xb[oy0 * wo..].as_ptr(), pout);
-                } else {
-                    with_col(k * np, |col| {
-                        im2col(g, xb, oy0, oy1, col, np, 0);
-                        mm(col.as_ptr(), np);
-                    });
-                }
-            };
-            if inner == 1 {
-                tasks.par_iter().for_each(run);
-            } else {
-                tasks.iter().for_each(run);
-            }
+    let (band, nbands) = g.bands(threads);
+    let tasks: Vec<(usize, usize)> = (0..g.batch)
+        .flat_map(|b| (0..nbands).map(move |j| (b, j)))
+        .collect();
+    let inner = if tasks.len() >= threads { 1 } else { threads };
+    let run = |&(b, j): &(usize, usize)| {
+        let oy0 = j * band;
+        let oy1 = (oy0 + band).min(ho);
+        let np = (oy1 - oy0) * wo;
+        let xb = &x[b * img..(b + 1) * img];
+        let yp = yp;
+        // SAFETY: task (b, j) writes only columns [oy0·Wo, oy1·Wo) of image b.
+        let mm = |rhs: *const f32, rhs_rs: usize| unsafe {
+            gemm_f32(
+                g.cout,
+                np,
+                k,
+                yp.0.add(b * g.cout * pout + oy0 * wo),
+                (pout, 1),
+                accumulate,
+                w.as_ptr(),
+                (k, 1),
+                rhs,
+                (rhs_rs, 1),
+                parallelism(inner),
+            );
+        };
+        if pointwise {
+            // The input itself is the K × P matrix; the band is a column range of it.
+            mm(xb[oy0 * wo..].as_ptr(), pout);
+        } else {
+            with_col(k * np, |col| {
+                im2col(g, xb, oy0, oy1, col);
+                mm(col.as_ptr(), np);
+            });
         }
-        Plan::Images { group } => {
-            let groups: Vec<usize> = (0..g.batch).step_by(group).collect();
-            let inner = if groups.len() >= threads { 1 } else { threads };
-            let run = |&b0: &usize| {
-                let nimg = group.min(g.batch - b0);
-                let n = nimg * pout;
-                let yp = yp;
-                with_col(k * n + g.cout * n, |buf| {
-                    let (col, t) = buf.split_at_mut(k * n);
-                    for i in 0..nimg {
-                        let xb = &x[(b0 + i) * img..(b0 + i + 1) * img];
-                        if pointwise {
-                            for (r, row) in col.chunks_mut(n).enumerate() {
-                                row[i * pout..(i + 1) * pout]
-                                    .copy_from_slice(&xb[r * pout..(r + 1) * pout]);
-                            }
-                        } else {
-                            im2col(g, xb, 0, ho, col, n, i * pout);
-                        }
-                    }
-                    // t (Co × n, column-major: channels contiguous) = W · col.
-                    // SAFETY: t holds Co × n floats.
-                    unsafe {
-                        gemm_f32(
-                            g.cout,
-                            n,
-                            k,
-                            t.as_mut_ptr(),
-                            (1, g.cout),
-                            false,
-                            w.as_ptr(),
-                            (k, 1),
-                            col.as_ptr(),
-                            (n, 1),
-                            parallelism(inner),
-                        );
-                    }
-                    // SAFETY: group b0 writes only its own images.
-                    let yg = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            yp.0.add(b0 * g.cout * pout),
-                            nimg * g.cout * pout,
-                        )
-                    };
-                    scatter_add(t, yg, g.cout, pout, nimg, accumulate);
-                });
-            };
-            if inner == 1 {
-                groups.par_iter().for_each(run);
-            } else {
-                groups.iter().for_each(run);
-            }
-        }
+    };
+    if inner == 1 {
+        tasks.par_iter().for_each(run);
+    } else {
+        tasks.iter().for_each(run);
     }
     y
-}
-
-/// `y[i][co][p] (+)= t[(i·P + p)·Co + co]` for `nimg` images: the transpose of a
-/// channels-contiguous GEMM result into NCHW.
-fn scatter_add(t: &[f32], y: &mut [f32], co: usize, p: usize, nimg: usize, accumulate: bool) {
-    for i in 0..nimg {
-        for c in 0..co {
-            let dst = &mut y[(i * co + c) * p..(i * co + c + 1) * p];
-            let src = &t[i * p * co + c..];
-            if accumulate {
-                for (q, d) in dst.iter_mut().enumerate() {
-                    *d += src[q * co];
-                }
-            } else {
-                for (q, d) in dst.iter_mut().enumerate() {
-                    *d = src[q * co];
-                }
-            }
-        }
-    }
-}
-
-/// Stride 1: `∂L/∂x = conv2d(∂L/∂y, w̃)` with `w̃[ci, co] = w[co, ci]` flipped in both
-/// spatial axes and padding `k − 1 − p` — a forward convolution, as fast as one.
-fn input_grad_as_conv(g: &ConvGeom, gy: &[f32], w: &[f32]) -> Vec<f32> {
-    let (ho, wo) = g.out_hw();
-    let k = g.kh;
-    let mut wt = vec![0f32; w.len()];
-    for co in 0..g.cout {
-        for ci in 0..g.cin {
-            for i in 0..k {
-                for j in 0..k {
-                    wt[((ci * g.cout + co) * k + (k - 1 - i)) * k + (k - 1 - j)] =
-                        w[((co * g.cin + ci) * k + i) * k + j];
-                }
-            }
-        }
-    }
-    let g2 = ConvGeom {
-        batch: g.batch,
-        cin: g.cout,
-        h: ho,
-        w: wo,
-        cout: g.cin,
-        kh: k,
-        kw: k,
-        stride: 1,
-        padding: k - 1 - g.padding,
-    };
-    debug_assert_eq!(g2.out_hw(), (g.h, g.w));
-    conv2d_forward(&g2, gy, &wt, None, None)
 }
 
 /// `∂L/∂x` of `y = conv2d(x, w)` given `gy = ∂L/∂y` (B × Co × Ho × Wo): per image and band
@@ -477,9 +332,6 @@ fn input_grad_as_conv(g: &ConvGeom, gy: &[f32], w: &[f32]) -> Vec<f32> {
 /// Work is split over (image, input-channel range) tasks: each computes its own rows of
 /// `col` and adds them into its own gradient planes, so tasks never write the same memory.
 pub fn conv2d_input_grad(g: &ConvGeom, gy: &[f32], w: &[f32]) -> Vec<f32> {
-    if g.stride == 1 && g.kh == g.kw && g.padding < g.kh {
-        return input_grad_as_conv(g, gy, w);
-    }
     let (ho, wo) = g.out_hw();
     let (k, pout, pin) = (g.k(), ho * wo, g.h * g.w);
     let khw = g.kh * g.kw;
