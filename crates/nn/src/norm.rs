@@ -174,26 +174,60 @@ impl CustomOp3 for GnOp {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let _t = profile::scope("groupnorm/backward");
-        let geom = self.geom(x.shape());
-        let xv = x.detach().flatten_all()?.to_vec1::<f32>()?;
-        let gv = gamma.detach().to_vec1::<f32>()?;
-        let bv = beta.detach().to_vec1::<f32>()?;
-        let gz = grad.flatten_all()?.to_vec1::<f32>()?;
-        let (gx, gg, gb) = group_norm_backward(&geom, &xv, &gv, &bv, &gz);
         let dev = x.device();
-        let gx = x
-            .track_op()
-            .then(|| Tensor::from_vec(gx, x.shape(), dev))
-            .transpose()?;
-        let gg = gamma
-            .track_op()
-            .then(|| Tensor::from_vec(gg, gamma.shape(), dev))
-            .transpose()?;
-        let gb = beta
-            .track_op()
-            .then(|| Tensor::from_vec(gb, beta.shape(), dev))
-            .transpose()?;
-        Ok((gx, gg, gb))
+        let op = GnBwdOp {
+            geom: self.geom(x.shape()),
+            gamma: gamma.detach().to_vec1::<f32>()?,
+            beta: beta.detach().to_vec1::<f32>()?,
+        };
+        let x = x.detach();
+        if !gamma.track_op() && !beta.track_op() {
+            // The usual case (loaded weights): ∂x only, straight from the storages.
+            let gx = x.apply_op2_no_bwd(&grad.contiguous()?, &op)?;
+            return Ok((Some(gx), None, None));
+        }
+        let xv = x.flatten_all()?.to_vec1::<f32>()?;
+        let gz = grad.flatten_all()?.to_vec1::<f32>()?;
+        let (gx, gg, gb) = group_norm_backward(&op.geom, &xv, &op.gamma, &op.beta, &gz);
+        Ok((
+            Some(Tensor::from_vec(gx, x.shape(), dev)?),
+            gamma
+                .track_op()
+                .then(|| Tensor::from_vec(gg, gamma.shape(), dev))
+                .transpose()?,
+            beta.track_op()
+                .then(|| Tensor::from_vec(gb, beta.shape(), dev))
+                .transpose()?,
+        ))
+    }
+}
+
+/// ∂L/∂x of the group norm from (x, ∂L/∂output).
+struct GnBwdOp {
+    geom: GnGeom,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+impl candle_core::CustomOp2 for GnBwdOp {
+    fn name(&self) -> &'static str {
+        "genprior-group-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, "group norm input")?;
+        let gz = f32_slice(s2, l2, "group norm gradient")?;
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("group norm backward: {:?} vs {:?}", l1.shape(), l2.shape());
+        }
+        let (gx, _, _) = group_norm_backward(&self.geom, x, &self.gamma, &self.beta, gz);
+        Ok((CpuStorage::F32(gx), l1.shape().clone()))
     }
 }
 
@@ -237,6 +271,65 @@ impl CustomOp1 for SoftmaxOp {
         let g = grad.flatten_all()?.to_vec1::<f32>()?;
         let gx = softmax_rows_backward(&y, &g, n);
         Ok(Some(Tensor::from_vec(gx, res.shape(), res.device())?))
+    }
+}
+
+/// Nearest-neighbour ×2 upsampling of `(B, C, H, W)`. CPU f32: a copy kernel whose backward
+/// sums 2×2 blocks (candle's backward is a grouped convolution, one channel at a time).
+pub fn upsample_nearest2x(x: &Tensor) -> candle_core::Result<Tensor> {
+    let _t = profile::scope("upsample");
+    let (_, _, h, w) = x.dims4()?;
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        x.contiguous()?.apply_op1(Upsample2x)
+    } else {
+        x.upsample_nearest2d(2 * h, 2 * w)
+    }
+}
+
+struct Upsample2x;
+
+impl CustomOp1 for Upsample2x {
+    fn name(&self) -> &'static str {
+        "genprior-upsample2x"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, "upsample input")?;
+        let (b, c, h, w) = l.shape().dims4()?;
+        let y = crate::kernels::resample::upsample2x(x, b * c, h, w);
+        Ok((CpuStorage::F32(y), Shape::from((b, c, 2 * h, 2 * w))))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(
+            grad.contiguous()?
+                .apply_op1_no_bwd(&SumPool2x { hw: arg.dims4()? })?,
+        ))
+    }
+}
+
+struct SumPool2x {
+    hw: (usize, usize, usize, usize),
+}
+
+impl CustomOp1 for SumPool2x {
+    fn name(&self) -> &'static str {
+        "genprior-sum-pool2x"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = f32_slice(s, l, "upsample gradient")?;
+        let (b, c, h, w) = self.hw;
+        if l.shape().dims() != [b, c, 2 * h, 2 * w] {
+            candle_core::bail!("upsample backward: gradient shape {:?}", l.shape());
+        }
+        let out = crate::kernels::resample::sum_pool2x(g, b * c, h, w);
+        Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
     }
 }
 
@@ -375,5 +468,33 @@ mod tests {
         assert!(y.iter().flatten().all(|v| v.is_finite()));
         assert!((y[0][0] - 1.0 / (1.0 + (-1f32).exp())).abs() < 1e-6);
         assert!((y[1][0] - 1.0 / 3.0).abs() < 1e-6);
+    }
+
+    /// ×2 nearest upsampling and its backward equal candle's.
+    #[test]
+    fn upsample_matches_candle() {
+        for (i, shape) in [[1usize, 1, 1, 1], [2, 3, 4, 5], [1, 8, 7, 3]]
+            .iter()
+            .enumerate()
+        {
+            let x = Var::from_tensor(&rand(shape, 50 + i as u64, 1.0)).unwrap();
+            let (h, w) = (shape[2], shape[3]);
+            let up = rand(&[shape[0], shape[1], 2 * h, 2 * w], 60 + i as u64, 1.0);
+            let ours = upsample_nearest2x(x.as_tensor()).unwrap();
+            let theirs = x.as_tensor().upsample_nearest2d(2 * h, 2 * w).unwrap();
+            assert!(max_rel(&ours, &theirs) == 0.0, "case {i}");
+            let g1 = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (theirs * &up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let e = max_rel(
+                g1.get(x.as_tensor()).unwrap(),
+                g2.get(x.as_tensor()).unwrap(),
+            );
+            assert!(e < 1e-6, "case {i}: gradient off by {e}");
+        }
     }
 }

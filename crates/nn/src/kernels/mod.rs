@@ -10,6 +10,7 @@
 pub mod simd;
 pub mod conv;
 pub mod norm;
+pub mod resample;
 pub mod softmax;
 
 /// Threads the kernels split work across (rayon's pool, as candle's CPU ops use).
