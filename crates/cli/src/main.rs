@@ -73,7 +73,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// glibc's malloc serves large blocks (every activation tensor) with a fresh `mmap` and returns
+/// them with `munmap`, so each new tensor page-faults its memory in again: measured 17 % of a
+/// 256-px forward + gradient on CPU. Keeping every block in the heap (no mmap, no trimming)
+/// lets freed tensors' pages be reused. Peak memory is unchanged; it is not returned to the
+/// OS until exit, which suits a command-line run.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    extern "C" {
+        fn mallopt(param: i32, value: i32) -> i32;
+    }
+    const M_TRIM_THRESHOLD: i32 = -1;
+    const M_MMAP_MAX: i32 = -4;
+    // SAFETY: mallopt only changes allocator tuning; called before any threads start.
+    unsafe {
+        mallopt(M_MMAP_MAX, 0);
+        mallopt(M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
