@@ -4,7 +4,9 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Module, Shape, Tensor, D};
 
-use crate::kernels::norm::{group_norm_backward, group_norm_forward, GnGeom};
+use crate::kernels::norm::{
+    group_norm_backward, group_norm_backward_mod, group_norm_forward_mod, GnGeom, Modulation,
+};
 use crate::kernels::softmax::{softmax_rows, softmax_rows_backward};
 use crate::profile;
 
@@ -63,6 +65,7 @@ impl GroupNorm {
                 groups: self.groups,
                 eps: self.eps,
                 silu,
+                modulation: ModVecs::default(),
             };
             x.contiguous()?.apply_op3(&self.weight, &self.bias, op)
         } else {
@@ -72,6 +75,85 @@ impl GroupNorm {
             } else {
                 Ok(y)
             }
+        }
+    }
+}
+
+impl GroupNorm {
+    /// `act((GN(x + offset)·γ + β)·(1 + scale) + shift)` with `offset`, `scale`, `shift` of
+    /// `B × C` values (shape `(B, C)` or `(B, C, 1, …)`, each optional) and act = SiLU when
+    /// `silu`: the time-embedding injections of the resnet blocks, in one pass on CPU f32
+    /// when the modulation and the affine parameters are constants (the input gradient, what
+    /// DPS needs, stays exact); otherwise the same formula from separate ops.
+    pub fn forward_mod(
+        &self,
+        x: &Tensor,
+        offset: Option<&Tensor>,
+        scale: Option<&Tensor>,
+        shift: Option<&Tensor>,
+        silu: bool,
+    ) -> candle_core::Result<Tensor> {
+        let _t = profile::scope(if silu { "groupnorm+silu" } else { "groupnorm" });
+        let dims = x.dims();
+        if dims.len() < 2 || dims[1] != self.weight.dim(0)? {
+            candle_core::bail!(
+                "group norm over {} channels applied to a tensor of shape {:?}",
+                self.weight.dim(0)?,
+                x.shape()
+            );
+        }
+        let (b, c) = (dims[0], dims[1]);
+        let mods = [offset, scale, shift];
+        for m in mods.iter().flatten() {
+            if m.elem_count() != b * c || m.dim(0)? != b {
+                candle_core::bail!(
+                    "group norm modulation of shape {:?} for input {:?}",
+                    m.shape(),
+                    x.shape()
+                );
+            }
+        }
+        let constant = |t: &Tensor| !t.track_op() && t.dtype() == DType::F32 && t.device().is_cpu();
+        let fast = x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && constant(&self.weight)
+            && constant(&self.bias)
+            && mods.iter().flatten().all(|m| constant(m));
+        if fast {
+            let vec = |m: Option<&Tensor>| -> candle_core::Result<Option<Vec<f32>>> {
+                m.map(|t| t.flatten_all()?.to_vec1::<f32>()).transpose()
+            };
+            let op = GnOp {
+                groups: self.groups,
+                eps: self.eps,
+                silu,
+                modulation: ModVecs {
+                    offset: vec(offset)?,
+                    scale: vec(scale)?,
+                    shift: vec(shift)?,
+                },
+            };
+            return x.contiguous()?.apply_op3(&self.weight, &self.bias, op);
+        }
+        let mut pshape = vec![1usize; dims.len()];
+        pshape[0] = b;
+        pshape[1] = c;
+        let bc = |t: &Tensor| t.reshape(pshape.as_slice());
+        let mut h = match offset {
+            Some(o) => x.broadcast_add(&bc(o)?)?,
+            None => x.clone(),
+        };
+        h = self.apply(&h, false)?;
+        if let Some(sc) = scale {
+            h = h.broadcast_mul(&(bc(sc)? + 1.0)?)?;
+        }
+        if let Some(sh) = shift {
+            h = h.broadcast_add(&bc(sh)?)?;
+        }
+        if silu {
+            candle_nn::ops::silu(&h)
+        } else {
+            Ok(h)
         }
     }
 }
@@ -113,11 +195,29 @@ pub fn reference_group_norm(
         .broadcast_add(&bias.reshape(pshape.as_slice())?)
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
+struct ModVecs {
+    offset: Option<Vec<f32>>,
+    scale: Option<Vec<f32>>,
+    shift: Option<Vec<f32>>,
+}
+
+impl ModVecs {
+    fn view(&self) -> Modulation<'_> {
+        Modulation {
+            offset: self.offset.as_deref(),
+            scale: self.scale.as_deref(),
+            shift: self.shift.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 struct GnOp {
     groups: usize,
     eps: f64,
     silu: bool,
+    modulation: ModVecs,
 }
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
@@ -161,7 +261,13 @@ impl CustomOp3 for GnOp {
         let x = f32_slice(s1, l1, "group norm input")?;
         let gamma = f32_slice(s2, l2, "group norm weight")?;
         let beta = f32_slice(s3, l3, "group norm bias")?;
-        let y = group_norm_forward(&self.geom(l1.shape()), x, gamma, beta);
+        let y = group_norm_forward_mod(
+            &self.geom(l1.shape()),
+            x,
+            gamma,
+            beta,
+            &self.modulation.view(),
+        );
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -179,6 +285,7 @@ impl CustomOp3 for GnOp {
             geom: self.geom(x.shape()),
             gamma: gamma.detach().to_vec1::<f32>()?,
             beta: beta.detach().to_vec1::<f32>()?,
+            modulation: self.modulation.clone(),
         };
         let x = x.detach();
         if !gamma.track_op() && !beta.track_op() {
@@ -207,6 +314,7 @@ struct GnBwdOp {
     geom: GnGeom,
     gamma: Vec<f32>,
     beta: Vec<f32>,
+    modulation: ModVecs,
 }
 
 impl candle_core::CustomOp2 for GnBwdOp {
@@ -226,7 +334,14 @@ impl candle_core::CustomOp2 for GnBwdOp {
         if l1.shape() != l2.shape() {
             candle_core::bail!("group norm backward: {:?} vs {:?}", l1.shape(), l2.shape());
         }
-        let (gx, _, _) = group_norm_backward(&self.geom, x, &self.gamma, &self.beta, gz);
+        let (gx, _, _) = group_norm_backward_mod(
+            &self.geom,
+            x,
+            &self.gamma,
+            &self.beta,
+            gz,
+            &self.modulation.view(),
+        );
         Ok((CpuStorage::F32(gx), l1.shape().clone()))
     }
 }
@@ -496,5 +611,74 @@ mod tests {
             );
             assert!(e < 1e-6, "case {i}: gradient off by {e}");
         }
+    }
+
+    /// The modulated norm (input offset; output scale and shift; with and without SiLU)
+    /// equals the composed reference ops, and so does its input gradient; tracked
+    /// modulations take the composed path and get gradients too.
+    #[test]
+    fn modulated_group_norm_matches_composed_ops() {
+        let (b, c, h, w, groups) = (3usize, 8usize, 5usize, 4usize, 4usize);
+        let x = Var::from_tensor(&rand(&[b, c, h, w], 1, 2.0)).unwrap();
+        let gamma = rand(&[c], 2, 1.0);
+        let beta = rand(&[c], 3, 1.0);
+        let off = rand(&[b, c, 1, 1], 4, 3.0);
+        let sc = rand(&[b, c], 5, 0.5);
+        let sh = rand(&[b, c], 6, 1.0);
+        let up = rand(&[b, c, h, w], 7, 1.0);
+        let gn = GroupNorm::new(gamma.clone(), beta.clone(), groups, 1e-5).unwrap();
+        let cases: [(Option<&Tensor>, Option<&Tensor>, Option<&Tensor>); 4] = [
+            (Some(&off), None, None),
+            (None, Some(&sc), Some(&sh)),
+            (Some(&off), Some(&sc), None),
+            (None, None, Some(&sh)),
+        ];
+        for (i, &(o, s1, s2)) in cases.iter().enumerate() {
+            for silu in [false, true] {
+                let ours = gn.forward_mod(x.as_tensor(), o, s1, s2, silu).unwrap();
+                let mut r = x.as_tensor().clone();
+                if let Some(o) = o {
+                    r = r.broadcast_add(o).unwrap();
+                }
+                r = reference_group_norm(&r, &gamma, &beta, groups, 1e-5).unwrap();
+                if let Some(s1) = s1 {
+                    r = r
+                        .broadcast_mul(&(s1.reshape((b, c, 1, 1)).unwrap() + 1.0).unwrap())
+                        .unwrap();
+                }
+                if let Some(s2) = s2 {
+                    r = r.broadcast_add(&s2.reshape((b, c, 1, 1)).unwrap()).unwrap();
+                }
+                if silu {
+                    r = candle_nn::ops::silu(&r).unwrap();
+                }
+                let e = max_rel(&ours, &r);
+                assert!(e < 2e-5, "case {i} silu {silu}: forward off by {e}");
+                let g1 = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                let g2 = (r * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                let e = max_rel(
+                    g1.get(x.as_tensor()).unwrap(),
+                    g2.get(x.as_tensor()).unwrap(),
+                );
+                assert!(e < 1e-4, "case {i} silu {silu}: input gradient off by {e}");
+            }
+        }
+        // Tracked modulation: composed path, gradient reaches the shift.
+        let shv = Var::from_tensor(&sh).unwrap();
+        let y = gn
+            .forward_mod(x.as_tensor(), None, None, Some(shv.as_tensor()), true)
+            .unwrap();
+        let g = (y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(g.get(shv.as_tensor()).is_some());
+        // Wrong modulation size is an error.
+        assert!(gn
+            .forward_mod(
+                x.as_tensor(),
+                Some(&rand(&[b, c - 1], 8, 1.0)),
+                None,
+                None,
+                false
+            )
+            .is_err());
     }
 }

@@ -32,6 +32,30 @@ impl GroupNorm32 {
         Ok(self.gn.forward(&x.to_dtype(DType::F32)?)?.to_dtype(dt)?)
     }
 
+    /// SiLU((GroupNorm32(x + offset))·(1 + scale) + shift), fused on CPU f32 (see
+    /// [`GroupNorm::forward_mod`]); the modulation is cast to f32 like the input.
+    pub fn forward_mod(
+        &self,
+        x: &Tensor,
+        offset: Option<&Tensor>,
+        scale: Option<&Tensor>,
+        shift: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let dt = x.dtype();
+        let f32 = |t: Option<&Tensor>| t.map(|t| t.to_dtype(DType::F32)).transpose();
+        let (o, sc, sh) = (f32(offset)?, f32(scale)?, f32(shift)?);
+        Ok(self
+            .gn
+            .forward_mod(
+                &x.to_dtype(DType::F32)?,
+                o.as_ref(),
+                sc.as_ref(),
+                sh.as_ref(),
+                true,
+            )?
+            .to_dtype(dt)?)
+    }
+
     /// SiLU(GroupNorm32(x)), fused on CPU f32.
     pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
         let dt = x.dtype();
@@ -104,24 +128,20 @@ impl ResBlock {
         };
         let h = self.in_conv.forward(&h)?;
         let e = self.emb.forward(emb_act)?.unsqueeze(2)?.unsqueeze(3)?;
+        // SiLU(out_norm(h)·(1 + scale) + shift), or SiLU(out_norm(h + e)): one fused pass on CPU.
         let h = if self.scale_shift {
             let c = e.dim(1)? / 2;
-            let scale = (e.narrow(1, 0, c)? + 1.0)?;
-            let shift = e.narrow(1, c, c)?;
+            let (scale, shift) = (e.narrow(1, 0, c)?, e.narrow(1, c, c)?);
             self.out_norm
-                .forward(&h)?
-                .broadcast_mul(&scale)?
-                .broadcast_add(&shift)?
+                .forward_mod(&h, None, Some(&scale), Some(&shift))?
         } else {
-            self.out_norm.forward(&h.broadcast_add(&e)?)?
+            self.out_norm.forward_mod(&h, Some(&e), None, None)?
         };
         let skip = match &self.skip {
             Some(c) => c.forward(&x)?,
             None => x,
         };
-        Ok(self
-            .out_conv
-            .forward_add(&candle_nn::ops::silu(&h)?, &skip)?)
+        Ok(self.out_conv.forward_add(&h, &skip)?)
     }
 }
 

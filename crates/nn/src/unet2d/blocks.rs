@@ -68,16 +68,17 @@ impl ResnetBlock {
             .forward(&self.act.forward(temb)?)?
             .unsqueeze(2)?
             .unsqueeze(3)?;
+        // The time embedding enters through the norm (one fused pass on CPU).
+        let silu = self.act == Activation::Silu;
         let h = if self.scale_shift {
             let c = t.dim(1)? / 2;
-            let scale = t.narrow(1, 0, c)?;
-            let shift = t.narrow(1, c, c)?;
-            let h = self.norm2.forward(&h)?;
-            self.act
-                .forward(&h.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(&shift)?)?
+            let (scale, shift) = (t.narrow(1, 0, c)?, t.narrow(1, c, c)?);
+            self.norm2
+                .forward_mod(&h, None, Some(&scale), Some(&shift), silu)?
         } else {
-            layers::norm_act(&self.norm2, self.act, &h.broadcast_add(&t)?)?
+            self.norm2.forward_mod(&h, Some(&t), None, None, silu)?
         };
+        let h = if silu { h } else { self.act.forward(&h)? };
         self.finish(x, &h)
     }
 
