@@ -16,7 +16,10 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Shape, Tensor};
 
+use std::sync::Arc;
+
 use crate::kernels::conv::{conv2d_forward, conv2d_input_grad, ConvGeom};
+use crate::kernels::winograd::transform_kernel;
 use crate::profile;
 
 /// `nn.Conv2d` with bias (groups 1, dilation 1).
@@ -27,6 +30,9 @@ pub struct Conv2d {
     padding: usize,
     stride: usize,
     label: &'static str,
+    /// The Winograd-transformed kernel (16/9 the weight's size), made on first use by a
+    /// 3×3 stride-1 layer on CPU f32 with constant weights.
+    wino: std::sync::OnceLock<Option<Arc<Vec<f32>>>>,
 }
 
 impl Conv2d {
@@ -43,7 +49,29 @@ impl Conv2d {
             padding,
             stride,
             label,
+            wino: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The cached Winograd kernel, when this layer can use one.
+    fn wino(&self) -> Option<Arc<Vec<f32>>> {
+        let w = &self.weight;
+        let eligible = self.stride == 1
+            && self.padding == 1
+            && w.dims().get(2..4) == Some(&[3, 3][..])
+            && w.device().is_cpu()
+            && w.dtype() == DType::F32
+            && !w.track_op();
+        if !eligible {
+            return None;
+        }
+        self.wino
+            .get_or_init(|| {
+                let (co, ci, _, _) = w.dims4().ok()?;
+                let v = w.flatten_all().ok()?.to_vec1::<f32>().ok()?;
+                Some(Arc::new(transform_kernel(&v, co, ci)))
+            })
+            .clone()
     }
 
     pub fn weight(&self) -> &Tensor {
@@ -73,6 +101,7 @@ impl Conv2d {
                 conv: ConvOp {
                     padding: self.padding,
                     stride: self.stride,
+                    wino: self.wino(),
                 },
                 bias,
             };
@@ -125,8 +154,23 @@ pub fn conv2d_bias(
     padding: usize,
     stride: usize,
 ) -> candle_core::Result<Tensor> {
+    conv2d_impl(x, w, bias, padding, stride, None)
+}
+
+fn conv2d_impl(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    padding: usize,
+    stride: usize,
+    wino: Option<Arc<Vec<f32>>>,
+) -> candle_core::Result<Tensor> {
     if fast_path(x, w) && bias.is_none_or(|b| b.dtype() == DType::F32 && b.device().is_cpu()) {
-        let op = ConvOp { padding, stride };
+        let op = ConvOp {
+            padding,
+            stride,
+            wino,
+        };
         let (x, w) = (x.contiguous()?, w.contiguous()?);
         match bias {
             Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
@@ -143,10 +187,11 @@ pub fn conv2d_bias(
 }
 
 /// The custom op: forward and input gradient on the kernels.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct ConvOp {
     padding: usize,
     stride: usize,
+    wino: Option<Arc<Vec<f32>>>,
 }
 
 fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
@@ -202,7 +247,14 @@ impl ConvOp {
             }
         }
         let (ho, wo) = g.out_hw();
-        let y = conv2d_forward(&g, x, w, bias, None);
+        let y = conv2d_forward(
+            &g,
+            x,
+            w,
+            bias,
+            None,
+            self.wino.as_deref().map(|v| v.as_slice()),
+        );
         Ok((CpuStorage::F32(y), Shape::from((g.batch, g.cout, ho, wo))))
     }
 
@@ -335,7 +387,8 @@ impl CustomOp3 for ConvResidualOp {
                 );
             }
         }
-        let y = conv2d_forward(&g, x, w, self.bias.as_deref(), Some(r));
+        let wino = self.conv.wino.as_deref().map(|v| v.as_slice());
+        let y = conv2d_forward(&g, x, w, self.bias.as_deref(), Some(r), wino);
         Ok((CpuStorage::F32(y), shape))
     }
 

@@ -170,7 +170,7 @@ fn col2im(g: &ConvGeom, col: &[f32], oy0: usize, oy1: usize, gx_planes: &mut [f3
 /// `dst (m × n) = [dst +] a (m × k) · b (k × n)` on raw strided f32 data.
 /// Strides are (row stride, column stride) in elements.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_f32(
+pub(super) unsafe fn gemm_f32(
     m: usize,
     n: usize,
     k: usize,
@@ -206,7 +206,7 @@ unsafe fn gemm_f32(
     )
 }
 
-fn parallelism(threads: usize) -> Parallelism {
+pub(super) fn parallelism(threads: usize) -> Parallelism {
     if threads > 1 {
         Parallelism::Rayon(threads)
     } else {
@@ -221,7 +221,7 @@ thread_local! {
 }
 
 /// Runs `f` on this thread's band buffer, grown to at least `len` floats.
-fn with_col<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(super) fn with_col<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     COL.with(|c| match c.try_borrow_mut() {
         Ok(mut col) => {
             if col.len() < len {
@@ -237,19 +237,23 @@ fn with_col<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 
 /// A raw pointer that may cross threads; each task writes a disjoint region.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(super) struct SendPtr(pub(super) *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 /// `y = conv2d(x, w) + bias [+ residual]` for NCHW `x` (B × Ci × H × W), `w` (Co × Ci × kh ×
 /// kw), `bias` (Co), `residual` (B × Co × Ho × Wo, added for free: the GEMM accumulates onto
 /// it); returns `y` (B × Co × Ho × Wo).
+///
+/// 3×3 stride-1 padding-1 convolutions on large enough maps run as Winograd F(2×2, 3×3)
+/// ([`super::winograd`]); `wino` is the transformed kernel when the caller caches it.
 pub fn conv2d_forward(
     g: &ConvGeom,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
+    wino: Option<&[f32]>,
 ) -> Vec<f32> {
     let (ho, wo) = g.out_hw();
     let (k, pout) = (g.k(), ho * wo);
@@ -277,6 +281,10 @@ pub fn conv2d_forward(
                 None => row.fill(b),
             }
         });
+    }
+    if super::winograd::applies(g) {
+        super::winograd::conv3x3_accumulate(g, x, w, wino, &mut y);
+        return y;
     }
     let threads = super::threads();
     let pointwise = g.is_pointwise();

@@ -12,6 +12,7 @@ pub mod conv;
 pub mod norm;
 pub mod resample;
 pub mod softmax;
+pub mod winograd;
 
 /// Threads the kernels split work across (rayon's pool, as candle's CPU ops use).
 pub fn threads() -> usize {
