@@ -19,7 +19,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Shape
 use std::sync::Arc;
 
 use crate::kernels::conv::{conv2d_forward, conv2d_input_grad, ConvGeom};
-use crate::kernels::winograd::transform_kernel;
+use crate::kernels::winograd::{self, transform_kernel};
 use crate::profile;
 
 /// `nn.Conv2d` with bias (groups 1, dilation 1).
@@ -33,6 +33,9 @@ pub struct Conv2d {
     /// The Winograd-transformed kernel (16/9 the weight's size), made on first use by a
     /// 3×3 stride-1 layer on CPU f32 with constant weights.
     wino: std::sync::OnceLock<Option<Arc<Vec<f32>>>>,
+    /// The same for the input gradient (the flipped, transposed kernel), made on first
+    /// backward pass.
+    wino_grad: Arc<std::sync::OnceLock<Vec<f32>>>,
 }
 
 impl Conv2d {
@@ -50,6 +53,17 @@ impl Conv2d {
             stride,
             label,
             wino: std::sync::OnceLock::new(),
+            wino_grad: Arc::default(),
+        }
+    }
+
+    /// The input-gradient Winograd cache, shared with the ops this layer creates (constant
+    /// weights only; a tracked kernel gets a fresh one per call).
+    fn wino_cache(&self) -> Arc<std::sync::OnceLock<Vec<f32>>> {
+        if self.weight.track_op() {
+            Arc::default()
+        } else {
+            self.wino_grad.clone()
         }
     }
 
@@ -102,6 +116,7 @@ impl Conv2d {
                     padding: self.padding,
                     stride: self.stride,
                     wino: self.wino(),
+                    wino_grad: self.wino_cache(),
                 },
                 bias,
             };
@@ -154,7 +169,7 @@ pub fn conv2d_bias(
     padding: usize,
     stride: usize,
 ) -> candle_core::Result<Tensor> {
-    conv2d_impl(x, w, bias, padding, stride, None)
+    conv2d_impl(x, w, bias, padding, stride, None, Arc::default())
 }
 
 fn conv2d_impl(
@@ -164,12 +179,14 @@ fn conv2d_impl(
     padding: usize,
     stride: usize,
     wino: Option<Arc<Vec<f32>>>,
+    wino_grad: Arc<std::sync::OnceLock<Vec<f32>>>,
 ) -> candle_core::Result<Tensor> {
     if fast_path(x, w) && bias.is_none_or(|b| b.dtype() == DType::F32 && b.device().is_cpu()) {
         let op = ConvOp {
             padding,
             stride,
             wino,
+            wino_grad,
         };
         let (x, w) = (x.contiguous()?, w.contiguous()?);
         match bias {
@@ -192,6 +209,7 @@ struct ConvOp {
     padding: usize,
     stride: usize,
     wino: Option<Arc<Vec<f32>>>,
+    wino_grad: Arc<std::sync::OnceLock<Vec<f32>>>,
 }
 
 fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
@@ -267,6 +285,7 @@ impl ConvOp {
         let gx = if x.track_op() {
             let op = InputGradOp {
                 geom: self.geom(x.shape(), w.shape())?,
+                wino: self.wino_grad.clone(),
             };
             Some(
                 grad.contiguous()?
@@ -408,6 +427,7 @@ impl CustomOp3 for ConvResidualOp {
 /// `∂L/∂x` from `∂L/∂y` (arg 1) and the kernel (arg 2) on the kernels.
 struct InputGradOp {
     geom: ConvGeom,
+    wino: Arc<std::sync::OnceLock<Vec<f32>>>,
 }
 
 impl CustomOp2 for InputGradOp {
@@ -430,9 +450,45 @@ impl CustomOp2 for InputGradOp {
         if l1.shape().dims() != [g.batch, g.cout, ho, wo] {
             candle_core::bail!("conv2d backward: gradient shape {:?}", l1.shape());
         }
-        let gx = conv2d_input_grad(g, gy, w);
+        // 3×3, stride 1, padding 1: ∂L/∂x = conv3x3(∂L/∂y, w̃) with w̃[ci, co] = w[co, ci]
+        // flipped in both axes — a forward Winograd convolution.
+        let flipped = ConvGeom {
+            batch: g.batch,
+            cin: g.cout,
+            h: ho,
+            w: wo,
+            cout: g.cin,
+            ..*g
+        };
+        let gx = if (g.kh, g.kw, g.stride, g.padding) == (3, 3, 1, 1) && winograd::applies(&flipped)
+        {
+            let u = self.wino.get_or_init(|| {
+                winograd::transform_kernel(&flip_transpose(w, g.cout, g.cin), g.cin, g.cout)
+            });
+            let mut gx = vec![0f32; g.batch * g.cin * g.h * g.w];
+            winograd::conv3x3_accumulate(&flipped, gy, &[], Some(u), &mut gx);
+            gx
+        } else {
+            conv2d_input_grad(g, gy, w)
+        };
         Ok((CpuStorage::F32(gx), Shape::from((g.batch, g.cin, g.h, g.w))))
     }
+}
+
+/// `w̃[ci][co][2 − i][2 − j] = w[co][ci][i][j]` for a 3×3 kernel `w` (Co × Ci × 3 × 3).
+fn flip_transpose(w: &[f32], co: usize, ci: usize) -> Vec<f32> {
+    let mut out = vec![0f32; w.len()];
+    for o in 0..co {
+        for i in 0..ci {
+            for a in 0..3 {
+                for b in 0..3 {
+                    out[((i * co + o) * 3 + (2 - a)) * 3 + (2 - b)] =
+                        w[((o * ci + i) * 3 + a) * 3 + b];
+                }
+            }
+        }
+    }
+    out
 }
 
 /// ∂L/∂w of y = conv2d(x, w, p, s) given ∂L/∂y.
@@ -618,6 +674,8 @@ mod tests {
             (2usize, 3usize, 4usize, 7usize, 1usize, 1usize),
             (1, 5, 2, 8, 2, 1),
             (3, 4, 4, 5, 1, 0),
+            // Large enough for the Winograd kernels (cached on the layer).
+            (2, 3, 4, 16, 1, 1),
         ]
         .iter()
         .enumerate()
@@ -648,6 +706,29 @@ mod tests {
                     max_diff(g1.get(v).unwrap(), g2.get(v).unwrap()) < 1e-5,
                     "case {i}"
                 );
+            }
+            // Again, through the layer's cached kernels, against candle's ops.
+            for _ in 0..2 {
+                let y = m.forward(x.as_tensor()).unwrap();
+                let reference = x
+                    .as_tensor()
+                    .conv2d(m.weight(), p, s, 1, 1)
+                    .unwrap()
+                    .broadcast_add(&m.bias().unwrap().reshape((1, co, 1, 1)).unwrap())
+                    .unwrap();
+                assert!(max_diff(&y, &reference) < 1e-5, "case {i}: cached forward");
+                let g3 = (y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                let g4 = (reference * &up)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let e = max_diff(
+                    g3.get(x.as_tensor()).unwrap(),
+                    g4.get(x.as_tensor()).unwrap(),
+                );
+                assert!(e < 1e-5, "case {i}: cached input gradient off by {e}");
             }
         }
         // A residual of the wrong shape is an error, not garbage.
