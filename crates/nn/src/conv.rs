@@ -1,12 +1,14 @@
 //! 2-D convolution on the fast CPU kernels, with an input gradient that is itself a GEMM.
 //!
 //! On CPU f32 tensors [`Conv2d`] runs [`crate::kernels::conv`] as a candle custom op:
-//! - forward: im2col + a SIMD GEMM with the bias folded in (candle 0.11's CPU conv reaches
-//!   14–30 GFLOP/s and adds a transpose copy);
-//! - input gradient: `Wᵀ · ∂y` then col2im, the exact adjoint of the forward (candle's backward
-//!   calls `conv_transpose2d`, a naive loop, 10–25× a forward pass — and it takes the output
-//!   padding from the height only, so it is wrong when H and W leave different stride
-//!   remainders);
+//! - forward: Winograd F(2×2, 3×3) for 3×3 stride-1 padding-1 layers on large enough maps
+//!   (transformed kernel cached on the layer), otherwise im2col + a SIMD GEMM; bias and an
+//!   optional residual are folded in (candle 0.11's CPU conv reaches 14–30 GFLOP/s);
+//! - input gradient: for 3×3 stride-1 layers the Winograd convolution of `∂y` with the
+//!   flipped, transposed kernel; otherwise `Wᵀ · ∂y` then col2im, the exact adjoint of the
+//!   forward (candle's backward calls `conv_transpose2d`, a naive loop, 10–25× a forward pass
+//!   — and it takes the output padding from the height only, so it is wrong when H and W
+//!   leave different stride remainders);
 //! - kernel gradient (only when the kernel is tracked, e.g. a `Var`; loaded weights are not):
 //!   the convolution of the input (batch and channels swapped) with the output gradient as
 //!   kernel, dilated by the stride; bias gradient: the sum of the output gradient.
