@@ -40,7 +40,7 @@ pub fn linear(w: &Weights, cin: usize, cout: usize) -> Result<Linear> {
 
 /// `nn.GroupNorm(groups, channels, eps)` with affine parameters.
 pub fn group_norm(w: &Weights, groups: usize, channels: usize, eps: f64) -> Result<GroupNorm> {
-    if groups == 0 || channels % groups != 0 {
+    if groups == 0 || !channels.is_multiple_of(groups) {
         return Err(NnError::InvalidConfig(format!(
             "group norm at `{}`: {channels} channels cannot be split into {groups} groups",
             w.prefix_name()

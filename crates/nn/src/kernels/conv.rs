@@ -299,6 +299,8 @@ pub fn conv2d_forward(
         let oy1 = (oy0 + band).min(ho);
         let np = (oy1 - oy0) * wo;
         let xb = &x[b * img..(b + 1) * img];
+        // Rebind so the closure captures the whole `SendPtr` (Send), not its raw-pointer field.
+        #[allow(clippy::redundant_locals)]
         let yp = yp;
         // SAFETY: task (b, j) writes only columns [oy0·Wo, oy1·Wo) of image b.
         let mm = |rhs: *const f32, rhs_rs: usize| unsafe {
@@ -371,6 +373,8 @@ pub fn conv2d_input_grad(g: &ConvGeom, gy: &[f32], w: &[f32]) -> Vec<f32> {
         .collect();
     let gxp = SendPtr(gx.as_mut_ptr());
     let run = |&(b, c0, c1): &(usize, usize, usize)| {
+        // Rebind so the closure captures the whole `SendPtr` (Send), not its raw-pointer field.
+        #[allow(clippy::redundant_locals)]
         let gxp = gxp;
         // SAFETY: task (b, c0, c1) writes only planes c0..c1 of image b.
         let planes = unsafe {

@@ -41,7 +41,7 @@ multiversion! {
 
 /// Rows of length `n` (the slice length must be a multiple of `n`).
 pub fn softmax_rows(x: &[f32], n: usize) -> Vec<f32> {
-    assert!(n > 0 && x.len() % n == 0, "softmax row length");
+    assert!(n > 0 && x.len().is_multiple_of(n), "softmax row length");
     let mut y = vec![0f32; x.len()];
     // Several rows per task keep the scheduling overhead small for short rows.
     let rows_per_task = (4096 / n).max(1);
@@ -58,7 +58,7 @@ pub fn softmax_rows(x: &[f32], n: usize) -> Vec<f32> {
 /// `gx = y ⊙ (gy − Σ gy·y)` per row of length `n`.
 pub fn softmax_rows_backward(y: &[f32], gy: &[f32], n: usize) -> Vec<f32> {
     assert!(
-        n > 0 && y.len() % n == 0 && y.len() == gy.len(),
+        n > 0 && y.len().is_multiple_of(n) && y.len() == gy.len(),
         "softmax gradient size"
     );
     let mut gx = vec![0f32; y.len()];

@@ -122,6 +122,8 @@ pub fn conv3x3_accumulate(g: &ConvGeom, x: &[f32], w: &[f32], u: Option<&[f32]>,
                     );
                 }
             }
+            // Rebind so the closure captures the whole `SendPtr` (Send), not its raw-pointer field.
+            #[allow(clippy::redundant_locals)]
             let yp = yp;
             // SAFETY: task (b, j) writes only output rows [2·ty0, 2·ty1) of image b.
             let yb =

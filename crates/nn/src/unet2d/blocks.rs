@@ -123,7 +123,7 @@ impl Attention {
         eps: f64,
         rescale: f64,
     ) -> Result<Self> {
-        if head_dim == 0 || ch % head_dim != 0 {
+        if head_dim == 0 || !ch.is_multiple_of(head_dim) {
             return Err(crate::error::NnError::InvalidConfig(format!(
                 "attention `{}`: {ch} channels cannot be split into heads of {head_dim}",
                 w.prefix_name()
