@@ -11,7 +11,8 @@ use crate::common::DeviceArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Architecture: ddpm-cifar10-32, ddpm-256, or a path to a UNet2DModel config.json.
+    /// Architecture: ddpm-cifar10-32, ddpm-256, adm-ffhq-256 (and the other ADM presets), or a
+    /// path to a UNet2DModel config.json.
     #[arg(long, default_value = "ddpm-cifar10-32")]
     pub arch: String,
     /// Batch size.
