@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crate::kernels::conv::{conv2d_forward, conv2d_input_grad, ConvGeom};
 use crate::kernels::winograd::{self, transform_kernel};
-use crate::profile;
+use crate::{cpu_f32, profile};
 
 /// `nn.Conv2d` with bias (groups 1, dilation 1).
 #[derive(Debug, Clone)]
@@ -214,16 +214,6 @@ struct ConvOp {
     wino_grad: Arc<std::sync::OnceLock<Vec<f32>>>,
 }
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("genprior conv2d: {what} must be f32");
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("genprior conv2d: {what} must be contiguous"),
-    }
-}
-
 impl ConvOp {
     fn geom(&self, x: &Shape, w: &Shape) -> candle_core::Result<ConvGeom> {
         let (batch, cin, h, wd) = x.dims4()?;
@@ -255,8 +245,8 @@ impl ConvOp {
         bias: Option<&[f32]>,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.geom(l1.shape(), l2.shape())?;
-        let x = contiguous_f32(s1, l1, "input")?;
-        let w = contiguous_f32(s2, l2, "kernel")?;
+        let x = cpu_f32(s1, l1, "conv2d input")?;
+        let w = cpu_f32(s2, l2, "conv2d kernel")?;
         if let Some(b) = bias {
             if b.len() != g.cout {
                 candle_core::bail!(
@@ -345,7 +335,7 @@ impl CustomOp3 for ConvOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let b = contiguous_f32(s3, l3, "bias")?;
+        let b = cpu_f32(s3, l3, "conv2d bias")?;
         self.run((s1, l1), (s2, l2), Some(b))
     }
 
@@ -388,9 +378,9 @@ impl CustomOp3 for ConvResidualOp {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.conv.geom(l1.shape(), l2.shape())?;
-        let x = contiguous_f32(s1, l1, "input")?;
-        let w = contiguous_f32(s2, l2, "kernel")?;
-        let r = contiguous_f32(s3, l3, "residual")?;
+        let x = cpu_f32(s1, l1, "conv2d input")?;
+        let w = cpu_f32(s2, l2, "conv2d kernel")?;
+        let r = cpu_f32(s3, l3, "conv2d residual")?;
         let (ho, wo) = g.out_hw();
         let shape = Shape::from((g.batch, g.cout, ho, wo));
         if l3.shape() != &shape {
@@ -446,8 +436,8 @@ impl CustomOp2 for InputGradOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let _t = profile::scope("conv/input-grad");
         let g = &self.geom;
-        let gy = contiguous_f32(s1, l1, "output gradient")?;
-        let w = contiguous_f32(s2, l2, "kernel")?;
+        let gy = cpu_f32(s1, l1, "conv2d output gradient")?;
+        let w = cpu_f32(s2, l2, "conv2d kernel")?;
         let (ho, wo) = g.out_hw();
         if l1.shape().dims() != [g.batch, g.cout, ho, wo] {
             candle_core::bail!("conv2d backward: gradient shape {:?}", l1.shape());

@@ -52,6 +52,22 @@ pub fn random_unet2d(
     UNet2DModel::new(cfg, &store.root(dtype, device))
 }
 
+/// The f32 data of a contiguous CPU storage, as the custom ops in [`conv`] and [`norm`] read
+/// their arguments; `what` names the argument in the error.
+pub(crate) fn cpu_f32<'a>(
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let candle_core::CpuStorage::F32(v) = s else {
+        candle_core::bail!("genprior {what} must be f32");
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("genprior {what} must be contiguous"),
+    }
+}
+
 /// Reject NaN/Inf in a user-supplied tensor, naming what it is.
 pub fn check_finite(t: &Tensor, what: &str) -> Result<()> {
     let bad = t

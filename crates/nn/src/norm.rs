@@ -8,7 +8,7 @@ use crate::kernels::norm::{
     group_norm_backward, group_norm_backward_mod, group_norm_forward_mod, GnGeom, Modulation,
 };
 use crate::kernels::softmax::{softmax_rows, softmax_rows_backward};
-use crate::profile;
+use crate::{cpu_f32, profile};
 
 /// `nn.GroupNorm(groups, channels, eps)` with affine parameters, on `(B, C, …)` tensors.
 #[derive(Debug, Clone)]
@@ -48,26 +48,13 @@ impl GroupNorm {
     }
 
     fn apply(&self, x: &Tensor, silu: bool) -> candle_core::Result<Tensor> {
-        let dims = x.dims();
-        if dims.len() < 2 || dims[1] != self.weight.dim(0)? {
-            candle_core::bail!(
-                "group norm over {} channels applied to a tensor of shape {:?}",
-                self.weight.dim(0)?,
-                x.shape()
-            );
-        }
+        self.check_input(x)?;
         let fast = x.device().is_cpu()
             && x.dtype() == DType::F32
             && self.weight.dtype() == DType::F32
             && self.bias.dtype() == DType::F32;
         if fast {
-            let op = GnOp {
-                groups: self.groups,
-                eps: self.eps,
-                silu,
-                modulation: ModVecs::default(),
-            };
-            x.contiguous()?.apply_op3(&self.weight, &self.bias, op)
+            self.fused(x, silu, ModVecs::default())
         } else {
             let y = reference_group_norm(x, &self.weight, &self.bias, self.groups, self.eps)?;
             if silu {
@@ -76,6 +63,29 @@ impl GroupNorm {
                 Ok(y)
             }
         }
+    }
+
+    fn check_input(&self, x: &Tensor) -> candle_core::Result<()> {
+        let dims = x.dims();
+        if dims.len() < 2 || dims[1] != self.weight.dim(0)? {
+            candle_core::bail!(
+                "group norm over {} channels applied to a tensor of shape {:?}",
+                self.weight.dim(0)?,
+                x.shape()
+            );
+        }
+        Ok(())
+    }
+
+    /// The fused CPU op.
+    fn fused(&self, x: &Tensor, silu: bool, modulation: ModVecs) -> candle_core::Result<Tensor> {
+        let op = GnOp {
+            groups: self.groups,
+            eps: self.eps,
+            silu,
+            modulation,
+        };
+        x.contiguous()?.apply_op3(&self.weight, &self.bias, op)
     }
 }
 
@@ -94,14 +104,8 @@ impl GroupNorm {
         silu: bool,
     ) -> candle_core::Result<Tensor> {
         let _t = profile::scope(if silu { "groupnorm+silu" } else { "groupnorm" });
+        self.check_input(x)?;
         let dims = x.dims();
-        if dims.len() < 2 || dims[1] != self.weight.dim(0)? {
-            candle_core::bail!(
-                "group norm over {} channels applied to a tensor of shape {:?}",
-                self.weight.dim(0)?,
-                x.shape()
-            );
-        }
         let (b, c) = (dims[0], dims[1]);
         let mods = [offset, scale, shift];
         for m in mods.iter().flatten() {
@@ -123,17 +127,12 @@ impl GroupNorm {
             let vec = |m: Option<&Tensor>| -> candle_core::Result<Option<Vec<f32>>> {
                 m.map(|t| t.flatten_all()?.to_vec1::<f32>()).transpose()
             };
-            let op = GnOp {
-                groups: self.groups,
-                eps: self.eps,
-                silu,
-                modulation: ModVecs {
-                    offset: vec(offset)?,
-                    scale: vec(scale)?,
-                    shift: vec(shift)?,
-                },
+            let modulation = ModVecs {
+                offset: vec(offset)?,
+                scale: vec(scale)?,
+                shift: vec(shift)?,
             };
-            return x.contiguous()?.apply_op3(&self.weight, &self.bias, op);
+            return self.fused(x, silu, modulation);
         }
         let mut pshape = vec![1usize; dims.len()];
         pshape[0] = b;
@@ -220,16 +219,6 @@ struct GnOp {
     modulation: ModVecs,
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("genprior {what} must be f32");
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("genprior {what} must be contiguous"),
-    }
-}
-
 impl GnOp {
     fn geom(&self, shape: &Shape) -> GnGeom {
         let d = shape.dims();
@@ -258,9 +247,9 @@ impl CustomOp3 for GnOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s1, l1, "group norm input")?;
-        let gamma = f32_slice(s2, l2, "group norm weight")?;
-        let beta = f32_slice(s3, l3, "group norm bias")?;
+        let x = cpu_f32(s1, l1, "group norm input")?;
+        let gamma = cpu_f32(s2, l2, "group norm weight")?;
+        let beta = cpu_f32(s3, l3, "group norm bias")?;
         let y = group_norm_forward_mod(
             &self.geom(l1.shape()),
             x,
@@ -329,8 +318,8 @@ impl candle_core::CustomOp2 for GnBwdOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s1, l1, "group norm input")?;
-        let gz = f32_slice(s2, l2, "group norm gradient")?;
+        let x = cpu_f32(s1, l1, "group norm input")?;
+        let gz = cpu_f32(s2, l2, "group norm gradient")?;
         if l1.shape() != l2.shape() {
             candle_core::bail!("group norm backward: {:?} vs {:?}", l1.shape(), l2.shape());
         }
@@ -367,7 +356,7 @@ impl CustomOp1 for SoftmaxOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s, l, "softmax input")?;
+        let x = cpu_f32(s, l, "softmax input")?;
         let n = *l.shape().dims().last().unwrap_or(&1);
         if n == 0 {
             return Ok((CpuStorage::F32(Vec::new()), l.shape().clone()));
@@ -409,7 +398,7 @@ impl CustomOp1 for Upsample2x {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s, l, "upsample input")?;
+        let x = cpu_f32(s, l, "upsample input")?;
         let (b, c, h, w) = l.shape().dims4()?;
         let y = crate::kernels::resample::upsample2x(x, b * c, h, w);
         Ok((CpuStorage::F32(y), Shape::from((b, c, 2 * h, 2 * w))))
@@ -438,7 +427,7 @@ impl CustomOp1 for SumPool2x {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = f32_slice(s, l, "upsample gradient")?;
+        let g = cpu_f32(s, l, "upsample gradient")?;
         let (b, c, h, w) = self.hw;
         if l.shape().dims() != [b, c, 2 * h, 2 * w] {
             candle_core::bail!("upsample backward: gradient shape {:?}", l.shape());

@@ -39,6 +39,20 @@ impl ConvGeom {
         self.cin * self.kh * self.kw
     }
 
+    /// The output columns `[lo, hi)` whose kernel column `kj` reads inside the input:
+    /// `0 ≤ ox·s + kj − p < W`.
+    fn valid_cols(&self, kj: usize) -> (usize, usize) {
+        let (_, wo) = self.out_hw();
+        let (s, p) = (self.stride, self.padding);
+        let lo = p.saturating_sub(kj).div_ceil(s).min(wo);
+        let hi = if self.w + p > kj {
+            ((self.w + p - kj - 1) / s + 1).min(wo)
+        } else {
+            0
+        };
+        (lo, hi.max(lo))
+    }
+
     fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
     }
@@ -91,14 +105,7 @@ fn im2col(g: &ConvGeom, x: &[f32], oy0: usize, oy1: usize, col: &mut [f32]) {
             for kj in 0..g.kw {
                 let r = (ci * g.kh + ki) * g.kw + kj;
                 let row = &mut col[r * np..(r + 1) * np];
-                // Output columns ox with 0 <= ox*s + kj - p < W.
-                let lo = (p.saturating_sub(kj)).div_ceil(s).min(wo);
-                let hi = if g.w + p > kj {
-                    ((g.w + p - kj - 1) / s + 1).min(wo)
-                } else {
-                    0
-                }
-                .max(lo);
+                let (lo, hi) = g.valid_cols(kj);
                 for oy in oy0..oy1 {
                     let dst = &mut row[(oy - oy0) * wo..(oy - oy0 + 1) * wo];
                     let iy = (oy * s + ki) as isize - p as isize;
@@ -137,13 +144,7 @@ fn col2im(g: &ConvGeom, col: &[f32], oy0: usize, oy1: usize, gx_planes: &mut [f3
             for kj in 0..g.kw {
                 let r = (dc * g.kh + ki) * g.kw + kj;
                 let row = &col[r * np..(r + 1) * np];
-                let lo = (p.saturating_sub(kj)).div_ceil(s).min(wo);
-                let hi = if g.w + p > kj {
-                    ((g.w + p - kj - 1) / s + 1).min(wo)
-                } else {
-                    0
-                }
-                .max(lo);
+                let (lo, hi) = g.valid_cols(kj);
                 for oy in oy0..oy1 {
                     let iy = (oy * s + ki) as isize - p as isize;
                     if iy < 0 || iy >= g.h as isize {
