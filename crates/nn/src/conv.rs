@@ -504,34 +504,11 @@ fn kernel_grad(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use crate::test_util::{grads, max_diff};
+    use candle_core::Var;
 
     fn rand(shape: &[usize], seed: u64) -> Tensor {
-        // Deterministic pseudo-random values in [-1, 1].
-        let n: usize = shape.iter().product();
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 33) as f64 / (1u64 << 31) as f64 * 2.0 - 1.0) as f32
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+        crate::test_util::rand(shape, seed, 1.0)
     }
 
     fn dot(a: &Tensor, b: &Tensor) -> f64 {
@@ -586,7 +563,7 @@ mod tests {
             let e = max_diff(&ours, &theirs);
             assert!(e < tol, "case {i}: forward off by {e} (tolerance {tol})");
             let lhs = dot(&ours, &up);
-            let g1 = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
+            let g1 = grads(&ours, &up);
             let (gx1, gw1) = (
                 g1.get(x.as_tensor()).unwrap(),
                 g1.get(w.as_tensor()).unwrap(),
@@ -605,12 +582,7 @@ mod tests {
             );
             let same_remainder = (h + 2 * p - k) % s == (wd + 2 * p - k) % s && h == wd;
             if same_remainder {
-                let g2 = (theirs * &up)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
+                let g2 = grads(&theirs, &up);
                 let (gx2, gw2) = (
                     g2.get(x.as_tensor()).unwrap(),
                     g2.get(w.as_tensor()).unwrap(),
@@ -681,18 +653,8 @@ mod tests {
             let fused = m.forward_add(x.as_tensor(), r.as_tensor()).unwrap();
             let plain = (m.forward(x.as_tensor()).unwrap() + r.as_tensor()).unwrap();
             assert!(max_diff(&fused, &plain) < 1e-5, "case {i}");
-            let g1 = (fused * &up)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let g2 = (plain * &up)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let g1 = grads(&fused, &up);
+            let g2 = grads(&plain, &up);
             for v in [x.as_tensor(), r.as_tensor()] {
                 assert!(
                     max_diff(g1.get(v).unwrap(), g2.get(v).unwrap()) < 1e-5,
@@ -709,13 +671,8 @@ mod tests {
                     .broadcast_add(&m.bias().unwrap().reshape((1, co, 1, 1)).unwrap())
                     .unwrap();
                 assert!(max_diff(&y, &reference) < 1e-5, "case {i}: cached forward");
-                let g3 = (y * &up).unwrap().sum_all().unwrap().backward().unwrap();
-                let g4 = (reference * &up)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
+                let g3 = grads(&y, &up);
+                let g4 = grads(&reference, &up);
                 let e = max_diff(
                     g3.get(x.as_tensor()).unwrap(),
                     g4.get(x.as_tensor()).unwrap(),

@@ -12,6 +12,8 @@ pub mod kernels;
 pub mod layers;
 pub mod norm;
 pub mod profile;
+#[cfg(test)]
+mod test_util;
 pub mod unet2d;
 pub mod weights;
 

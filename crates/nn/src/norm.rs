@@ -440,27 +440,8 @@ impl CustomOp1 for SumPool2x {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::{grads, max_rel, rand};
     use candle_core::{Device, Var};
-
-    fn rand(shape: &[usize], seed: u64, scale: f32) -> Tensor {
-        let n: usize = shape.iter().product();
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(7);
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 33) as f64 / (1u64 << 31) as f64 * 2.0 - 1.0) as f32 * scale
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
-        let m = b.abs().unwrap().max_all().unwrap();
-        d.to_scalar::<f32>().unwrap() / (1.0 + m.to_scalar::<f32>().unwrap())
-    }
 
     /// Forward, fused SiLU and all three gradients against candle's composed ops and autograd,
     /// on shapes with 1 and many groups, one spatial position, (B, C, N) and (B, C, H, W)
@@ -510,13 +491,8 @@ mod tests {
                 }
                 let e = max_rel(&ours, &theirs);
                 assert!(e < 2e-5, "case {i} silu {silu}: forward off by {e}");
-                let g1 = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
-                let g2 = (theirs * &up)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
+                let g1 = grads(&ours, &up);
+                let g2 = grads(&theirs, &up);
                 for (what, v) in [
                     ("x", x.as_tensor()),
                     ("gamma", gamma.as_tensor()),
@@ -550,13 +526,8 @@ mod tests {
             let ours = softmax_last_dim(x.as_tensor()).unwrap();
             let theirs = candle_nn::ops::softmax(x.as_tensor(), D::Minus1).unwrap();
             assert!(max_rel(&ours, &theirs) < 1e-6, "case {i}");
-            let g1 = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
-            let g2 = (theirs * &up)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let g1 = grads(&ours, &up);
+            let g2 = grads(&theirs, &up);
             let e = max_rel(
                 g1.get(x.as_tensor()).unwrap(),
                 g2.get(x.as_tensor()).unwrap(),
@@ -587,13 +558,8 @@ mod tests {
             let ours = upsample_nearest2x(x.as_tensor()).unwrap();
             let theirs = x.as_tensor().upsample_nearest2d(2 * h, 2 * w).unwrap();
             assert!(max_rel(&ours, &theirs) == 0.0, "case {i}");
-            let g1 = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
-            let g2 = (theirs * &up)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let g1 = grads(&ours, &up);
+            let g2 = grads(&theirs, &up);
             let e = max_rel(
                 g1.get(x.as_tensor()).unwrap(),
                 g2.get(x.as_tensor()).unwrap(),
@@ -643,8 +609,8 @@ mod tests {
                 }
                 let e = max_rel(&ours, &r);
                 assert!(e < 2e-5, "case {i} silu {silu}: forward off by {e}");
-                let g1 = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
-                let g2 = (r * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                let g1 = grads(&ours, &up);
+                let g2 = grads(&r, &up);
                 let e = max_rel(
                     g1.get(x.as_tensor()).unwrap(),
                     g2.get(x.as_tensor()).unwrap(),
@@ -657,7 +623,7 @@ mod tests {
         let y = gn
             .forward_mod(x.as_tensor(), None, None, Some(shv.as_tensor()), true)
             .unwrap();
-        let g = (y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = grads(&y, &up);
         assert!(g.get(shv.as_tensor()).is_some());
         // Wrong modulation size is an error.
         assert!(gn
