@@ -74,12 +74,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// glibc's malloc serves large blocks (every activation tensor) with a fresh `mmap` and returns
-/// them with `munmap`, so each new tensor page-faults its memory in again: measured 17 % of a
-/// 256-px forward + gradient on CPU. Keeping every block in the heap (no mmap, no trimming)
-/// lets freed tensors' pages be reused. Peak memory is unchanged; it is not returned to the
-/// OS until exit, which suits a command-line run.
+/// them with `munmap`, so each new tensor page-faults its memory in again (see the README's
+/// Benchmarks for the measured cost). Keeping every block in the heap (no mmap, no trimming)
+/// lets freed tensors' pages be reused; freed memory is not returned to the OS until exit,
+/// which suits a command-line run. `GENPRIOR_SYSTEM_MALLOC=1` keeps glibc's defaults.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_memory() {
+    if std::env::var_os("GENPRIOR_SYSTEM_MALLOC").is_some_and(|v| v == "1") {
+        return;
+    }
     extern "C" {
         fn mallopt(param: i32, value: i32) -> i32;
     }
