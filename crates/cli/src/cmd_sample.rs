@@ -9,7 +9,7 @@ use genprior_diffusion::{sample, SamplerKind};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::common::ModelArgs;
-use crate::images;
+use genprior_pipeline::images;
 
 #[derive(clap::Args, Debug)]
 pub struct SampleArgs {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use genprior_diffusion::ScoreModel;
 use genprior_hub::{HubRepo, ModelFiles};
 use genprior_nn::{DeviceChoice, UNet2DConfig};
@@ -390,61 +390,7 @@ pub fn load_net_or_random(
     }
 }
 
-/// Read an `.npy` file as an f32 tensor on `device`, rejecting NaN/Inf.
-pub fn read_npy(path: &Path, what: &str, device: &Device) -> Result<Tensor> {
-    if !path.is_file() {
-        bail!("{}: no such file ({what})", path.display());
-    }
-    let t = Tensor::read_npy(path)
-        .with_context(|| format!("{}: not a readable .npy file ({what})", path.display()))?;
-    let t = t.to_dtype(DType::F32)?;
-    genprior_nn::check_finite(&t, &format!("{} ({what})", path.display()))?;
-    Ok(t.to_device(device)?)
-}
-
-/// Write a tensor as `.npy` (f32) atomically: to a temporary file, then renamed.
-pub fn write_npy(t: &Tensor, path: &Path) -> Result<()> {
-    check_parent(path)?;
-    let tmp = tmp_path(path);
-    t.to_dtype(DType::F32)?
-        .to_device(&Device::Cpu)?
-        .write_npy(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
-/// Write bytes atomically.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    check_parent(path)?;
-    let tmp = tmp_path(path);
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".tmp{}", std::process::id()));
-    path.with_file_name(name)
-}
-
-/// Error unless the folder an output goes into exists.
-pub fn check_parent(path: &Path) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        if !parent.as_os_str().is_empty() && !parent.is_dir() {
-            bail!(
-                "{}: the output folder {} does not exist",
-                path.display(),
-                parent.display()
-            );
-        }
-    }
-    Ok(())
-}
+pub use genprior_pipeline::files::{check_parent, read_npy, write_npy};
 
 /// The schedule of a model: its scheduler config file, or diffusers' DDPMScheduler defaults
 /// (said on stderr) when it has none.
@@ -463,34 +409,4 @@ pub fn load_schedule(config: Option<&Path>) -> Result<genprior_diffusion::Schedu
 pub fn bar_style(template: &str) -> indicatif::ProgressStyle {
     indicatif::ProgressStyle::with_template(template)
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-}
-
-/// Checks the DPnP/DPS options `reconstruct` and `eval` share: η_max ≥ η_min > 0, ζ ≥ 0,
-/// PCS scale > 0, PCS regulariser ≥ 0 (all finite).
-pub fn check_sampler_options(
-    eta_max: f64,
-    eta_min: f64,
-    zeta: Option<f64>,
-    pcs_scale: Option<f64>,
-    pcs_reg: f64,
-) -> Result<()> {
-    if !(eta_min.is_finite() && eta_max.is_finite() && eta_min > 0.0 && eta_max >= eta_min) {
-        bail!(
-            "--eta-max and --eta-min must satisfy eta-max ≥ eta-min > 0, got {eta_max} and {eta_min}"
-        );
-    }
-    if let Some(z) = zeta {
-        if !(z.is_finite() && z >= 0.0) {
-            bail!("--zeta must be a finite number ≥ 0, got {z}");
-        }
-    }
-    if let Some(s) = pcs_scale {
-        if !(s.is_finite() && s > 0.0) {
-            bail!("--pcs-scale must be a positive number, got {s}");
-        }
-    }
-    if !(pcs_reg.is_finite() && pcs_reg >= 0.0) {
-        bail!("--pcs-reg must be a finite number ≥ 0, got {pcs_reg}");
-    }
-    Ok(())
 }

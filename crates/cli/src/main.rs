@@ -10,7 +10,8 @@ mod cmd_model;
 mod cmd_reconstruct;
 mod cmd_sample;
 mod common;
-mod images;
+mod method_args;
+mod progress;
 
 use std::process::ExitCode;
 

@@ -16,14 +16,20 @@
 
 use candle_core::Tensor;
 use genprior_diffusion::{BatchNoise, Schedule, ScoreModel};
-use genprior_inverse::{pcs, Operator, PcsConfig};
+use genprior_inverse::{pcs, Operator, PcsConfig, PcsMethod};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+use serde_json::{json, Value};
+
 use crate::dds::{dds_with_budget, DdsMethod};
 use crate::denoiser::Denoiser;
-use crate::dps::{dps, DpsConfig};
+use crate::dps::{dps_indexed, DpsConfig, DPS_STEPS, ZETA};
+use crate::energy::{default_energy_timesteps, lowest_energy};
 use crate::error::{invalid, Result};
+use crate::method::{Chains, MethodEntry, MethodProgress, PosteriorSampler, Problem, SamplerOutput};
+use crate::options::{at_least_one, OptDefault, OptKind, OptSpec, Resolved};
+use crate::properties::{reference_task, sign_ambiguous, ReferenceTask};
 use crate::seeds;
 
 /// The annealing schedule η_0 ≥ η_1 ≥ … of the outer loop.
@@ -57,6 +63,18 @@ impl Default for EtaSchedule {
 }
 
 impl EtaSchedule {
+    /// The reference shape with `outer_steps` steps in all, `k_start` of them (at most
+    /// `outer_steps − 1`) held at η_max.
+    pub fn annealed(outer_steps: usize, k_start: usize, eta_max: f64, eta_min: f64) -> Self {
+        let k_start = k_start.min(outer_steps.saturating_sub(1));
+        Self::Annealed {
+            eta_max,
+            eta_min,
+            k_start,
+            k: outer_steps - k_start,
+        }
+    }
+
     /// The η values, validated (each finite and > 0, at least one).
     pub fn etas(&self) -> Result<Vec<f64>> {
         let v = match self {
@@ -110,6 +128,10 @@ pub enum WarmStart {
     Noise,
     /// A DPS run (one per chain) with these settings.
     Dps(DpsConfig),
+    /// Per chain, the classical baseline or its negative, whichever has the lower denoising
+    /// energy under the prior (for sign-blind measurements; 2·|T| extra network evaluations,
+    /// T = [`default_energy_timesteps`]).
+    BaselineSign,
     /// Given start points: `(1, C, H, W)` (shared) or `(K, C, H, W)`.
     Given(Tensor),
 }
@@ -127,6 +149,9 @@ pub struct DpnpConfig {
     /// Posterior samples K (chains, run as one batch).
     pub samples: usize,
     pub seed: u64,
+    /// Index of the first chain in the run: chain i uses the noise streams of chain
+    /// `first_index + i`.
+    pub first_index: u64,
 }
 
 impl Default for DpnpConfig {
@@ -139,6 +164,7 @@ impl Default for DpnpConfig {
             warm_start: WarmStart::Baseline,
             samples: 1,
             seed: 0,
+            first_index: 0,
         }
     }
 }
@@ -213,11 +239,15 @@ fn start_points(
             (b.broadcast_as((k, c, h, w))?.contiguous()?, 0)
         }
         WarmStart::Noise => {
-            let mut noise = BatchNoise::new(seeds::derive(cfg.seed, seeds::WARM_START), 0, k);
+            let mut noise = BatchNoise::new(
+                seeds::derive(cfg.seed, seeds::WARM_START),
+                cfg.first_index,
+                k,
+            );
             (noise.draw(&[c, h, w], device)?, 0)
         }
         WarmStart::Dps(dcfg) => {
-            let out = dps(
+            let out = dps_indexed(
                 model,
                 schedule,
                 op,
@@ -225,9 +255,27 @@ fn start_points(
                 k,
                 dcfg,
                 seeds::derive(cfg.seed, seeds::WARM_START),
+                cfg.first_index,
                 &mut |s, t| progress(Progress::WarmStart { step: s, total: t }),
             )?;
             (out.samples, out.nfe)
+        }
+        WarmStart::BaselineSign => {
+            let b = op
+                .baseline(y)?
+                .to_dtype(candle_core::DType::F32)?
+                .to_device(device)?;
+            let b = b.broadcast_as((k, c, h, w))?.contiguous()?;
+            let ts = default_energy_timesteps(schedule);
+            let (x0, _) = lowest_energy(
+                model,
+                schedule,
+                &[b.clone(), b.neg()?],
+                &ts,
+                seeds::derive(cfg.seed, seeds::WARM_START),
+                cfg.first_index,
+            )?;
+            (x0, 2 * ts.len())
         }
         WarmStart::Given(x) => {
             let x = x.to_dtype(candle_core::DType::F32)?.to_device(device)?;
@@ -273,7 +321,7 @@ pub fn dpnp(
     den.check_channels(c)?;
     let (init, warm_nfe) = start_points(model, schedule, op, y, cfg, progress)?;
     let mut pcs_rng = StdRng::seed_from_u64(seeds::derive(cfg.seed, seeds::PCS));
-    let mut dds_noise = BatchNoise::new(seeds::derive(cfg.seed, seeds::DDS), 0, k);
+    let mut dds_noise = BatchNoise::new(seeds::derive(cfg.seed, seeds::DDS), cfg.first_index, k);
     let mut x = init.clone();
     let total = etas.len();
     let mut steps = Vec::with_capacity(total);
@@ -317,6 +365,263 @@ pub fn dpnp(
         nfe: warm_nfe + den.nfe(),
         steps,
     })
+}
+
+/// The PCS step-size scale for `op`: the reference's FFHQ values for its reference task
+/// (phase retrieval 0.8, one-bit 0.2, super-resolution 0.6), else 1.0.
+pub fn default_pcs_scale(op: &dyn Operator) -> f64 {
+    match reference_task(op) {
+        Some(ReferenceTask::PhaseRetrieval) => 0.8,
+        Some(ReferenceTask::OneBit) => 0.2,
+        Some(ReferenceTask::SuperResolution) => 0.6,
+        _ => 1.0,
+    }
+}
+
+const fn opt(name: &'static str, help: &'static str, kind: OptKind, default: OptDefault) -> OptSpec {
+    OptSpec {
+        name,
+        help,
+        kind,
+        default,
+    }
+}
+
+/// The options of both DPnP variants.
+pub const DPNP_OPTIONS: &[OptSpec] = &[
+    opt(
+        "outer-steps",
+        "DPnP: outer steps K (k_start at η_max, then geometric from η_max to η_min)",
+        OptKind::Int,
+        OptDefault::Int(16),
+    ),
+    opt(
+        "k-start",
+        "DPnP: outer steps held at η_max before the geometric decrease",
+        OptKind::Int,
+        OptDefault::Int(4),
+    ),
+    opt("eta-max", "DPnP: largest η", OptKind::Float, OptDefault::Float(0.4)),
+    opt(
+        "eta-min",
+        "DPnP: smallest (final) η",
+        OptKind::Float,
+        OptDefault::Float(0.16),
+    ),
+    opt(
+        "dds-steps",
+        "DPnP: at most this many network evaluations per DDS call (default: the full DDIM grid or every usable DDPM timestep; fewer is faster and less accurate)",
+        OptKind::Int,
+        OptDefault::Derived,
+    ),
+    opt(
+        "pcs",
+        "DPnP: PCS sampler (mala: Metropolis-adjusted; ula: unadjusted, as the reference code; exact: linear-Gaussian operators only)",
+        OptKind::Choice(&["mala", "ula", "exact"]),
+        OptDefault::Choice("mala"),
+    ),
+    opt(
+        "pcs-steps",
+        "DPnP: Langevin steps per PCS call",
+        OptKind::Int,
+        OptDefault::Int(1000),
+    ),
+    opt(
+        "pcs-scale",
+        "DPnP: PCS step-size scale (default by operator: the reference's FFHQ values, phase retrieval 0.8, one-bit 0.2, super-resolution 0.6; 1.0 otherwise)",
+        OptKind::Float,
+        OptDefault::Derived,
+    ),
+    opt(
+        "pcs-reg",
+        "DPnP: PCS step-size regulariser: h = scale·min(m², η²)/(reg + √f(x)) (reference: 50, tuned for 256×256×3 images; small images have a small √f, so a smaller reg moves faster)",
+        OptKind::Float,
+        OptDefault::Float(50.0),
+    ),
+    opt(
+        "warm-start",
+        "DPnP: start from the classical baseline, pure noise, a DPS run (--dps-steps, --zeta), the baseline or its negative per chain by the prior's denoising energy (baseline-sign), or auto (a DPS run for sign-ambiguous operators such as phase retrieval, the baseline otherwise)",
+        OptKind::Choice(&["baseline", "noise", "dps", "baseline-sign", "auto"]),
+        OptDefault::Choice("baseline"),
+    ),
+    DPS_STEPS,
+    ZETA,
+];
+
+/// `dpnp-ddim`: DPnP with DDS-DDIM on the refined grid.
+pub const DPNP_DDIM: MethodEntry = MethodEntry {
+    name: "dpnp-ddim",
+    summary: "Diffusion plug-and-play (Xu & Chi 2024) with the DDS-DDIM denoiser",
+    options: DPNP_OPTIONS,
+    build: |opts, op| Ok(Box::new(DpnpSampler::from_options("dpnp-ddim", DdsMethod::Ddim, opts, op)?)),
+};
+
+/// `dpnp-ddpm`: DPnP with DDS-DDPM.
+pub const DPNP_DDPM: MethodEntry = MethodEntry {
+    name: "dpnp-ddpm",
+    summary: "Diffusion plug-and-play (Xu & Chi 2024) with the DDS-DDPM denoiser",
+    options: DPNP_OPTIONS,
+    build: |opts, op| Ok(Box::new(DpnpSampler::from_options("dpnp-ddpm", DdsMethod::Ddpm, opts, op)?)),
+};
+
+/// DPnP behind the [`PosteriorSampler`] seam (`samples`, `seed` and `first_index` of its
+/// config are set per call from [`Chains`]).
+pub struct DpnpSampler {
+    pub method: &'static str,
+    pub cfg: DpnpConfig,
+    settings: Value,
+}
+
+impl DpnpSampler {
+    /// From the [`DPNP_OPTIONS`], with defaults for `op`.
+    pub fn from_options(
+        method: &'static str,
+        dds: DdsMethod,
+        opts: &Resolved,
+        op: &dyn Operator,
+    ) -> Result<Self> {
+        let outer_steps = at_least_one("outer-steps", opts.usize("outer-steps")?)?;
+        let (eta_max, eta_min) = (opts.f64("eta-max")?, opts.f64("eta-min")?);
+        if !(eta_min > 0.0 && eta_max >= eta_min) {
+            return invalid(format!(
+                "--eta-max and --eta-min must satisfy eta-max ≥ eta-min > 0, got {eta_max} and {eta_min}"
+            ));
+        }
+        let etas = EtaSchedule::annealed(outer_steps, opts.usize("k-start")?, eta_max, eta_min);
+        let dds_steps = opts.opt_usize("dds-steps")?;
+        if let Some(n) = dds_steps {
+            at_least_one("dds-steps", n)?;
+        }
+        let pcs_steps = at_least_one("pcs-steps", opts.usize("pcs-steps")?)?;
+        let pcs_scale = opts
+            .opt_f64("pcs-scale")?
+            .unwrap_or_else(|| default_pcs_scale(op));
+        if pcs_scale <= 0.0 {
+            return invalid(format!("--pcs-scale must be a positive number, got {pcs_scale}"));
+        }
+        let pcs_reg = opts.f64("pcs-reg")?;
+        if pcs_reg < 0.0 {
+            return invalid(format!("--pcs-reg must be a finite number ≥ 0, got {pcs_reg}"));
+        }
+        let pcs_name = opts.choice("pcs")?;
+        let pcs_method: PcsMethod = pcs_name.parse()?;
+        let dps = DpsConfig::from_options(opts, op)?;
+        let warm_name = opts.choice("warm-start")?;
+        let warm_name = match warm_name.as_str() {
+            "auto" if sign_ambiguous(op) => "dps".to_string(),
+            "auto" => "baseline".to_string(),
+            _ => warm_name,
+        };
+        let warm_start = match warm_name.as_str() {
+            "noise" => WarmStart::Noise,
+            "dps" => WarmStart::Dps(dps.clone()),
+            "baseline-sign" => WarmStart::BaselineSign,
+            _ => WarmStart::Baseline,
+        };
+        let k_start = match etas {
+            EtaSchedule::Annealed { k_start, .. } => k_start,
+            _ => 0,
+        };
+        let mut settings = json!({
+            "outer_steps": outer_steps,
+            "k_start": k_start,
+            "eta_max": eta_max,
+            "eta_min": eta_min,
+            "pcs": pcs_name,
+            "pcs_steps": pcs_steps,
+            "dds_steps": dds_steps,
+            "pcs_scale": pcs_scale,
+            "pcs_reg": pcs_reg,
+            "warm_start": warm_name,
+        });
+        if let (Some(s), Value::Object(d)) = (settings.as_object_mut(), dps.settings()) {
+            s.extend(d);
+        }
+        Ok(Self {
+            method,
+            cfg: DpnpConfig {
+                etas,
+                dds,
+                dds_steps,
+                pcs: PcsConfig {
+                    method: pcs_method,
+                    steps: pcs_steps,
+                    scale: pcs_scale,
+                    reg: pcs_reg,
+                    ..PcsConfig::default()
+                },
+                warm_start,
+                ..DpnpConfig::default()
+            },
+            settings,
+        })
+    }
+}
+
+impl PosteriorSampler for DpnpSampler {
+    fn method(&self) -> &'static str {
+        self.method
+    }
+    fn settings(&self) -> Value {
+        self.settings.clone()
+    }
+    fn total_steps(&self) -> usize {
+        self.cfg.etas.etas().map(|v| v.len()).unwrap_or(0)
+    }
+    fn sample(
+        &self,
+        p: &Problem,
+        chains: &Chains,
+        progress: &mut dyn FnMut(MethodProgress),
+    ) -> Result<SamplerOutput> {
+        let cfg = DpnpConfig {
+            samples: chains.count,
+            seed: chains.seed,
+            first_index: chains.first_index,
+            ..self.cfg.clone()
+        };
+        let out = dpnp(p.model, p.schedule, p.op, p.y, &cfg, &mut |e| {
+            progress(match e {
+                Progress::WarmStart { step, total } => MethodProgress::Inner {
+                    step,
+                    total,
+                    label: "DPS warm start".into(),
+                },
+                Progress::Pcs { eta, .. } => MethodProgress::Inner {
+                    step: 0,
+                    total: 0,
+                    label: format!("PCS (η = {eta:.3})"),
+                },
+                Progress::Dds {
+                    inner, inner_total, ..
+                } => MethodProgress::Inner {
+                    step: inner,
+                    total: inner_total,
+                    label: "DDS".into(),
+                },
+                Progress::Outer(s) => MethodProgress::Step {
+                    step: s.step,
+                    total: s.total,
+                    status: format!(
+                        "η {:.3}  acceptance {:.3}  NFE {}",
+                        s.eta, s.acceptance, s.nfe
+                    ),
+                },
+            })
+        })?;
+        let trace: Vec<Value> = out
+            .steps
+            .iter()
+            .map(|s| json!({"step": s.step, "eta": s.eta, "acceptance": s.acceptance, "nfe": s.nfe}))
+            .collect();
+        Ok(SamplerOutput {
+            mean_acceptance: Some(out.mean_acceptance()),
+            samples: out.samples,
+            nfe: out.nfe,
+            backprop: matches!(self.cfg.warm_start, WarmStart::Dps(_)),
+            trace: json!(trace),
+        })
+    }
 }
 
 #[cfg(test)]

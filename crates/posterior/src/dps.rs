@@ -27,8 +27,13 @@ use candle_core::{Tensor, Var};
 use genprior_diffusion::{BatchNoise, Schedule, ScoreModel};
 use genprior_inverse::Operator;
 
+use serde_json::{json, Value};
+
 use crate::denoiser::Denoiser;
 use crate::error::{invalid, Result};
+use crate::method::{Chains, MethodEntry, MethodProgress, PosteriorSampler, Problem, SamplerOutput};
+use crate::options::{at_least_one, OptDefault, OptKind, OptSpec, Resolved};
+use crate::properties::{gaussian_likelihood, reference_task, sign_ambiguous, ReferenceTask};
 use crate::seeds;
 
 /// The data-misfit DPS descends (see the module docs).
@@ -41,25 +46,26 @@ pub enum DpsMisfit {
 }
 
 impl DpsMisfit {
-    /// `NegLogLik` for `one-bit` (the only non-Gaussian likelihood), `Norm` otherwise.
-    pub fn for_task(task: &str) -> Self {
-        if task == "one-bit" {
-            Self::NegLogLik
-        } else {
+    /// `Norm` for Gaussian likelihoods, `NegLogLik` otherwise (`one-bit`).
+    pub fn for_operator(op: &dyn Operator) -> Self {
+        if gaussian_likelihood(op) {
             Self::Norm
+        } else {
+            Self::NegLogLik
         }
     }
 }
 
-/// The per-task default step size ζ (see the module docs).
-pub fn default_zeta(task: &str) -> f64 {
-    match task {
-        t if t.starts_with("sr") => 0.3,
-        t if t.starts_with("deblur") => 0.3,
-        t if t.starts_with("inpaint") => 0.5,
-        "phase-retrieval" => 1.0,
-        "one-bit" => 0.5,
-        _ => 0.3,
+/// The default step size ζ for `op` (see the module docs): the reference's value for its
+/// reference task, else 0.3 for Gaussian likelihoods and 0.5 otherwise.
+pub fn default_zeta(op: &dyn Operator) -> f64 {
+    match reference_task(op) {
+        Some(ReferenceTask::SuperResolution | ReferenceTask::Deblur) => 0.3,
+        Some(ReferenceTask::Inpainting | ReferenceTask::OneBit) => 0.5,
+        Some(ReferenceTask::PhaseRetrieval) => 1.0,
+        None if sign_ambiguous(op) => 1.0,
+        None if gaussian_likelihood(op) => 0.3,
+        None => 0.5,
     }
 }
 
@@ -74,13 +80,109 @@ pub struct DpsConfig {
 }
 
 impl DpsConfig {
-    /// The reference settings for `task`: 1000 steps, the task's default ζ and misfit.
-    pub fn for_task(task: &str) -> Self {
+    /// The reference settings for `op`: 1000 steps, the default ζ and misfit.
+    pub fn for_operator(op: &dyn Operator) -> Self {
         Self {
             steps: 1000,
-            zeta: default_zeta(task),
-            misfit: DpsMisfit::for_task(task),
+            zeta: default_zeta(op),
+            misfit: DpsMisfit::for_operator(op),
         }
+    }
+
+    /// From the options `dps-steps` and `zeta` (ζ: `default_zeta` when absent).
+    pub fn from_options(opts: &Resolved, op: &dyn Operator) -> Result<Self> {
+        let zeta = opts.opt_f64("zeta")?.unwrap_or_else(|| default_zeta(op));
+        if !(zeta.is_finite() && zeta >= 0.0) {
+            return invalid(format!("--zeta must be a finite number ≥ 0, got {zeta}"));
+        }
+        Ok(Self {
+            steps: at_least_one("dps-steps", opts.usize("dps-steps")?)?,
+            zeta,
+            misfit: DpsMisfit::for_operator(op),
+        })
+    }
+
+    /// The settings as report fields.
+    pub fn settings(&self) -> Value {
+        json!({
+            "dps_steps": self.steps,
+            "zeta": self.zeta,
+            "dps_misfit": format!("{:?}", self.misfit),
+        })
+    }
+}
+
+/// `dps-steps` and `zeta`, shared with DPnP's DPS warm start.
+pub const DPS_STEPS: OptSpec = OptSpec {
+    name: "dps-steps",
+    help: "DPS (method or warm start): ancestral DDPM steps",
+    kind: OptKind::Int,
+    default: OptDefault::Int(1000),
+};
+pub const ZETA: OptSpec = OptSpec {
+    name: "zeta",
+    help: "DPS step size ζ (default by operator: the reference's SR/deblur 0.3, inpainting 0.5, phase retrieval 1.0, one-bit 0.5; otherwise 0.3 for Gaussian likelihoods, 0.5 for others)",
+    kind: OptKind::Float,
+    default: OptDefault::Derived,
+};
+
+/// The registry entry.
+pub const DPS: MethodEntry = MethodEntry {
+    name: "dps",
+    summary: "Diffusion Posterior Sampling (Chung et al. 2023): ancestral DDPM with a likelihood gradient through the network",
+    options: &[DPS_STEPS, ZETA],
+    build: |opts, op| {
+        Ok(Box::new(DpsSampler {
+            cfg: DpsConfig::from_options(opts, op)?,
+        }))
+    },
+};
+
+/// DPS behind the [`PosteriorSampler`] seam.
+pub struct DpsSampler {
+    pub cfg: DpsConfig,
+}
+
+impl PosteriorSampler for DpsSampler {
+    fn method(&self) -> &'static str {
+        "dps"
+    }
+    fn settings(&self) -> Value {
+        self.cfg.settings()
+    }
+    fn total_steps(&self) -> usize {
+        self.cfg.steps
+    }
+    fn sample(
+        &self,
+        p: &Problem,
+        chains: &Chains,
+        progress: &mut dyn FnMut(MethodProgress),
+    ) -> Result<SamplerOutput> {
+        let out = dps_indexed(
+            p.model,
+            p.schedule,
+            p.op,
+            p.y,
+            chains.count,
+            &self.cfg,
+            chains.seed,
+            chains.first_index,
+            &mut |step, total| {
+                progress(MethodProgress::Step {
+                    step,
+                    total,
+                    status: String::new(),
+                })
+            },
+        )?;
+        Ok(SamplerOutput {
+            samples: out.samples,
+            nfe: out.nfe,
+            backprop: true,
+            mean_acceptance: None,
+            trace: Value::Null,
+        })
     }
 }
 
@@ -135,6 +237,23 @@ pub fn dps(
     seed: u64,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<DpsOutput> {
+    dps_indexed(model, schedule, op, y, k, cfg, seed, 0, progress)
+}
+
+/// [`dps`] for chains `first_index ..` of the run `seed` (chain i uses noise stream
+/// `first_index + i`, so a run split over several calls gives the same chains).
+#[allow(clippy::too_many_arguments)]
+pub fn dps_indexed(
+    model: &dyn ScoreModel,
+    schedule: &Schedule,
+    op: &dyn Operator,
+    y: &Tensor,
+    k: usize,
+    cfg: &DpsConfig,
+    seed: u64,
+    first_index: u64,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<DpsOutput> {
     if k == 0 {
         return invalid("DPS needs at least one sample");
     }
@@ -159,7 +278,7 @@ pub fn dps(
     den.check_channels(c)?;
     let device = model.device().clone();
     let plan = schedule.ddpm_plan(cfg.steps)?;
-    let mut noise = BatchNoise::new(seeds::derive(seed, seeds::DPS), 0, k);
+    let mut noise = BatchNoise::new(seeds::derive(seed, seeds::DPS), first_index, k);
     let mut x = noise.draw(&[c, h, w], &device)?;
     let n = plan.len();
     for (i, pair) in plan.iter().enumerate() {

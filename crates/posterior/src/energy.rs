@@ -22,14 +22,16 @@ pub fn default_energy_timesteps(schedule: &Schedule) -> Vec<usize> {
         .collect()
 }
 
-/// E(x_b) for each image of `x` (`(B, C, H, W)`), noise from `seed` (see the module docs).
-/// Costs `timesteps.len()` batched network evaluations.
+/// E(x_b) for each image of `x` (`(B, C, H, W)`), noise from `seed`, image b on the stream
+/// `first_index + b` (see the module docs). Costs `timesteps.len()` batched network
+/// evaluations.
 pub fn denoising_energy(
     model: &dyn ScoreModel,
     schedule: &Schedule,
     x: &Tensor,
     timesteps: &[usize],
     seed: u64,
+    first_index: u64,
 ) -> Result<Vec<f64>> {
     let (b, c, _, _) = x.dims4()?;
     if timesteps.is_empty() {
@@ -45,7 +47,7 @@ pub fn denoising_energy(
     let mut den = Denoiser::new(model, schedule);
     den.check_channels(c)?;
     let x = x.to_dtype(DType::F32)?.to_device(model.device())?;
-    let mut noise = BatchNoise::new(seed, 0, b);
+    let mut noise = BatchNoise::new(seed, first_index, b);
     let mut total = vec![0f64; b];
     for &t in timesteps {
         let z = noise.draw_like(&x)?.to_device(x.device())?;
@@ -72,6 +74,7 @@ pub fn lowest_energy(
     candidates: &[Tensor],
     timesteps: &[usize],
     seed: u64,
+    first_index: u64,
 ) -> Result<(Tensor, Vec<usize>)> {
     let Some(first) = candidates.first() else {
         return invalid("no candidate start points");
@@ -85,7 +88,7 @@ pub fn lowest_energy(
     }
     let energies: Vec<Vec<f64>> = candidates
         .iter()
-        .map(|c| denoising_energy(model, schedule, c, timesteps, seed))
+        .map(|c| denoising_energy(model, schedule, c, timesteps, seed, first_index))
         .collect::<Result<_>>()?;
     let b = dims[0];
     let choice: Vec<usize> = (0..b)
@@ -132,17 +135,17 @@ mod tests {
         let both = Tensor::cat(&[&plus, &minus], 0).unwrap();
         let ts = default_energy_timesteps(&s);
         assert_eq!(ts, vec![100, 250, 400]);
-        let e = denoising_energy(&prior, &s, &both, &ts, 3).unwrap();
+        let e = denoising_energy(&prior, &s, &both, &ts, 3, 0).unwrap();
         assert!(e[0] < e[1], "{e:?}");
         // Per-chain choice between x and −x picks +μ whichever slot it is in.
         let a = Tensor::cat(&[&plus, &minus], 0).unwrap();
         let b = Tensor::cat(&[&minus, &plus], 0).unwrap();
-        let (chosen, idx) = lowest_energy(&prior, &s, &[a, b], &ts, 5).unwrap();
+        let (chosen, idx) = lowest_energy(&prior, &s, &[a, b], &ts, 5, 0).unwrap();
         assert_eq!(idx, vec![0, 1]);
         let want = Tensor::cat(&[&plus, &plus], 0).unwrap();
         let d = (chosen - want).unwrap().abs().unwrap().max_all().unwrap();
         assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
-        assert!(denoising_energy(&prior, &s, &both, &[], 0).is_err());
-        assert!(denoising_energy(&prior, &s, &both, &[5000], 0).is_err());
+        assert!(denoising_energy(&prior, &s, &both, &[], 0, 0).is_err());
+        assert!(denoising_energy(&prior, &s, &both, &[5000], 0, 0).is_err());
     }
 }

@@ -1,9 +1,13 @@
 //! genprior-posterior: posterior sampling with an unconditional diffusion prior.
 //!
+//! - [`method`]: the sampler seam — the [`PosteriorSampler`] trait, its [`Problem`] and
+//!   [`Chains`], and the registry [`methods`] that the CLI, the benchmark and the tests iterate.
+//!   Each method is one file that declares its options ([`options`]) and defaults.
 //! - [`dds`]: the denoising diffusion sampler DDS (DDPM and DDIM variants) of p(x | x + ηw = y).
 //! - [`dpnp`]: the diffusion plug-and-play outer loop (Xu & Chi 2024): PCS (from
 //!   `genprior-inverse`) alternating with DDS under an annealing schedule of η.
 //! - [`dps`]: the DPS baseline (Chung et al. 2023), gradient through the network.
+//! - [`stats`]: posterior mean and standard deviation of the samples.
 //!
 //! Every sampler sees the network only through [`genprior_diffusion::ScoreModel`] and its
 //! [`genprior_diffusion::Schedule`] (ε̂ via [`denoiser::Denoiser`]), and the physics only
@@ -16,14 +20,27 @@ pub mod dpnp;
 pub mod dps;
 pub mod energy;
 pub mod error;
+pub mod method;
+pub mod options;
+pub mod properties;
 pub(crate) mod seeds;
+pub mod stats;
 
 pub use dds::{
     dds, dds_ddim, dds_ddpm, dds_nfe, dds_nfe_with_budget, dds_sample, dds_with_budget, DdimGrid,
     DdsMethod,
 };
 pub use denoiser::Denoiser;
-pub use dpnp::{dpnp, DpnpConfig, DpnpOutput, EtaSchedule, OuterStep, Progress, WarmStart};
-pub use dps::{default_zeta, dps, DpsConfig, DpsMisfit, DpsOutput};
+pub use dpnp::{
+    default_pcs_scale, dpnp, DpnpConfig, DpnpOutput, DpnpSampler, EtaSchedule, OuterStep,
+    Progress, WarmStart,
+};
+pub use dps::{default_zeta, dps, dps_indexed, DpsConfig, DpsMisfit, DpsOutput, DpsSampler};
 pub use energy::{default_energy_timesteps, denoising_energy, lowest_energy};
 pub use error::{PosteriorError, Result};
+pub use method::{
+    all_options, build_sampler, method, method_names, methods, Chains, MethodEntry,
+    MethodProgress, PosteriorSampler, Problem, SamplerOutput,
+};
+pub use options::{MethodOptions, OptDefault, OptKind, OptSpec, OptValue, Resolved};
+pub use stats::mean_and_std;

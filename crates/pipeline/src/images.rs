@@ -3,10 +3,8 @@
 //! Tensor → 8-bit follows diffusers' `numpy_to_pil`: v = round(clamp(x/2 + 0.5, 0, 1) · 255)
 //! with round-half-to-even; 8-bit → tensor is x = v/127.5 − 1. One channel is written
 //! as grayscale, three as RGB.
-//!
-//! Shared by the subcommands (`sample` writes, `reconstruct` reads and writes); not every
-//! function is used by every build of the binary.
-#![allow(dead_code)]
+//! PNG files are written in place; use them for viewing, and the `.npy` outputs (written
+//! atomically, see [`crate::files`]) for data.
 
 use std::path::{Path, PathBuf};
 

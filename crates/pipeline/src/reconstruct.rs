@@ -1,0 +1,194 @@
+//! One reconstruction: simulate or read a measurement, run a posterior sampler, summarise the
+//! samples (posterior mean and standard deviation, the classical baseline, metrics against the
+//! ground truth when it is known), and write the standard output folder.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use genprior_inverse::Operator;
+use genprior_posterior::{mean_and_std, Chains, MethodProgress, PosteriorSampler, Problem};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde_json::{json, Value};
+
+use crate::files::{write_json, write_npy};
+use crate::images::save_image;
+
+/// A simulated measurement of the clean images `x` (`(B, C, H, W)`), all noise from `seed`
+/// (the same y for the same seed, on any device).
+pub fn simulate(op: &dyn Operator, x: &Tensor, seed: u64) -> Result<Tensor> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    Ok(op.simulate(&x.to_device(&Device::Cpu)?.to_dtype(DType::F32)?, &mut rng)?)
+}
+
+/// A measurement as read from a file, shaped `(1, ...measurement shape)` and validated by the
+/// operator. `what` names the source in errors.
+pub fn measurement_from(y: Tensor, op: &dyn Operator, what: &str) -> Result<Tensor> {
+    let ms = op.measurement_shape();
+    let d = y.dims().to_vec();
+    let y = if d == ms {
+        y.unsqueeze(0)?
+    } else if d.len() == ms.len() + 1 && d[0] == 1 && d[1..] == ms[..] {
+        y
+    } else {
+        bail!(
+            "{what}: measurement of shape {d:?} does not fit task `{}` on these images: expected {ms:?} or [1, ...] of it",
+            op.name()
+        );
+    };
+    op.validate_measurement(&y).with_context(|| what.to_string())?;
+    Ok(y)
+}
+
+/// PSNR and SSIM of each image of `img` against `truth` (both in [-1, 1], same shape).
+pub fn metrics(img: &Tensor, truth: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
+    let a = genprior_inverse::to_unit_range(img)?;
+    let b = genprior_inverse::to_unit_range(truth)?;
+    Ok((genprior_inverse::psnr(&a, &b)?, genprior_inverse::ssim(&a, &b)?))
+}
+
+fn finite_or_null(v: f64) -> Value {
+    if v.is_finite() {
+        json!(v)
+    } else {
+        Value::Null
+    }
+}
+
+/// What a reconstruction produced (host tensors, f32).
+pub struct Reconstruction {
+    /// `(K, C, H, W)` posterior samples.
+    pub samples: Tensor,
+    /// `(1, C, H, W)` posterior mean.
+    pub mean: Tensor,
+    /// `(1, C, H, W)` per-pixel posterior standard deviation.
+    pub std: Tensor,
+    /// The classical baseline `(1, C, H, W)`.
+    pub baseline: Tensor,
+    pub nfe: usize,
+    pub seconds: f64,
+    pub mean_acceptance: Option<f64>,
+    /// The sampler's per-step record.
+    pub trace: Value,
+}
+
+/// Runs `sampler` on `problem` for `chains`, and summarises the samples.
+pub fn reconstruct(
+    problem: &Problem,
+    sampler: &dyn PosteriorSampler,
+    chains: &Chains,
+    progress: &mut dyn FnMut(MethodProgress),
+) -> Result<Reconstruction> {
+    let baseline = problem.op.baseline(problem.y)?.to_dtype(DType::F32)?;
+    let start = Instant::now();
+    let out = sampler.sample(problem, chains, progress)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let samples = out.samples.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+    let (mean, std) = mean_and_std(&samples)?;
+    Ok(Reconstruction {
+        samples,
+        mean,
+        std,
+        baseline: baseline.to_device(&Device::Cpu)?,
+        nfe: out.nfe,
+        seconds,
+        mean_acceptance: out.mean_acceptance,
+        trace: out.trace,
+    })
+}
+
+/// Image-like measurement to write as PNG: `(1, C, h, w)` with the image's channel count.
+/// Measurements of nonlinear operators (phase-retrieval magnitudes) are scaled by their
+/// maximum absolute value, to [-1, 1].
+fn measurement_image(op: &dyn Operator, y: &Tensor, c: usize) -> Result<Option<Tensor>> {
+    let ms = op.measurement_shape();
+    if ms.len() != 3 || ms[0] != c || !(c == 1 || c == 3) {
+        return Ok(None);
+    }
+    let y = y.to_dtype(DType::F32)?;
+    if !op.is_linear() {
+        let mx = y.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-12);
+        return Ok(Some(y.affine(2.0 / mx as f64, -1.0)?));
+    }
+    Ok(Some(y))
+}
+
+impl Reconstruction {
+    /// PSNR/SSIM of the posterior mean and of the baseline against `truth` (nulls without it).
+    pub fn scores(&self, truth: Option<&Tensor>) -> Result<(Value, Value)> {
+        let Some(x) = truth else {
+            return Ok((Value::Null, Value::Null));
+        };
+        let score = |img: &Tensor| -> Result<Value> {
+            let a = genprior_inverse::to_unit_range(img)?;
+            let b = genprior_inverse::to_unit_range(x)?;
+            let p = genprior_inverse::psnr(&a, &b)?[0];
+            let s = genprior_inverse::ssim(&a, &b).ok().map(|v| v[0]);
+            Ok(json!({"psnr": finite_or_null(p), "ssim": s}))
+        };
+        Ok((score(&self.mean)?, score(&self.baseline)?))
+    }
+
+    /// Writes the output folder `dir` (which must exist, with a `samples/` subfolder):
+    /// `reconstruction.png` (posterior mean), `samples/NNN.png`, `std.png`, `baseline.png`,
+    /// `measurement.npy` (+ `measurement.png` where image-like) and `report.json`, which is
+    /// `report` with the run's results added. Returns the full report.
+    pub fn write(
+        &self,
+        dir: &Path,
+        op: &dyn Operator,
+        y: &Tensor,
+        truth: Option<&Tensor>,
+        mut report: Value,
+    ) -> Result<Value> {
+        let k = self.samples.dim(0)?;
+        let c = op.image_shape()[0];
+        let std_max = self.std.max_all()?.to_scalar::<f32>()? as f64;
+        let std_scale = if std_max > 0.0 { std_max } else { 1.0 };
+        save_image(&self.mean, dir.join("reconstruction.png"))?;
+        for i in 0..k {
+            save_image(
+                &self.samples.narrow(0, i, 1)?,
+                dir.join("samples").join(format!("{i:03}.png")),
+            )?;
+        }
+        // std / scale ∈ [0, 1] shown as black → white.
+        save_image(
+            &self.std.affine(2.0 / std_scale, -1.0)?,
+            dir.join("std.png"),
+        )?;
+        save_image(&self.baseline.clamp(-1.0, 1.0)?, dir.join("baseline.png"))?;
+        write_npy(y, &dir.join("measurement.npy"))?;
+        let wrote_measurement_png = match measurement_image(op, y, c)? {
+            Some(img) => {
+                save_image(&img, dir.join("measurement.png"))?;
+                true
+            }
+            None => false,
+        };
+        let (rec, base) = self.scores(truth)?;
+        let results = json!({
+            "samples": k,
+            "nfe": self.nfe,
+            "nfe_per_image": self.nfe,
+            "seconds": self.seconds,
+            "seconds_per_image": self.seconds / k as f64,
+            "std_scale": std_scale,
+            "std_png": "per-pixel posterior standard deviation / std_scale, black = 0, white = std_scale (images in [-1, 1])",
+            "mean_pcs_acceptance": self.mean_acceptance,
+            "outer_steps": self.trace,
+            "reconstruction": rec,
+            "baseline": base,
+            "measurement_png": wrote_measurement_png,
+            "image_shape": op.image_shape(),
+            "measurement_shape": y.dims()[1..].to_vec(),
+        });
+        if let (Some(r), Value::Object(add)) = (report.as_object_mut(), results) {
+            r.extend(add);
+        }
+        write_json(&dir.join("report.json"), &report)?;
+        Ok(report)
+    }
+}
