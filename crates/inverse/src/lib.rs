@@ -23,5 +23,5 @@ pub mod task;
 pub use error::{InverseError, Result};
 pub use metrics::{psnr, ssim, to_unit_range};
 pub use operator::Operator;
-pub use pcs::{pcs, PcsConfig, PcsMethod, PcsOutput};
+pub use pcs::{pcs, pcs_seeded, PcsConfig, PcsMethod, PcsOutput};
 pub use task::{build_operator, TaskSpec, TASK_NAMES};

@@ -21,9 +21,9 @@
 //!   ỹ = y + σz₁ and x̃₀ = x₀ + γz₂, then solve P x = Aᵀỹ/σ² + x̃₀/γ² directly (diagonal or
 //!   FFT-diagonal AᵀA) or by conjugate gradients (relative residual 1e-10).
 //!
-//! Chains are the batch of `x0`. Each chain gets its own RNG seeded from a u64 drawn from the
-//! caller's RNG in chain order; chains run on host threads (results do not depend on the thread
-//! count).
+//! Chains are the batch of `x0`. Each chain gets its own RNG, seeded by the caller
+//! ([`pcs_seeded`]) or from a u64 drawn from the caller's RNG in chain order ([`pcs`]); chains
+//! run on host threads (results do not depend on the thread count).
 
 use candle_core::Tensor;
 use rand::rngs::StdRng;
@@ -147,8 +147,31 @@ pub fn pcs(
     cfg: &PcsConfig,
     rng: &mut StdRng,
 ) -> Result<PcsOutput> {
+    let b = op.check_image(x0)?;
+    // One seed per chain drawn from `rng` in chain order, so results do not depend on how the
+    // chains are spread over threads.
+    let seeds: Vec<u64> = (0..b).map(|_| rng.random()).collect();
+    pcs_seeded(op, y, x0, gamma, cfg, &seeds)
+}
+
+/// [`pcs`] with chain i's RNG seeded by `chain_seeds[i]` (one seed per chain of `x0`), so a
+/// caller that owns per-chain streams gets the same chain whatever the other chains are.
+pub fn pcs_seeded(
+    op: &dyn Operator,
+    y: &Tensor,
+    x0: &Tensor,
+    gamma: f64,
+    cfg: &PcsConfig,
+    chain_seeds: &[u64],
+) -> Result<PcsOutput> {
     let m = check_config(op, gamma, cfg)?;
     let b = op.check_image(x0)?;
+    if chain_seeds.len() != b {
+        return Err(InverseError::InvalidArgument(format!(
+            "PCS got {} chain seeds for {b} chains",
+            chain_seeds.len()
+        )));
+    }
     let (by, ys) = op.measurement_to_host(y)?;
     if by != 1 && by != b {
         return Err(InverseError::Measurement {
@@ -158,9 +181,7 @@ pub fn pcs(
     }
     let xs = to_host(x0)?;
     let (n, ml) = (op.image_len(), op.measurement_len());
-    // One seed per chain drawn from `rng` in chain order, so results do not depend on how the
-    // chains are spread over threads.
-    let seeds: Vec<u64> = (0..b).map(|_| rng.random()).collect();
+    let seeds = chain_seeds;
     let threads = std::thread::available_parallelism()
         .map(|v| v.get())
         .unwrap_or(1)

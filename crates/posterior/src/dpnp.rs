@@ -11,14 +11,14 @@
 //! default, or DDPM).
 //!
 //! The K posterior samples run as one batch of K chains. All randomness comes from one seed:
-//! the warm start, PCS (one `StdRng`, chains in order) and DDS (one stream per chain) each
-//! use their own sub-seed of it.
+//! the warm start, PCS and DDS each use their own sub-seed of it, and within those each chain
+//! has its own stream, keyed by its index in the run (`first_index + i`) — PCS reseeds chain
+//! i at outer step k from (seed, i, k) — so a run split into several calls gives the same
+//! chains as one call.
 
 use candle_core::Tensor;
 use genprior_diffusion::{BatchNoise, Schedule, ScoreModel};
-use genprior_inverse::{pcs, Operator, PcsConfig, PcsMethod};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
+use genprior_inverse::{pcs_seeded, Operator, PcsConfig, PcsMethod};
 
 use serde_json::{json, Value};
 
@@ -320,7 +320,13 @@ pub fn dpnp(
     let mut den = Denoiser::new(model, schedule);
     den.check_channels(c)?;
     let (init, warm_nfe) = start_points(model, schedule, op, y, cfg, progress)?;
-    let mut pcs_rng = StdRng::seed_from_u64(seeds::derive(cfg.seed, seeds::PCS));
+    // PCS seeds: per chain (by its index in the run) and per outer step.
+    let pcs_seed = seeds::derive(cfg.seed, seeds::PCS);
+    let chain_seeds = |step: usize| -> Vec<u64> {
+        (0..k as u64)
+            .map(|i| seeds::derive(seeds::derive(pcs_seed, cfg.first_index + i), step as u64))
+            .collect()
+    };
     let mut dds_noise = BatchNoise::new(seeds::derive(cfg.seed, seeds::DDS), cfg.first_index, k);
     let mut x = init.clone();
     let total = etas.len();
@@ -328,7 +334,7 @@ pub fn dpnp(
     for (i, &eta) in etas.iter().enumerate() {
         let step = i + 1;
         progress(Progress::Pcs { step, total, eta });
-        let p = pcs(op, y, &x, eta, &cfg.pcs, &mut pcs_rng)?;
+        let p = pcs_seeded(op, y, &x, eta, &cfg.pcs, &chain_seeds(step))?;
         let acceptance = p.acceptance.iter().sum::<f64>() / p.acceptance.len().max(1) as f64;
         let z = p
             .samples

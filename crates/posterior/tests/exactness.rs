@@ -262,6 +262,7 @@ fn dpnp_constant_eta_matches_stationary_law() {
         warm_start: WarmStart::Given(prior_samples(n, 1)),
         samples: n,
         seed: 7,
+        first_index: 0,
     };
     let out = dpnp(&model, &s, &op, &yt, &cfg, &mut |_| {}).unwrap();
     check(
@@ -322,6 +323,7 @@ fn dpnp_constant_eta_matches_stationary_law() {
         warm_start: WarmStart::Given(prior_samples(n, 2)),
         samples: n,
         seed: 9,
+        first_index: 0,
     };
     let mut events = 0usize;
     let out = dpnp(&model, &s, &op, &yt, &cfg, &mut |e| {
@@ -371,6 +373,7 @@ fn dpnp_annealed_reaches_pi_eta_min_and_dps_error_is_recorded() {
         warm_start: WarmStart::Given(prior_samples(n, 3)),
         samples: n,
         seed: 11,
+        first_index: 0,
     };
     let out = dpnp(&model, &s, &op, &yt, &cfg, &mut |_| {}).unwrap();
     let (mean, var) = pi_eta(&a, &y, sigma, eta_min);

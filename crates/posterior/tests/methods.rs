@@ -8,7 +8,7 @@ use genprior_diffusion::analytic::GaussianPrior;
 use genprior_diffusion::{Schedule, SchedulerConfig};
 use genprior_inverse::{build_operator, Operator, TaskSpec};
 use genprior_posterior::{
-    build_sampler, methods, Chains, MethodOptions, OptDefault, PosteriorSampler, Problem,
+    build_sampler, methods, Chains, MethodOptions, OptDefault, Problem,
 };
 
 const SHAPE: [usize; 3] = [1, 4, 4];
