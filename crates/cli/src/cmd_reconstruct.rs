@@ -8,13 +8,13 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use genprior_inverse::{build_operator, Operator, TaskSpec};
 use genprior_pipeline::images;
 use genprior_pipeline::reconstruct::{measurement_from, reconstruct as run_sampler, simulate};
-use genprior_posterior::{build_sampler, Chains, Problem};
+use genprior_posterior::{build_sampler, Chains, PosteriorSampler, Problem};
 use indicatif::MultiProgress;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::common::{self, ModelArgs};
 use crate::method_args::MethodArgs;
@@ -215,6 +215,73 @@ fn validate(args: &ReconstructArgs) -> Result<()> {
     Ok(())
 }
 
+/// The clean image of `--input`, checked against the model's channels and size.
+fn load_truth(args: &ReconstructArgs, c: usize, size: usize) -> Result<Option<Tensor>> {
+    let Some(p) = &args.input else {
+        return Ok(None);
+    };
+    let x = images::load_image(p, Some(c), &Device::Cpu)?;
+    let (h, w) = (x.dim(2)?, x.dim(3)?);
+    if (h, w) != (size, size) {
+        bail!(
+            "{}: the image is {w}×{h} but the model works on {size}×{size} images; resize it first",
+            p.display()
+        );
+    }
+    Ok(Some(x))
+}
+
+/// The measurement (simulated from the truth with --seed, or read) and a description of it.
+fn measurement(
+    args: &ReconstructArgs,
+    op: &dyn Operator,
+    truth: Option<&Tensor>,
+) -> Result<(Tensor, String)> {
+    match (truth, &args.measurement, &args.input) {
+        (Some(x), _, Some(p)) => Ok((
+            simulate(op, x, args.seed)?,
+            format!("simulated from {} with seed {}", p.display(), args.seed),
+        )),
+        (None, Some(p), _) => Ok((
+            measurement_from(
+                common::read_npy(p, "measurement", &Device::Cpu)?,
+                op,
+                &p.display().to_string(),
+            )?,
+            p.display().to_string(),
+        )),
+        _ => bail!("give --input clean.png or --measurement y.npy"),
+    }
+}
+
+/// The run's description for `report.json` (the results are added when it is written).
+fn report(
+    args: &ReconstructArgs,
+    op: &dyn Operator,
+    sampler: &dyn PosteriorSampler,
+    source: &str,
+    measurement_source: String,
+) -> Value {
+    let mut parameters = json!({
+        "task": &args.task,
+        "noise_sigma": args.task.noise_sigma(),
+        "likelihood_temperature": op.temperature(),
+        "device": args.model.device.device,
+        "dtype": args.model.device.dtype,
+    });
+    if let (Some(p), Value::Object(s)) = (parameters.as_object_mut(), sampler.settings()) {
+        p.extend(s);
+    }
+    json!({
+        "task": args.task.task,
+        "method": args.method,
+        "seed": args.seed,
+        "measurement_source": measurement_source,
+        "model": source,
+        "parameters": parameters,
+    })
+}
+
 pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
     validate(&args)?;
     let method_opts = args.method_opts.options_for(&args.method)?;
@@ -231,77 +298,25 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
     let size = net
         .sample_size()
         .context("the model config has no square sample_size; cannot tell the image size")?;
-    let truth = match &args.input {
-        Some(p) => {
-            let x = images::load_image(p, Some(c), &Device::Cpu)?;
-            let (h, w) = (x.dim(2)?, x.dim(3)?);
-            if (h, w) != (size, size) {
-                bail!("{}: the image is {w}×{h} but the model works on {size}×{size} images; resize it first", p.display());
-            }
-            Some(x)
-        }
-        None => None,
-    };
+    let truth = load_truth(&args, c, size)?;
     let op = args.task.build([c, size, size])?;
-    let (y, measurement_source) = match (&truth, &args.measurement) {
-        (Some(x), _) => (
-            simulate(op.as_ref(), x, args.seed)?,
-            format!(
-                "simulated from {} with seed {}",
-                args.input.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-                args.seed
-            ),
-        ),
-        (None, Some(p)) => (
-            measurement_from(
-                common::read_npy(p, "measurement", &Device::Cpu)?,
-                op.as_ref(),
-                &p.display().to_string(),
-            )?,
-            p.display().to_string(),
-        ),
-        (None, None) => bail!("give --input clean.png or --measurement y.npy"),
-    };
+    let (y, measurement_source) = measurement(&args, op.as_ref(), truth.as_ref())?;
     let sampler = build_sampler(&args.method, &method_opts, op.as_ref())?;
     eprintln!(
         "model: {source}; task {} on {c}x{size}x{size}; method {}; {} sample(s)",
         args.task.task, args.method, args.samples
     );
-
     let problem = Problem {
         model: net,
         schedule: &schedule,
         op: op.as_ref(),
         y: &y,
     };
-    let multi = MultiProgress::new();
-    let mut bars = SamplerBars::new(&multi, "steps", sampler.total_steps());
-    let rec = run_sampler(
-        &problem,
-        sampler.as_ref(),
-        &Chains::new(args.samples, args.seed),
-        &mut |e| bars.update(e),
-    )?;
+    let mut bars = SamplerBars::new(&MultiProgress::new(), "steps", sampler.total_steps());
+    let chains = Chains::new(args.samples, args.seed);
+    let rec = run_sampler(&problem, sampler.as_ref(), &chains, &mut |e| bars.update(e))?;
     bars.finish();
-
-    let mut parameters = json!({
-        "task": &args.task,
-        "noise_sigma": args.task.noise_sigma(),
-        "likelihood_temperature": op.temperature(),
-        "device": args.model.device.device,
-        "dtype": args.model.device.dtype,
-    });
-    if let (Some(p), serde_json::Value::Object(s)) = (parameters.as_object_mut(), sampler.settings()) {
-        p.extend(s);
-    }
-    let report = json!({
-        "task": args.task.task,
-        "method": args.method,
-        "seed": args.seed,
-        "measurement_source": measurement_source,
-        "model": source,
-        "parameters": parameters,
-    });
+    let report = report(&args, op.as_ref(), sampler.as_ref(), &source, measurement_source);
     let report = rec.write(&args.out, op.as_ref(), &y, truth.as_ref(), report)?;
     println!(
         "{}: {} sample(s) in {:.2} s, {} network evaluations; wrote {}",
