@@ -19,7 +19,7 @@ fn quick_benchmark_covers_every_task_and_method_and_resumes() {
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     let rows = summary["rows"].as_array().unwrap();
-    let tasks = genprior_inverse::TASK_NAMES;
+    let tasks = genprior_inverse::task_names();
     assert_eq!(rows.len(), tasks.len() * 4, "{summary:#}");
     assert_eq!(summary["run"]["n_images"], 4);
     for r in rows {

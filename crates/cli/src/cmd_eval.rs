@@ -13,21 +13,21 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use clap::Parser;
 use genprior_diffusion::Schedule;
-use genprior_inverse::{Operator, PcsConfig, PcsMethod};
+use genprior_inverse::Operator;
 use genprior_posterior::{
-    default_zeta, dpnp, dps, DdsMethod, DpnpConfig, DpsConfig, DpsMisfit, EtaSchedule, Progress,
-    WarmStart,
+    default_zeta, dpnp, dps, DdsMethod, DpnpConfig, DpsConfig, DpsMisfit, EtaSchedule, PcsConfig,
+    PcsMethod, Progress, WarmStart,
 };
 use indicatif::{MultiProgress, ProgressBar};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::{json, Value};
 
-use crate::cmd_reconstruct::{pcs_scale_default, TaskArgs};
+use crate::cmd_reconstruct::pcs_scale_default;
 use crate::common::{self, ModelArgs};
 use crate::images;
+use crate::task_args::TaskArgs;
 
 /// The methods, in table order.
 pub const METHODS: [&str; 4] = ["baseline", "dpnp-ddim", "dpnp-ddpm", "dps"];
@@ -159,7 +159,7 @@ impl EvalArgs {
 
 /// The task list for `--tasks`.
 fn parse_tasks(s: &str) -> Result<Vec<String>> {
-    let all: Vec<String> = genprior_inverse::TASK_NAMES
+    let all: Vec<String> = genprior_inverse::task_names()
         .iter()
         .map(|t| t.to_string())
         .collect();
@@ -375,17 +375,9 @@ fn load_images(
 
 /// The task's options at their `genprior reconstruct` defaults (plus the mask).
 fn task_args(task: &str, mask: Option<&Path>) -> Result<TaskArgs> {
-    #[derive(Parser)]
-    struct Wrap {
-        #[command(flatten)]
-        t: TaskArgs,
-    }
-    let mut argv = vec!["eval".to_string(), "--task".into(), task.into()];
-    if let Some(m) = mask {
-        argv.push("--mask".into());
-        argv.push(m.display().to_string());
-    }
-    Ok(Wrap::try_parse_from(argv)?.t)
+    let mask = mask.map(|m| m.display().to_string());
+    let given: Vec<(&str, &str)> = mask.iter().map(|m| ("mask", m.as_str())).collect();
+    TaskArgs::defaults_for(task, &given)
 }
 
 fn mean_std(v: &[f64]) -> (f64, f64) {
@@ -875,7 +867,7 @@ mod tests {
     fn task_and_method_lists() {
         assert_eq!(
             parse_tasks("all").unwrap().len(),
-            genprior_inverse::TASK_NAMES.len()
+            genprior_inverse::task_names().len()
         );
         assert_eq!(parse_tasks("sr4, cs").unwrap(), vec!["sr4", "cs"]);
         assert!(parse_tasks("nope").is_err());
@@ -892,7 +884,7 @@ mod tests {
     fn task_defaults_match_reconstruct() {
         let t = task_args("one-bit", None).unwrap();
         assert_eq!(t.task, "one-bit");
-        assert_eq!(t.tau, 0.4);
-        assert_eq!(t.cs_ratio, 0.25);
+        assert_eq!(t.float("tau"), Some(0.4));
+        assert_eq!(t.float("cs-ratio"), Some(0.25));
     }
 }

@@ -11,6 +11,7 @@ mod cmd_reconstruct;
 mod cmd_sample;
 mod common;
 mod images;
+mod task_args;
 
 use std::process::ExitCode;
 

@@ -6,8 +6,8 @@
 //! ```
 //! With a constant η the pair is a Gibbs sampler on p(x)·e^{L(z)}·N(z; x, η²I), whose
 //! x-marginal π_η ∝ p(x)·(e^L * N(0, η²I))(x) is the stationary law; a decreasing schedule
-//! drives it towards the posterior. PCS is `genprior_inverse::pcs` (MALA by default, ULA, or
-//! exact for linear-Gaussian tasks), DDS is [`crate::dds`] (DDIM on the refined grid by
+//! drives it towards the posterior. PCS is [`crate::pcs`](mod@crate::pcs) (MALA by default,
+//! ULA, or exact for linear-Gaussian tasks), DDS is [`crate::dds`] (DDIM on the refined grid by
 //! default, or DDPM).
 //!
 //! The K posterior samples run as one batch of K chains. All randomness comes from one seed:
@@ -16,7 +16,7 @@
 
 use candle_core::Tensor;
 use genprior_diffusion::{BatchNoise, Schedule, ScoreModel};
-use genprior_inverse::{pcs, Operator, PcsConfig};
+use genprior_inverse::Operator;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -24,6 +24,7 @@ use crate::dds::{dds_with_budget, DdsMethod};
 use crate::denoiser::Denoiser;
 use crate::dps::{dps, DpsConfig};
 use crate::error::{invalid, Result};
+use crate::pcs::{pcs, PcsConfig};
 use crate::seeds;
 
 /// The annealing schedule η_0 ≥ η_1 ≥ … of the outer loop.

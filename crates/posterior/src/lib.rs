@@ -1,8 +1,10 @@
 //! genprior-posterior: posterior sampling with an unconditional diffusion prior.
 //!
 //! - [`dds`]: the denoising diffusion sampler DDS (DDPM and DDIM variants) of p(x | x + ηw = y).
-//! - [`dpnp`]: the diffusion plug-and-play outer loop (Xu & Chi 2024): PCS (from
-//!   `genprior-inverse`) alternating with DDS under an annealing schedule of η.
+//! - [`pcs`](mod@pcs): the proximal consistency sampler of DPnP (MALA, unadjusted Langevin, exact
+//!   Gaussian) of exp(L(x; y) − ‖x − x₀‖²/(2γ²)).
+//! - [`dpnp`]: the diffusion plug-and-play outer loop (Xu & Chi 2024): PCS alternating with
+//!   DDS under an annealing schedule of η.
 //! - [`dps`]: the DPS baseline (Chung et al. 2023), gradient through the network.
 //!
 //! Every sampler sees the network only through [`genprior_diffusion::ScoreModel`] and its
@@ -16,6 +18,7 @@ pub mod dpnp;
 pub mod dps;
 pub mod energy;
 pub mod error;
+pub mod pcs;
 pub(crate) mod seeds;
 
 pub use dds::{
@@ -27,3 +30,4 @@ pub use dpnp::{dpnp, DpnpConfig, DpnpOutput, EtaSchedule, OuterStep, Progress, W
 pub use dps::{default_zeta, dps, DpsConfig, DpsMisfit, DpsOutput};
 pub use energy::{default_energy_timesteps, denoising_energy, lowest_energy};
 pub use error::{PosteriorError, Result};
+pub use pcs::{exact_gaussian_host, misfit, pcs, pcs_host, PcsConfig, PcsMethod, PcsOutput};
