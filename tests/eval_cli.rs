@@ -19,7 +19,7 @@ fn quick_benchmark_covers_every_task_and_method_and_resumes() {
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     let rows = summary["rows"].as_array().unwrap();
-    let tasks = genprior_inverse::TASK_NAMES;
+    let tasks = genprior_inverse::task_names();
     let methods = genprior_pipeline::eval::eval_methods();
     assert_eq!(rows.len(), tasks.len() * methods.len(), "{summary:#}");
     assert_eq!(summary["run"]["n_images"], 4);
@@ -105,7 +105,14 @@ fn results_do_not_depend_on_the_batch_size() {
     let run = |batch: &str, dir: &str| {
         let o = bin()
             .args([
-                "eval", "--quick", "--device", "cpu", "--tasks", "sr4,one-bit", "--batch", batch,
+                "eval",
+                "--quick",
+                "--device",
+                "cpu",
+                "--tasks",
+                "sr4,one-bit",
+                "--batch",
+                batch,
                 "--out",
             ])
             .arg(out.join(dir))
@@ -136,7 +143,10 @@ fn results_do_not_depend_on_the_batch_size() {
             .zip(&b)
             .map(|(x, y)| (x - y).abs())
             .fold(0f32, f32::max);
-        assert!(worst < 1e-4, "{name:?} differs by {worst} between --batch 100 and --batch 3");
+        assert!(
+            worst < 1e-4,
+            "{name:?} differs by {worst} between --batch 100 and --batch 3"
+        );
         compared += 1;
     }
     assert_eq!(compared, 2 * genprior_pipeline::eval::eval_methods().len());

@@ -8,20 +8,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-const TASKS: [&str; 12] = [
-    "sr2",
-    "sr4",
-    "sr8",
-    "inpaint-box",
-    "inpaint-random",
-    "inpaint-mask",
-    "deblur-gauss",
-    "deblur-motion",
-    "phase-retrieval",
-    "one-bit",
-    "cs",
-    "denoise",
-];
+use genprior_inverse::{find_task, option_union, task_names, OptionDefault, OptionType};
 
 fn model() -> PathBuf {
     fixtures().join("unet2d/positional_null_heads/model")
@@ -40,13 +27,20 @@ fn inputs(dir: &Path) -> (PathBuf, PathBuf) {
     (clean, mask_path)
 }
 
-/// Tiny-step options for a task.
+/// Tiny-step options for a task, keyed by the options its registry entry declares: the test
+/// mask for a required image option, a 5×5 blur kernel where the task takes `kernel-size`.
 fn task_args(task: &str, mask: &Path) -> Vec<String> {
     let mut a = vec!["--task".to_string(), task.to_string()];
-    match task {
-        "inpaint-mask" => a.extend(["--mask".to_string(), mask.display().to_string()]),
-        "deblur-gauss" | "deblur-motion" => a.extend(["--kernel-size".into(), "5".into()]),
-        _ => {}
+    for o in find_task(task).unwrap().options() {
+        let flag = format!("--{}", o.name);
+        match (o.name, o.kind, o.default) {
+            (_, OptionType::ImageFile, OptionDefault::Required) => {
+                a.extend([flag, mask.display().to_string()])
+            }
+            ("kernel-size", ..) => a.extend([flag, "5".into()]),
+            (_, _, OptionDefault::Required) => panic!("{task}: no test value for --{}", o.name),
+            _ => {}
+        }
     }
     a
 }
@@ -140,7 +134,7 @@ fn check_outputs(out: &Path, task: &str, method: &str, with_truth: bool) {
 fn every_task_and_method_end_to_end() {
     let tmp = temp_dir("reconstruct");
     let (clean, mask) = inputs(&tmp);
-    for task in TASKS {
+    for task in task_names() {
         for method in genprior_posterior::method_names() {
             // DPnP runs on every task with DDS-DDPM (3 network evaluations per DDS call at these
             // η); DDS-DDIM, whose refined grid has ~100 points even at small η, on a few tasks
@@ -163,6 +157,80 @@ fn every_task_and_method_end_to_end() {
         }
     }
     std::fs::remove_dir_all(tmp).ok();
+}
+
+/// The help text of a flag: from its `--flag` line to the next flag.
+fn flag_help<'a>(help: &'a str, flag: &str) -> Option<&'a str> {
+    let head = format!("\n      --{flag} ");
+    let start = help.find(&head)?;
+    let rest = &help[start + head.len()..];
+    let end = ["\n  -", "\n      --"]
+        .iter()
+        .filter_map(|p| rest.find(p))
+        .min()
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+#[test]
+fn task_flags_are_generated_from_the_registry() {
+    for cmd in ["reconstruct", "degrade"] {
+        let o = bin().args([cmd, "--help"]).output().unwrap();
+        assert_success(&o);
+        let help = String::from_utf8_lossy(&o.stdout).to_string();
+        let task = flag_help(&help, "task").expect("--task in the help");
+        for t in task_names() {
+            assert!(task.contains(t), "{cmd} --task help lacks {t}: {task}");
+        }
+        for s in option_union().unwrap() {
+            let value_name = s.spec.name.replace('-', "_").to_uppercase();
+            let h = flag_help(&help, s.spec.name)
+                .unwrap_or_else(|| panic!("{cmd} --help lacks --{}:\n{help}", s.spec.name));
+            assert!(
+                h.starts_with(&format!("<{value_name}>")),
+                "--{}: {h}",
+                s.spec.name
+            );
+            let words: String = s
+                .spec
+                .help
+                .trim_end_matches('.')
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let flat: String = h.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                flat.contains(&words),
+                "--{}: `{flat}` lacks `{words}`",
+                s.spec.name
+            );
+            if !s.common {
+                for t in s.tasks() {
+                    let family = t
+                        .split(|c: char| c == '-' || c.is_ascii_digit())
+                        .next()
+                        .unwrap();
+                    assert!(
+                        flat.contains(family),
+                        "--{}: `{flat}` does not name {t}",
+                        s.spec.name
+                    );
+                }
+            }
+            match s.fixed_default().and_then(|d| d.text()) {
+                Some(d) => assert!(
+                    flat.contains(&format!("[default: {d}]")),
+                    "--{}: `{flat}` lacks its default {d}",
+                    s.spec.name
+                ),
+                None => assert!(!flat.contains("[default:"), "--{}: {flat}", s.spec.name),
+            }
+            if let OptionType::Choice(values) = s.spec.kind {
+                let pv = format!("[possible values: {}]", values.join(", "));
+                assert!(flat.contains(&pv), "--{}: `{flat}` lacks {pv}", s.spec.name);
+            }
+        }
+    }
 }
 
 #[test]
@@ -260,6 +328,15 @@ fn bad_inputs_are_clear_errors() {
     assert_clean_error(
         &with(&["--task", "sr4", "--noise-sigma", "-0.1", "--input", &c]),
         &["noise-sigma", "-0.1"],
+    );
+    // An option the task does not take, and a missing required one.
+    assert_clean_error(
+        &with(&["--task", "sr4", "--tau", "0.3", "--input", &c]),
+        &["--tau", "sr4"],
+    );
+    assert_clean_error(
+        &with(&["--task", "inpaint-mask", "--input", &c]),
+        &["inpaint-mask", "--mask"],
     );
     let o = bin()
         .args([

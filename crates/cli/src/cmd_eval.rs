@@ -76,7 +76,9 @@ pub struct EvalArgs {
 }
 /// A bundled file of the source tree (`examples/...`), else the path as given.
 fn bundled(rel: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel);
     if p.is_file() {
         p
     } else {
@@ -102,11 +104,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let (net, scheduler_config, source) = common::load_net_or_random(&args.model, None)?;
     let schedule = common::load_schedule(scheduler_config.as_deref())?;
     let net = net.as_ref();
-    let size = net
-        .sample_size()
-        .ok_or_else(|| anyhow::anyhow!("the model config has no square sample_size; cannot tell the image size"))?;
-    let images_path = args.images.clone().unwrap_or_else(|| bundled(DEFAULT_IMAGES));
-    let mut set = load_image_set(&images_path, args.indices.as_deref(), net.in_channels(), size)?;
+    let size = net.sample_size().ok_or_else(|| {
+        anyhow::anyhow!("the model config has no square sample_size; cannot tell the image size")
+    })?;
+    let images_path = args
+        .images
+        .clone()
+        .unwrap_or_else(|| bundled(DEFAULT_IMAGES));
+    let mut set = load_image_set(
+        &images_path,
+        args.indices.as_deref(),
+        net.in_channels(),
+        size,
+    )?;
     if args.quick && args.indices.is_none() {
         set.truncate(4)?;
     }
@@ -115,7 +125,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     } else {
         None
     };
-    let threads = std::thread::available_parallelism().map(|v| v.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|v| v.get())
+        .unwrap_or(1);
     let header = json!({
         "model": source,
         "images": set.source,
@@ -147,14 +159,21 @@ pub fn run(args: EvalArgs) -> Result<()> {
         header,
     };
     let multi = MultiProgress::new();
-    let overall = multi.add(ProgressBar::new((cfg.tasks.len() * cfg.methods.len()) as u64));
+    let overall = multi.add(ProgressBar::new(
+        (cfg.tasks.len() * cfg.methods.len()) as u64,
+    ));
     overall.set_style(common::bar_style(
         "eval  {bar:30} {pos}/{len}  {elapsed_precise}  {msg}",
     ));
     let mut bars = SamplerBars::new(&multi, "", 0);
     let mut steps_per_batch = 0;
     eval::run(&cfg, net, &schedule, &set, &mut |e| match e {
-        EvalEvent::Pair { task, method, steps, batches } => {
+        EvalEvent::Pair {
+            task,
+            method,
+            steps,
+            batches,
+        } => {
             overall.set_message(format!("{task} / {method}"));
             steps_per_batch = steps;
             bars.reset(steps * batches, String::new());

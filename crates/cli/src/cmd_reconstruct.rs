@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use genprior_inverse::{build_operator, Operator, TaskSpec};
+use genprior_inverse::Operator;
 use genprior_pipeline::images;
 use genprior_pipeline::reconstruct::{measurement_from, reconstruct as run_sampler, simulate};
 use genprior_posterior::{build_sampler, Chains, PosteriorSampler, Problem};
@@ -19,104 +19,7 @@ use serde_json::{json, Value};
 use crate::common::{self, ModelArgs};
 use crate::method_args::MethodArgs;
 use crate::progress::SamplerBars;
-
-/// `--task NAME` and every task option (each task reads the ones it needs).
-#[derive(clap::Args, Debug, Clone, serde::Serialize)]
-pub struct TaskArgs {
-    /// Task: sr2, sr4, sr8, inpaint-box, inpaint-random, inpaint-mask, deblur-gauss,
-    /// deblur-motion, phase-retrieval, one-bit, cs, denoise.
-    #[arg(long)]
-    pub task: String,
-    /// σ of the additive Gaussian measurement noise (images in [-1, 1]). Default 0.05; 0 for
-    /// one-bit (whose randomness is the logistic dither).
-    #[arg(long, allow_hyphen_values = true)]
-    pub noise_sigma: Option<f64>,
-    /// σ the likelihood uses, if not the noise σ (the DPnP reference uses 0.15 for σ = 0.2).
-    #[arg(long)]
-    pub likelihood_sigma: Option<f64>,
-    /// Seed of the operator's random parts (inpainting mask, motion kernel, phase-retrieval
-    /// mask, CS matrix).
-    #[arg(long, default_value_t = 0)]
-    pub operator_seed: u64,
-    /// sr*: downsampling kernel.
-    #[arg(long, default_value = "bicubic", value_parser = ["bicubic", "box"])]
-    pub kernel: String,
-    /// inpaint-box: side of the centred square hole (default: half the image side).
-    #[arg(long)]
-    pub box_size: Option<usize>,
-    /// inpaint-random: fraction of pixels kept.
-    #[arg(long, default_value_t = 0.3)]
-    pub keep_fraction: f64,
-    /// inpaint-mask: mask image (PNG, same size as the images; white = observed).
-    #[arg(long)]
-    pub mask: Option<PathBuf>,
-    /// deblur-*: kernel side (default 61, or the largest odd size fitting the image).
-    #[arg(long)]
-    pub kernel_size: Option<usize>,
-    /// deblur-gauss: kernel standard deviation in pixels.
-    #[arg(long, default_value_t = 3.0)]
-    pub kernel_std: f64,
-    /// deblur-motion: trajectory intensity in [0, 1].
-    #[arg(long, default_value_t = 0.5)]
-    pub motion_intensity: f64,
-    /// deblur-*: explicit kernel as a 2-D .npy (normalised to sum 1).
-    #[arg(long)]
-    pub kernel_file: Option<PathBuf>,
-    /// phase-retrieval: oversampling factor in pixels (4 = 2× zero padding per side).
-    #[arg(long, default_value_t = 4.0)]
-    pub oversample: f64,
-    /// one-bit: logistic dither temperature τ.
-    #[arg(long, default_value_t = 0.4)]
-    pub tau: f64,
-    /// cs: measurement ratio m/n.
-    #[arg(long, default_value_t = 0.25)]
-    pub cs_ratio: f64,
-}
-
-impl TaskArgs {
-    pub(crate) fn noise_sigma(&self) -> f64 {
-        self.noise_sigma
-            .unwrap_or(if self.task == "one-bit" { 0.0 } else { 0.05 })
-    }
-
-    /// The operator for images of shape `[C, H, W]`.
-    pub(crate) fn build(&self, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
-        if !genprior_inverse::TASK_NAMES.contains(&self.task.as_str()) {
-            bail!(
-                "unknown task `{}`; expected one of: {}",
-                self.task,
-                genprior_inverse::TASK_NAMES.join(", ")
-            );
-        }
-        let mut spec = TaskSpec::new(&self.task, self.noise_sigma());
-        spec.likelihood_sigma = self.likelihood_sigma;
-        spec.operator_seed = self.operator_seed;
-        spec.sr_kernel = self
-            .kernel
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--kernel: {e}"))?;
-        spec.box_size = self.box_size;
-        spec.keep_fraction = self.keep_fraction;
-        spec.kernel_size = self.kernel_size;
-        spec.kernel_std = self.kernel_std;
-        spec.motion_intensity = self.motion_intensity;
-        spec.oversample = self.oversample;
-        spec.tau = self.tau;
-        spec.cs_ratio = self.cs_ratio;
-        if let Some(p) = &self.mask {
-            // PNG in [-1, 1] → [0, 1]; values ≥ 0.5 are observed.
-            let m = images::load_image(p, None, &Device::Cpu)
-                .with_context(|| format!("--mask {}", p.display()))?;
-            spec.mask = Some(((m + 1.0)? * 0.5)?);
-        } else if self.task == "inpaint-mask" {
-            bail!("task inpaint-mask needs --mask FILE.png");
-        }
-        if let Some(p) = &self.kernel_file {
-            spec.kernel = Some(common::read_npy(p, "blur kernel", &Device::Cpu)?);
-        }
-        Ok(build_operator(&spec, shape)?)
-    }
-}
+use crate::task_args::TaskArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct ReconstructArgs {
@@ -197,18 +100,12 @@ fn validate(args: &ReconstructArgs) -> Result<()> {
     if args.samples == 0 {
         bail!("--samples must be at least 1");
     }
-    if let Some(s) = args.task.noise_sigma {
+    if let Some(s) = args.task.given_float("noise-sigma") {
         if !(s.is_finite() && s >= 0.0) {
             bail!("--noise-sigma must be a finite number ≥ 0, got {s}");
         }
     }
-    if !genprior_inverse::TASK_NAMES.contains(&args.task.task.as_str()) {
-        bail!(
-            "unknown task `{}`; expected one of: {}",
-            args.task.task,
-            genprior_inverse::TASK_NAMES.join(", ")
-        );
-    }
+    genprior_inverse::find_task(&args.task.task)?;
     if args.random_weights.is_some() && args.model.model.is_some() {
         bail!("--random-weights and --model are mutually exclusive");
     }
@@ -316,7 +213,13 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
     let chains = Chains::new(args.samples, args.seed);
     let rec = run_sampler(&problem, sampler.as_ref(), &chains, &mut |e| bars.update(e))?;
     bars.finish();
-    let report = report(&args, op.as_ref(), sampler.as_ref(), &source, measurement_source);
+    let report = report(
+        &args,
+        op.as_ref(),
+        sampler.as_ref(),
+        &source,
+        measurement_source,
+    );
     let report = rec.write(&args.out, op.as_ref(), &y, truth.as_ref(), report)?;
     println!(
         "{}: {} sample(s) in {:.2} s, {} network evaluations; wrote {}",

@@ -12,6 +12,7 @@ mod cmd_sample;
 mod common;
 mod method_args;
 mod progress;
+mod task_args;
 
 use std::process::ExitCode;
 

@@ -56,7 +56,9 @@ impl MethodArgs {
                 .help(help)
                 .allow_negative_numbers(true);
             arg = match spec.kind {
-                OptKind::Choice(c) => arg.value_parser(PossibleValuesParser::new(c.iter().copied())),
+                OptKind::Choice(c) => {
+                    arg.value_parser(PossibleValuesParser::new(c.iter().copied()))
+                }
                 OptKind::Int => arg.value_name("N"),
                 OptKind::Float => arg.value_name("X"),
             };
@@ -146,15 +148,25 @@ mod tests {
             .unwrap();
         let o = w.m.options_for("dps").unwrap();
         // DPS declares zeta but not pcs-steps or pcs.
-        assert_eq!(o.get("zeta"), Some(&genprior_posterior::OptValue::Float(0.5)));
+        assert_eq!(
+            o.get("zeta"),
+            Some(&genprior_posterior::OptValue::Float(0.5))
+        );
         assert!(o.get("pcs-steps").is_none());
         let o = w.m.options_for("dpnp-ddim").unwrap();
-        assert_eq!(o.get("pcs-steps"), Some(&genprior_posterior::OptValue::Int(7)));
+        assert_eq!(
+            o.get("pcs-steps"),
+            Some(&genprior_posterior::OptValue::Int(7))
+        );
         assert!(Wrap::try_parse_from(["x", "--pcs", "nope"]).is_err());
         // Every declared option is a flag.
         let cmd = MethodArgs::augment(Command::new("x"), &[]);
         for o in all_options() {
-            assert!(cmd.get_arguments().any(|a| a.get_long() == Some(o.name)), "{}", o.name);
+            assert!(
+                cmd.get_arguments().any(|a| a.get_long() == Some(o.name)),
+                "{}",
+                o.name
+            );
         }
         let w = Wrap::try_parse_from(["x", "--dps-steps", "-3"]).unwrap();
         assert!(w.m.options_for("dps").is_err());

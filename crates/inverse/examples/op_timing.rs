@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use genprior_inverse::{build_operator, TaskSpec, TASK_NAMES};
+use genprior_inverse::{build_task, find_task, task_names, OptionDefault, TaskOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -12,14 +12,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = shape.iter().product();
     let mut rng = StdRng::seed_from_u64(0);
     let x: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-    for t in TASK_NAMES {
-        if *t == "cs" || *t == "inpaint-mask" {
+    for t in task_names() {
+        let needs_input = find_task(t)?
+            .options()
+            .iter()
+            .any(|o| o.default == OptionDefault::Required);
+        if t == "cs" || needs_input {
             continue; // dense CS does not fit 256² images; the mask task needs a mask
         }
-        let sigma = if *t == "one-bit" { 0.0 } else { 0.05 };
-        let mut spec = TaskSpec::new(t, sigma);
-        spec.likelihood_sigma = Some(0.05);
-        let op = build_operator(&spec, shape)?;
+        let mut spec = TaskOptions::new(t)?;
+        spec.set("likelihood-sigma", 0.05)?;
+        let op = build_task(&spec, shape)?;
         let y = op.simulate_host(&x, &mut rng)?;
         let s = Instant::now();
         let reps = 5;

@@ -1,13 +1,20 @@
-//! genprior-inverse: forward operators (measurement models) with their likelihoods and
-//! classical baselines, the PCS sampler of DPnP, and image metrics.
+//! genprior-inverse: forward operators (measurement models) with their noise models,
+//! likelihoods and classical baselines, the task registry, and image metrics.
 //!
-//! - [`Operator`]: the seam between samplers and physics; one file per operator family under
-//!   [`physics`]; [`build_operator`] maps a [`TaskSpec`] (CLI `--task NAME [options]`) to one.
-//! - [`pcs`]: proximal consistency sampler (MALA, unadjusted Langevin, exact Gaussian).
+//! - [`Operator`]: the seam between samplers and physics: a forward map A (with Aᵀ, or a
+//!   vector–Jacobian product for nonlinear maps) plus a [`NoiseModel`]; simulation and the
+//!   likelihood L(x; y) = noise.L(A(x); y), ∇ₓL = Jᵀ∇_z L are provided on top. One file per
+//!   operator family under [`physics`], one per noise model under [`noise`].
+//! - [`task`]: the registry. Each operator file declares its tasks ([`TaskEntry`]: names,
+//!   typed options, default noise σ, build function); [`task::ENTRIES`] lists the files.
+//!   [`TaskOptions`] + [`build_task`] map `--task NAME [options]` to an operator; the CLI
+//!   generates its flags from [`option_union`]. Adding an operator is one new file under
+//!   `physics/` plus one line in [`task::ENTRIES`] (and its `pub mod` line).
 //! - [`metrics`]: PSNR and SSIM on [0, 1] images.
 //!
-//! All operator and PCS arithmetic runs on the host in `f64` for now (tensors on other devices
-//! are copied); see README.md for the conventions.
+//! All operator arithmetic runs on the host in `f64` for now (tensors on other devices are
+//! copied); see README.md for the conventions. The PCS sampler of DPnP lives in
+//! `genprior-posterior` with the other samplers.
 
 pub mod error;
 pub mod fft;
@@ -15,13 +22,16 @@ pub mod fill;
 pub mod host;
 pub mod linalg;
 pub mod metrics;
+pub mod noise;
 pub mod operator;
-pub mod pcs;
 pub mod physics;
 pub mod task;
 
 pub use error::{InverseError, Result};
 pub use metrics::{psnr, ssim, to_unit_range};
-pub use operator::Operator;
-pub use pcs::{pcs, pcs_seeded, PcsConfig, PcsMethod, PcsOutput};
-pub use task::{build_operator, TaskSpec, TASK_NAMES};
+pub use noise::{Gaussian, LogisticSign, MeasurementGrad, NoiseModel};
+pub use operator::{Operator, ReferenceTask};
+pub use task::{
+    build_task, find_task, option_union, task_entries, task_names, OptionDefault, OptionSpec,
+    OptionType, OptionValue, SharedOption, TaskEntry, TaskOptions,
+};

@@ -1,21 +1,36 @@
-//! The [`Operator`] trait: a measurement model y ~ p(y | x) with forward map, simulation,
-//! log-likelihood, its gradient, the adjoint (linear maps) and a classical baseline.
+//! The [`Operator`] trait: a measurement model y ~ p(y | x) made of a forward map A and a
+//! [`NoiseModel`] p(y | z = A(x)), with simulation, log-likelihood, its gradient, the adjoint
+//! (linear maps) and a classical baseline.
 //!
-//! Each operator implements a handful of single-image host primitives on flat row-major `f64`
-//! buffers (`*_host`); the batched tensor-level methods (`forward`, `simulate`,
-//! `log_likelihood`, ...) are provided on top of them. Images are `(B, C, H, W)` tensors in
-//! [-1, 1]; a measurement is `(B, ...measurement_shape())`. Wherever a method takes both an image
-//! batch and a measurement batch, the measurement batch may be 1 (one `y` shared by all chains)
-//! or equal to the image batch.
+//! An operator implements A on single-image host buffers (`forward_host`, and `adjoint_host`
+//! for linear maps or `vjp_host` for nonlinear ones), its baseline, and names its noise model;
+//! simulation and the likelihood are provided on top of them: y = noise.simulate(A(x)),
+//! L(x; y) = noise.L(A(x); y), ∇ₓL = Jᵀ∇_z L (see [`composed_log_likelihood_and_grad`]). The
+//! batched tensor-level methods (`forward`, `simulate`, `log_likelihood`, ...) are provided on
+//! top of the host ones. Images are `(B, C, H, W)` tensors in [-1, 1]; a measurement is
+//! `(B, ...measurement_shape())`. Wherever a method takes both an image batch and a
+//! measurement batch, the measurement batch may be 1 (one `y` shared by all chains) or equal to
+//! the image batch.
 
 use candle_core::Tensor;
 use rand::rngs::StdRng;
-use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::{InverseError, Result};
 use crate::host::{from_host, to_host};
+use crate::noise::NoiseModel;
 
-/// A measurement model. See the module docs for the conventions.
+/// The task of the DPS / DPnP papers' reference configurations an operator corresponds to, so
+/// samplers can key their default hyperparameters on it instead of on task-name strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReferenceTask {
+    SuperResolution,
+    Inpainting,
+    Deblur,
+    PhaseRetrieval,
+    OneBit,
+}
+
+/// A measurement model: forward map plus noise model. See the module docs for the conventions.
 pub trait Operator: Send + Sync {
     /// The task's CLI name (`sr4`, `inpaint-box`, ...).
     fn name(&self) -> &str;
@@ -23,18 +38,10 @@ pub trait Operator: Send + Sync {
     fn image_shape(&self) -> [usize; 3];
     /// Shape of one measurement (without the batch axis).
     fn measurement_shape(&self) -> Vec<usize>;
-    /// Standard deviation of the additive Gaussian noise used by [`Operator::simulate`]
-    /// (0 for `one-bit`, whose randomness is the logistic dither).
-    fn noise_sigma(&self) -> f64;
-    /// The likelihood's temperature m, with L(x; y) = −f(x)/(2m²): the σ the Gaussian
-    /// likelihood uses (the noise σ unless overridden by `TaskSpec::likelihood_sigma`), τ for
-    /// `one-bit`. The PCS step-size rule uses it.
-    fn temperature(&self) -> f64;
+    /// The noise model p(y | z) applied to z = A(x).
+    fn noise(&self) -> &dyn NoiseModel;
     /// Whether A is linear (so [`Operator::adjoint`] exists).
     fn is_linear(&self) -> bool;
-    /// Whether A is linear and the likelihood Gaussian, L = −‖y − Ax‖²/(2σ²): the PCS target is
-    /// then Gaussian and can be sampled exactly.
-    fn is_linear_gaussian(&self) -> bool;
 
     /// A(x) for one image.
     fn forward_host(&self, x: &[f64]) -> Result<Vec<f64>>;
@@ -45,30 +52,24 @@ pub trait Operator: Send + Sync {
             self.name()
         )))
     }
-    /// (L(x; y), ∇ₓL(x; y)) for one image and one measurement.
-    fn log_likelihood_and_grad_host(&self, x: &[f64], y: &[f64]) -> Result<(f64, Vec<f64>)>;
-    /// L(x; y) for one image and one measurement.
-    fn log_likelihood_host(&self, x: &[f64], y: &[f64]) -> Result<f64> {
-        Ok(self.log_likelihood_and_grad_host(x, y)?.0)
-    }
-    /// One simulated measurement; default A(x) + σ·z.
-    fn simulate_host(&self, x: &[f64], rng: &mut StdRng) -> Result<Vec<f64>> {
-        let mut y = self.forward_host(x)?;
-        let s = self.noise_sigma();
-        if s > 0.0 {
-            for v in y.iter_mut() {
-                let z: f64 = StandardNormal.sample(rng);
-                *v += s * z;
-            }
+    /// The vector–Jacobian product J(x)ᵀv of A at `x` for a measurement-space `v`; for a linear
+    /// operator (the default) Aᵀv. Nonlinear operators implement it.
+    fn vjp_host(&self, _x: &[f64], v: &[f64]) -> Result<Vec<f64>> {
+        if self.is_linear() {
+            self.adjoint_host(v)
+        } else {
+            Err(InverseError::Unsupported(format!(
+                "task `{}` does not implement its vector–Jacobian product",
+                self.name()
+            )))
         }
-        Ok(y)
     }
     /// The classical baseline reconstruction of one image from one measurement.
     fn baseline_host(&self, y: &[f64]) -> Result<Vec<f64>>;
-    /// Task-specific checks of a measurement's values (called after the shape and finiteness
-    /// checks), e.g. `one-bit` requires ±1.
-    fn check_measurement_values(&self, _y: &[f64]) -> Result<()> {
-        Ok(())
+    /// Checks of a measurement's values (called after the shape and finiteness checks); the
+    /// default asks the noise model (e.g. `one-bit` requires ±1).
+    fn check_measurement_values(&self, y: &[f64]) -> Result<()> {
+        noise_check_measurement(self, y)
     }
     /// Solves (α AᵀA + β I) x = rhs directly when AᵀA is diagonal or FFT-diagonal; `None` means
     /// "no direct solver, use conjugate gradients".
@@ -79,6 +80,47 @@ pub trait Operator: Send + Sync {
         _beta: f64,
     ) -> Option<Result<Vec<f64>>> {
         None
+    }
+    /// Whether the measurement cannot tell x from −x (or a per-channel sign flip), as for phase
+    /// retrieval, where |F(M x_c)| is unchanged by x_c → −x_c.
+    fn sign_ambiguous(&self) -> bool {
+        false
+    }
+    /// The reference task of the DPS / DPnP papers this operator corresponds to, if any.
+    fn reference_task(&self) -> Option<ReferenceTask> {
+        None
+    }
+
+    // ---------------------------------------------------------- provided, from A + noise
+
+    /// Standard deviation of the additive Gaussian noise used by [`Operator::simulate`]
+    /// (0 for `one-bit`, whose randomness is the logistic dither).
+    fn noise_sigma(&self) -> f64 {
+        self.noise().noise_sigma()
+    }
+    /// The likelihood's temperature m, with L(x; y) = −f(x)/(2m²): the σ the Gaussian
+    /// likelihood uses (the noise σ unless overridden by the `likelihood-sigma` option), τ for
+    /// `one-bit`. The PCS step-size rule uses it.
+    fn temperature(&self) -> f64 {
+        self.noise().temperature()
+    }
+    /// Whether A is linear and the likelihood Gaussian, L = −‖y − Ax‖²/(2σ²): the PCS target is
+    /// then Gaussian and can be sampled exactly.
+    fn is_linear_gaussian(&self) -> bool {
+        self.is_linear() && self.noise().is_gaussian()
+    }
+    /// (L(x; y), ∇ₓL(x; y)) for one image and one measurement; default
+    /// [`composed_log_likelihood_and_grad`].
+    fn log_likelihood_and_grad_host(&self, x: &[f64], y: &[f64]) -> Result<(f64, Vec<f64>)> {
+        composed_log_likelihood_and_grad(self, x, y)
+    }
+    /// L(x; y) for one image and one measurement.
+    fn log_likelihood_host(&self, x: &[f64], y: &[f64]) -> Result<f64> {
+        Ok(self.log_likelihood_and_grad_host(x, y)?.0)
+    }
+    /// One simulated measurement; default [`composed_simulate`], noise.simulate(A(x)).
+    fn simulate_host(&self, x: &[f64], rng: &mut StdRng) -> Result<Vec<f64>> {
+        composed_simulate(self, x, rng)
     }
 
     // ---------------------------------------------------------------- provided, batched
@@ -268,34 +310,59 @@ fn paired_host<O: Operator + ?Sized>(
     Ok((to_host(x)?, ys, by))
 }
 
-/// Errors unless the likelihood's σ is positive (a Gaussian likelihood with σ = 0 is degenerate).
-pub(crate) fn require_likelihood_sigma(task: &str, sigma: f64) -> Result<f64> {
-    if sigma > 0.0 && sigma.is_finite() {
-        Ok(sigma)
-    } else {
-        Err(InverseError::InvalidOption {
-            task: task.to_string(),
-            msg: format!(
-                "the Gaussian likelihood needs a positive σ (got {sigma}); simulate with a positive noise sigma or set a positive likelihood sigma"
-            ),
-        })
-    }
+/// y = noise.simulate(A(x)) for one image.
+pub fn composed_simulate<O: Operator + ?Sized>(
+    op: &O,
+    x: &[f64],
+    rng: &mut StdRng,
+) -> Result<Vec<f64>> {
+    op.noise().simulate(op.forward_host(x)?, rng)
 }
 
-/// L = −‖y − Ax‖²/(2σ²) and ∇L = Aᵀ(y − Ax)/σ² for a linear operator.
-pub(crate) fn gaussian_linear_ll_grad<O: Operator + ?Sized>(
+/// L(x; y) = noise.L(A(x); y) and ∇ₓL = J(x)ᵀ∇_z L for one image and one measurement: the
+/// noise model's factored gradient `direction / divisor` is pulled back by
+/// [`Operator::vjp_host`] and then divided, i.e. Aᵀ(y − Ax)/σ² for a linear Gaussian task, in
+/// that operation order.
+pub fn composed_log_likelihood_and_grad<O: Operator + ?Sized>(
     op: &O,
-    sigma: f64,
     x: &[f64],
     y: &[f64],
 ) -> Result<(f64, Vec<f64>)> {
-    let s = require_likelihood_sigma(op.name(), sigma)?;
-    let ax = op.forward_host(x)?;
-    let r: Vec<f64> = y.iter().zip(&ax).map(|(a, b)| a - b).collect();
-    let l = -crate::linalg::norm2(&r) / (2.0 * s * s);
-    let mut g = op.adjoint_host(&r)?;
-    g.iter_mut().for_each(|v| *v /= s * s);
-    Ok((l, g))
+    let noise = op.noise();
+    noise
+        .check_likelihood()
+        .map_err(|msg| invalid_option(op.name(), msg))?;
+    let z = op.forward_host(x)?;
+    let lg = noise.log_likelihood_and_grad(&z, y)?;
+    let mut g = op.vjp_host(x, &lg.direction)?;
+    if lg.divisor != 1.0 {
+        g.iter_mut().for_each(|v| *v /= lg.divisor);
+    }
+    Ok((lg.value, g))
+}
+
+/// The noise model's check of a measurement's values, reported with the task name.
+pub fn noise_check_measurement<O: Operator + ?Sized>(op: &O, y: &[f64]) -> Result<()> {
+    op.noise()
+        .check_measurement(y)
+        .map_err(|msg| InverseError::Measurement {
+            task: op.name().to_string(),
+            msg,
+        })
+}
+
+fn invalid_option(task: &str, msg: String) -> InverseError {
+    InverseError::InvalidOption {
+        task: task.to_string(),
+        msg,
+    }
+}
+
+/// σ_L of a Gaussian noise model, or the task-named error when it is not positive (a Gaussian
+/// likelihood with σ = 0 is degenerate).
+pub(crate) fn require_likelihood_sigma(task: &str, g: &crate::noise::Gaussian) -> Result<f64> {
+    g.positive_likelihood_sigma()
+        .map_err(|msg| invalid_option(task, msg))
 }
 
 /// Clips a buffer to the image range [-1, 1].

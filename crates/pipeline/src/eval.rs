@@ -18,7 +18,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use genprior_diffusion::{Schedule, ScoreModel};
-use genprior_inverse::{build_operator, Operator, TaskSpec};
+use genprior_inverse::{build_task as build_operator, Operator, TaskOptions};
 use genprior_posterior::{
     build_sampler, method_names, Chains, MethodOptions, MethodProgress, OptValue, Problem,
 };
@@ -85,21 +85,12 @@ fn parse_list(s: &str, known: &[&str], what: &str, sort: bool) -> Result<Vec<Str
 
 /// `--tasks`: comma-separated task names (in the order given) or `all`.
 pub fn parse_tasks(s: &str) -> Result<Vec<String>> {
-    parse_list(s, genprior_inverse::TASK_NAMES, "task", false)
+    parse_list(s, &genprior_inverse::task_names(), "task", false)
 }
 
 /// `--methods`: comma-separated method names or `all`, in table order.
 pub fn parse_methods(s: &str) -> Result<Vec<String>> {
     parse_list(s, &eval_methods(), "method", true)
-}
-
-/// The default measurement noise σ of a task at its benchmark settings.
-fn default_noise_sigma(task: &str) -> f64 {
-    if task == "one-bit" {
-        0.0
-    } else {
-        0.05
-    }
 }
 
 /// What to run.
@@ -186,18 +177,25 @@ fn declared(method: &str, o: &MethodOptions) -> Result<MethodOptions> {
     Ok(out)
 }
 
-/// The operator of `task` at its benchmark settings on `[C, H, W]` images, and its settings.
-fn build_task(cfg: &EvalConfig, task: &str, shape: [usize; 3]) -> Result<(Box<dyn Operator>, Value)> {
-    let mut spec = TaskSpec::new(task, default_noise_sigma(task));
-    let mut desc = json!({"task": task, "noise_sigma": spec.noise_sigma});
-    if task == "inpaint-mask" {
-        let Some((m, src)) = &cfg.mask else {
-            bail!("task inpaint-mask needs a mask (--mask FILE.png)");
-        };
-        spec.mask = Some(m.clone());
-        desc["mask"] = json!(src);
+/// The operator of `task` at its default settings on `[C, H, W]` images (the mask given for
+/// tasks that need an image file), and its settings.
+fn build_task(
+    cfg: &EvalConfig,
+    task: &str,
+    shape: [usize; 3],
+) -> Result<(Box<dyn Operator>, Value)> {
+    let mut opts = TaskOptions::new(task)?;
+    let mut desc = json!({"task": task, "noise_sigma": opts.noise_sigma()?});
+    for spec in opts.specs().to_vec() {
+        if spec.default == genprior_inverse::OptionDefault::Required {
+            let Some((m, src)) = &cfg.mask else {
+                bail!("task {task} needs --{} FILE.png", spec.name);
+            };
+            opts.set(spec.name, m.clone())?;
+            desc[spec.name] = json!(src);
+        }
     }
-    Ok((build_operator(&spec, shape)?, desc))
+    Ok((build_operator(&opts, shape)?, desc))
 }
 
 /// Runs the benchmark over `images` with the prior (`model`, `schedule`), calling `events`
@@ -222,7 +220,11 @@ pub fn run(
     for task in &cfg.tasks {
         let (op, _) = build_task(cfg, task, [c, h, w])?;
         for m in cfg.methods.iter().filter(|m| *m != BASELINE) {
-            build_sampler(m, &declared(m, &options_for(cfg, op.as_ref()))?, op.as_ref())?;
+            build_sampler(
+                m,
+                &declared(m, &options_for(cfg, op.as_ref()))?,
+                op.as_ref(),
+            )?;
         }
     }
     for task in &cfg.tasks {
@@ -423,7 +425,7 @@ mod tests {
     fn task_and_method_lists() {
         assert_eq!(
             parse_tasks("all").unwrap().len(),
-            genprior_inverse::TASK_NAMES.len()
+            genprior_inverse::task_names().len()
         );
         assert_eq!(parse_tasks("sr4, cs").unwrap(), vec!["sr4", "cs"]);
         assert!(parse_tasks("nope").is_err());

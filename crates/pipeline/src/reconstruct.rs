@@ -38,7 +38,8 @@ pub fn measurement_from(y: Tensor, op: &dyn Operator, what: &str) -> Result<Tens
             op.name()
         );
     };
-    op.validate_measurement(&y).with_context(|| what.to_string())?;
+    op.validate_measurement(&y)
+        .with_context(|| what.to_string())?;
     Ok(y)
 }
 
@@ -46,7 +47,10 @@ pub fn measurement_from(y: Tensor, op: &dyn Operator, what: &str) -> Result<Tens
 pub fn metrics(img: &Tensor, truth: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
     let a = genprior_inverse::to_unit_range(img)?;
     let b = genprior_inverse::to_unit_range(truth)?;
-    Ok((genprior_inverse::psnr(&a, &b)?, genprior_inverse::ssim(&a, &b)?))
+    Ok((
+        genprior_inverse::psnr(&a, &b)?,
+        genprior_inverse::ssim(&a, &b)?,
+    ))
 }
 
 fn finite_or_null(v: f64) -> Value {

@@ -6,8 +6,8 @@
 //! ```
 //! With a constant η the pair is a Gibbs sampler on p(x)·e^{L(z)}·N(z; x, η²I), whose
 //! x-marginal π_η ∝ p(x)·(e^L * N(0, η²I))(x) is the stationary law; a decreasing schedule
-//! drives it towards the posterior. PCS is `genprior_inverse::pcs` (MALA by default, ULA, or
-//! exact for linear-Gaussian tasks), DDS is [`crate::dds`] (DDIM on the refined grid by
+//! drives it towards the posterior. PCS is [`crate::pcs`](mod@crate::pcs) (MALA by default,
+//! ULA, or exact for linear-Gaussian tasks), DDS is [`crate::dds`] (DDIM on the refined grid by
 //! default, or DDPM).
 //!
 //! The K posterior samples run as one batch of K chains. All randomness comes from one seed:
@@ -18,8 +18,7 @@
 
 use candle_core::Tensor;
 use genprior_diffusion::{BatchNoise, Schedule, ScoreModel};
-use genprior_inverse::{pcs_seeded, Operator, PcsConfig, PcsMethod};
-
+use genprior_inverse::{Operator, ReferenceTask};
 use serde_json::{json, Value};
 
 use crate::dds::{dds_with_budget, DdsMethod};
@@ -27,9 +26,11 @@ use crate::denoiser::Denoiser;
 use crate::dps::{dps_indexed, DpsConfig, DPS_STEPS, ZETA};
 use crate::energy::{default_energy_timesteps, lowest_energy};
 use crate::error::{invalid, Result};
-use crate::method::{Chains, MethodEntry, MethodProgress, PosteriorSampler, Problem, SamplerOutput};
+use crate::method::{
+    Chains, MethodEntry, MethodProgress, PosteriorSampler, Problem, SamplerOutput,
+};
 use crate::options::{at_least_one, OptDefault, OptKind, OptSpec, Resolved};
-use crate::properties::{reference_task, sign_ambiguous, ReferenceTask};
+use crate::pcs::{pcs_seeded, PcsConfig, PcsMethod};
 use crate::seeds;
 
 /// The annealing schedule η_0 ≥ η_1 ≥ … of the outer loop.
@@ -376,7 +377,7 @@ pub fn dpnp(
 /// The PCS step-size scale for `op`: the reference's FFHQ values for its reference task
 /// (phase retrieval 0.8, one-bit 0.2, super-resolution 0.6), else 1.0.
 pub fn default_pcs_scale(op: &dyn Operator) -> f64 {
-    match reference_task(op) {
+    match op.reference_task() {
         Some(ReferenceTask::PhaseRetrieval) => 0.8,
         Some(ReferenceTask::OneBit) => 0.2,
         Some(ReferenceTask::SuperResolution) => 0.6,
@@ -384,7 +385,12 @@ pub fn default_pcs_scale(op: &dyn Operator) -> f64 {
     }
 }
 
-const fn opt(name: &'static str, help: &'static str, kind: OptKind, default: OptDefault) -> OptSpec {
+const fn opt(
+    name: &'static str,
+    help: &'static str,
+    kind: OptKind,
+    default: OptDefault,
+) -> OptSpec {
     OptSpec {
         name,
         help,
@@ -459,7 +465,14 @@ pub const DPNP_DDIM: MethodEntry = MethodEntry {
     name: "dpnp-ddim",
     summary: "Diffusion plug-and-play (Xu & Chi 2024) with the DDS-DDIM denoiser",
     options: DPNP_OPTIONS,
-    build: |opts, op| Ok(Box::new(DpnpSampler::from_options("dpnp-ddim", DdsMethod::Ddim, opts, op)?)),
+    build: |opts, op| {
+        Ok(Box::new(DpnpSampler::from_options(
+            "dpnp-ddim",
+            DdsMethod::Ddim,
+            opts,
+            op,
+        )?))
+    },
 };
 
 /// `dpnp-ddpm`: DPnP with DDS-DDPM.
@@ -467,7 +480,14 @@ pub const DPNP_DDPM: MethodEntry = MethodEntry {
     name: "dpnp-ddpm",
     summary: "Diffusion plug-and-play (Xu & Chi 2024) with the DDS-DDPM denoiser",
     options: DPNP_OPTIONS,
-    build: |opts, op| Ok(Box::new(DpnpSampler::from_options("dpnp-ddpm", DdsMethod::Ddpm, opts, op)?)),
+    build: |opts, op| {
+        Ok(Box::new(DpnpSampler::from_options(
+            "dpnp-ddpm",
+            DdsMethod::Ddpm,
+            opts,
+            op,
+        )?))
+    },
 };
 
 /// DPnP behind the [`PosteriorSampler`] seam (`samples`, `seed` and `first_index` of its
@@ -503,18 +523,22 @@ impl DpnpSampler {
             .opt_f64("pcs-scale")?
             .unwrap_or_else(|| default_pcs_scale(op));
         if pcs_scale <= 0.0 {
-            return invalid(format!("--pcs-scale must be a positive number, got {pcs_scale}"));
+            return invalid(format!(
+                "--pcs-scale must be a positive number, got {pcs_scale}"
+            ));
         }
         let pcs_reg = opts.f64("pcs-reg")?;
         if pcs_reg < 0.0 {
-            return invalid(format!("--pcs-reg must be a finite number ≥ 0, got {pcs_reg}"));
+            return invalid(format!(
+                "--pcs-reg must be a finite number ≥ 0, got {pcs_reg}"
+            ));
         }
         let pcs_name = opts.choice("pcs")?;
         let pcs_method: PcsMethod = pcs_name.parse()?;
         let dps = DpsConfig::from_options(opts, op)?;
         let warm_name = opts.choice("warm-start")?;
         let warm_name = match warm_name.as_str() {
-            "auto" if sign_ambiguous(op) => "dps".to_string(),
+            "auto" if op.sign_ambiguous() => "dps".to_string(),
             "auto" => "baseline".to_string(),
             _ => warm_name,
         };
@@ -618,7 +642,9 @@ impl PosteriorSampler for DpnpSampler {
         let trace: Vec<Value> = out
             .steps
             .iter()
-            .map(|s| json!({"step": s.step, "eta": s.eta, "acceptance": s.acceptance, "nfe": s.nfe}))
+            .map(
+                |s| json!({"step": s.step, "eta": s.eta, "acceptance": s.acceptance, "nfe": s.nfe}),
+            )
             .collect();
         Ok(SamplerOutput {
             mean_acceptance: Some(out.mean_acceptance()),

@@ -25,15 +25,16 @@
 
 use candle_core::{Tensor, Var};
 use genprior_diffusion::{BatchNoise, Schedule, ScoreModel};
-use genprior_inverse::Operator;
+use genprior_inverse::{Operator, ReferenceTask};
 
 use serde_json::{json, Value};
 
 use crate::denoiser::Denoiser;
 use crate::error::{invalid, Result};
-use crate::method::{Chains, MethodEntry, MethodProgress, PosteriorSampler, Problem, SamplerOutput};
+use crate::method::{
+    Chains, MethodEntry, MethodProgress, PosteriorSampler, Problem, SamplerOutput,
+};
 use crate::options::{at_least_one, OptDefault, OptKind, OptSpec, Resolved};
-use crate::properties::{gaussian_likelihood, reference_task, sign_ambiguous, ReferenceTask};
 use crate::seeds;
 
 /// The data-misfit DPS descends (see the module docs).
@@ -48,7 +49,7 @@ pub enum DpsMisfit {
 impl DpsMisfit {
     /// `Norm` for Gaussian likelihoods, `NegLogLik` otherwise (`one-bit`).
     pub fn for_operator(op: &dyn Operator) -> Self {
-        if gaussian_likelihood(op) {
+        if op.noise().is_gaussian() {
             Self::Norm
         } else {
             Self::NegLogLik
@@ -59,12 +60,12 @@ impl DpsMisfit {
 /// The default step size ζ for `op` (see the module docs): the reference's value for its
 /// reference task, else 0.3 for Gaussian likelihoods and 0.5 otherwise.
 pub fn default_zeta(op: &dyn Operator) -> f64 {
-    match reference_task(op) {
+    match op.reference_task() {
         Some(ReferenceTask::SuperResolution | ReferenceTask::Deblur) => 0.3,
         Some(ReferenceTask::Inpainting | ReferenceTask::OneBit) => 0.5,
         Some(ReferenceTask::PhaseRetrieval) => 1.0,
-        None if sign_ambiguous(op) => 1.0,
-        None if gaussian_likelihood(op) => 0.3,
+        None if op.sign_ambiguous() => 1.0,
+        None if op.noise().is_gaussian() => 0.3,
         None => 0.5,
     }
 }

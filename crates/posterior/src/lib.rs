@@ -4,8 +4,10 @@
 //!   [`Chains`], and the registry [`methods`] that the CLI, the benchmark and the tests iterate.
 //!   Each method is one file that declares its options ([`options`]) and defaults.
 //! - [`dds`]: the denoising diffusion sampler DDS (DDPM and DDIM variants) of p(x | x + ηw = y).
-//! - [`dpnp`]: the diffusion plug-and-play outer loop (Xu & Chi 2024): PCS (from
-//!   `genprior-inverse`) alternating with DDS under an annealing schedule of η.
+//! - [`pcs`](mod@pcs): the proximal consistency sampler of DPnP (MALA, unadjusted Langevin, exact
+//!   Gaussian) of exp(L(x; y) − ‖x − x₀‖²/(2γ²)).
+//! - [`dpnp`]: the diffusion plug-and-play outer loop (Xu & Chi 2024): PCS alternating with
+//!   DDS under an annealing schedule of η.
 //! - [`dps`]: the DPS baseline (Chung et al. 2023), gradient through the network.
 //! - [`stats`]: posterior mean and standard deviation of the samples.
 //!
@@ -22,7 +24,7 @@ pub mod energy;
 pub mod error;
 pub mod method;
 pub mod options;
-pub mod properties;
+pub mod pcs;
 pub(crate) mod seeds;
 pub mod stats;
 
@@ -32,15 +34,18 @@ pub use dds::{
 };
 pub use denoiser::Denoiser;
 pub use dpnp::{
-    default_pcs_scale, dpnp, DpnpConfig, DpnpOutput, DpnpSampler, EtaSchedule, OuterStep,
-    Progress, WarmStart,
+    default_pcs_scale, dpnp, DpnpConfig, DpnpOutput, DpnpSampler, EtaSchedule, OuterStep, Progress,
+    WarmStart,
 };
 pub use dps::{default_zeta, dps, dps_indexed, DpsConfig, DpsMisfit, DpsOutput, DpsSampler};
 pub use energy::{default_energy_timesteps, denoising_energy, lowest_energy};
 pub use error::{PosteriorError, Result};
 pub use method::{
-    all_options, build_sampler, method, method_names, methods, Chains, MethodEntry,
-    MethodProgress, PosteriorSampler, Problem, SamplerOutput,
+    all_options, build_sampler, method, method_names, methods, Chains, MethodEntry, MethodProgress,
+    PosteriorSampler, Problem, SamplerOutput,
 };
 pub use options::{MethodOptions, OptDefault, OptKind, OptSpec, OptValue, Resolved};
+pub use pcs::{
+    exact_gaussian_host, misfit, pcs, pcs_host, pcs_seeded, PcsConfig, PcsMethod, PcsOutput,
+};
 pub use stats::mean_and_std;

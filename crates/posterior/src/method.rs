@@ -108,7 +108,11 @@ pub struct MethodEntry {
 
 /// Every method, in table order.
 pub fn methods() -> &'static [MethodEntry] {
-    &[crate::dpnp::DPNP_DDIM, crate::dpnp::DPNP_DDPM, crate::dps::DPS]
+    &[
+        crate::dpnp::DPNP_DDIM,
+        crate::dpnp::DPNP_DDPM,
+        crate::dps::DPS,
+    ]
 }
 
 /// Registry names, in table order.

@@ -329,7 +329,10 @@ mod tests {
             .resolve("m", SPECS)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("stepz") && e.contains("steps, scale, mode"), "{e}");
+        assert!(
+            e.contains("stepz") && e.contains("steps, scale, mode"),
+            "{e}"
+        );
         assert!(MethodOptions::new()
             .with("steps", 1.5)
             .resolve("m", SPECS)

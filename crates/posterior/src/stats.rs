@@ -35,13 +35,25 @@ mod tests {
 
     #[test]
     fn mean_and_unbiased_std() {
-        let x = Tensor::new(&[[[[1f32, 2.0]]], [[[3.0, 2.0]]], [[[5.0, 2.0]]]], &Device::Cpu)
-            .unwrap();
+        let x = Tensor::new(
+            &[[[[1f32, 2.0]]], [[[3.0, 2.0]]], [[[5.0, 2.0]]]],
+            &Device::Cpu,
+        )
+        .unwrap();
         let (m, s) = mean_and_std(&x).unwrap();
-        assert_eq!(m.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![3.0, 2.0]);
-        assert_eq!(s.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![2.0, 0.0]);
+        assert_eq!(
+            m.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![3.0, 2.0]
+        );
+        assert_eq!(
+            s.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![2.0, 0.0]
+        );
         let (_, s1) = mean_and_std(&x.narrow(0, 0, 1).unwrap()).unwrap();
-        assert_eq!(s1.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0.0, 0.0]);
+        assert_eq!(
+            s1.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![0.0, 0.0]
+        );
         assert!(mean_and_std(&x.flatten_all().unwrap()).is_err());
     }
 }

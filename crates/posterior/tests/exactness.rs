@@ -12,9 +12,10 @@ use candle_core::{Device, Tensor};
 use genprior_diffusion::analytic::GaussianPrior;
 use genprior_diffusion::{BatchNoise, Schedule, SchedulerConfig};
 use genprior_inverse::physics::CompressedSensing;
-use genprior_inverse::{PcsConfig, PcsMethod};
+use genprior_inverse::Gaussian;
 use genprior_posterior::{
-    dds_sample, dpnp, dps, DdsMethod, DpnpConfig, DpsConfig, DpsMisfit, EtaSchedule, WarmStart,
+    dds_sample, dpnp, dps, DdsMethod, DpnpConfig, DpsConfig, DpsMisfit, EtaSchedule, PcsConfig,
+    PcsMethod, WarmStart,
 };
 
 const Z: f64 = 4.0;
@@ -181,7 +182,13 @@ fn cs_problem() -> (CompressedSensing, Mat, Vec<f64>, f64) {
     ];
     let sigma = 0.2;
     let flat: Vec<f64> = a.iter().flatten().copied().collect();
-    let op = CompressedSensing::from_matrix(SHAPE, 3, flat, sigma, sigma).unwrap();
+    let op = CompressedSensing::from_matrix(
+        SHAPE,
+        3,
+        flat,
+        std::sync::Arc::new(Gaussian::with_sigma(sigma).unwrap()),
+    )
+    .unwrap();
     let y = vec![0.45, -0.3, 0.6];
     (op, a, y, sigma)
 }

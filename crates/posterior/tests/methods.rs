@@ -6,10 +6,8 @@
 use candle_core::{DType, Device, Tensor};
 use genprior_diffusion::analytic::GaussianPrior;
 use genprior_diffusion::{Schedule, SchedulerConfig};
-use genprior_inverse::{build_operator, Operator, TaskSpec};
-use genprior_posterior::{
-    build_sampler, methods, Chains, MethodOptions, OptDefault, Problem,
-};
+use genprior_inverse::{build_task, Operator, TaskOptions};
+use genprior_posterior::{build_sampler, methods, Chains, MethodOptions, OptDefault, Problem};
 
 const SHAPE: [usize; 3] = [1, 4, 4];
 
@@ -29,9 +27,12 @@ fn prior(s: &Schedule) -> GaussianPrior {
 
 fn op(task: &str) -> Box<dyn Operator> {
     let sigma = if task == "one-bit" { 0.0 } else { 0.1 };
-    let mut spec = TaskSpec::new(task, sigma);
-    spec.kernel_size = Some(3);
-    build_operator(&spec, SHAPE).unwrap()
+    let mut opts = TaskOptions::new(task).unwrap();
+    opts.set("noise-sigma", sigma).unwrap();
+    if opts.spec("kernel-size").is_ok() {
+        opts.set("kernel-size", 3u64).unwrap();
+    }
+    build_task(&opts, SHAPE).unwrap()
 }
 
 /// Cheap options for every method.
@@ -86,7 +87,11 @@ fn every_method_runs_and_reports_its_settings() {
             for o in m.options {
                 let key = o.name.replace('-', "_");
                 if o.default != OptDefault::Derived {
-                    assert!(!settings[&key].is_null(), "{}: {key} missing in {settings}", m.name);
+                    assert!(
+                        !settings[&key].is_null(),
+                        "{}: {key} missing in {settings}",
+                        m.name
+                    );
                 }
             }
             let p = Problem {
@@ -104,7 +109,11 @@ fn every_method_runs_and_reports_its_settings() {
                 })
                 .unwrap();
             assert_eq!(out.samples.dims(), &[3, SHAPE[0], SHAPE[1], SHAPE[2]]);
-            assert!(flat(&out.samples).iter().all(|v| v.is_finite()), "{task}/{}", m.name);
+            assert!(
+                flat(&out.samples).iter().all(|v| v.is_finite()),
+                "{task}/{}",
+                m.name
+            );
             assert!(out.nfe > 0);
             assert_eq!(steps, sampler.total_steps(), "{task}/{}", m.name);
         }
@@ -175,18 +184,44 @@ fn bad_options_are_clear_errors() {
             assert!(e.contains(w), "{m}: `{e}` lacks `{w}`");
         }
     };
-    bad("dpnp", MethodOptions::new(), &["unknown method", "dpnp-ddim"]);
-    bad("dps", MethodOptions::new().with("pcs-steps", 3usize), &["dps", "pcs-steps"]);
-    bad("dps", MethodOptions::new().with("dps-steps", 0usize), &["--dps-steps", "at least 1"]);
+    bad(
+        "dpnp",
+        MethodOptions::new(),
+        &["unknown method", "dpnp-ddim"],
+    );
+    bad(
+        "dps",
+        MethodOptions::new().with("pcs-steps", 3usize),
+        &["dps", "pcs-steps"],
+    );
+    bad(
+        "dps",
+        MethodOptions::new().with("dps-steps", 0usize),
+        &["--dps-steps", "at least 1"],
+    );
     bad("dps", MethodOptions::new().with("zeta", -1.0), &["--zeta"]);
     bad(
         "dpnp-ddim",
-        MethodOptions::new().with("eta-max", 0.1).with("eta-min", 0.2),
+        MethodOptions::new()
+            .with("eta-max", 0.1)
+            .with("eta-min", 0.2),
         &["eta-max"],
     );
-    bad("dpnp-ddpm", MethodOptions::new().with("pcs-scale", 0.0), &["--pcs-scale"]);
-    bad("dpnp-ddpm", MethodOptions::new().with("pcs", "hmc"), &["pcs"]);
-    bad("dpnp-ddim", MethodOptions::new().with("outer-steps", 0usize), &["--outer-steps"]);
+    bad(
+        "dpnp-ddpm",
+        MethodOptions::new().with("pcs-scale", 0.0),
+        &["--pcs-scale"],
+    );
+    bad(
+        "dpnp-ddpm",
+        MethodOptions::new().with("pcs", "hmc"),
+        &["pcs"],
+    );
+    bad(
+        "dpnp-ddim",
+        MethodOptions::new().with("outer-steps", 0usize),
+        &["--outer-steps"],
+    );
     // Exact PCS on an operator that cannot take it fails when sampling, naming the task.
     let s = schedule();
     let model = prior(&s);
@@ -222,8 +257,13 @@ fn defaults_follow_the_operator() {
     assert_eq!(zeta("cs"), 0.3);
     let pcs = |task: &str, warm: &str| {
         let o = MethodOptions::new().with("warm-start", warm);
-        let s = build_sampler("dpnp-ddim", &o, op(task).as_ref()).unwrap().settings();
-        (s["pcs_scale"].as_f64().unwrap(), s["warm_start"].as_str().unwrap().to_string())
+        let s = build_sampler("dpnp-ddim", &o, op(task).as_ref())
+            .unwrap()
+            .settings();
+        (
+            s["pcs_scale"].as_f64().unwrap(),
+            s["warm_start"].as_str().unwrap().to_string(),
+        )
     };
     assert_eq!(pcs("sr2", "auto"), (0.6, "baseline".into()));
     assert_eq!(pcs("phase-retrieval", "auto"), (0.8, "dps".into()));

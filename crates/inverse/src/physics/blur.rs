@@ -7,6 +7,8 @@
 //! λ = max(σ², 10⁻⁴)/0.25 (white signal prior of variance 0.25, i.e. std 0.5 on [-1, 1]),
 //! clipped to [-1, 1].
 
+use std::sync::Arc;
+
 use num_complex::Complex64;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -14,7 +16,128 @@ use rand_distr::{Distribution, StandardNormal, Uniform};
 
 use crate::error::{InverseError, Result};
 use crate::fft::Fft2;
-use crate::operator::{clip_unit, gaussian_linear_ll_grad, Operator};
+use crate::host::to_host;
+use crate::noise::NoiseModel;
+use crate::operator::{clip_unit, Operator, ReferenceTask};
+use crate::task::{
+    OptionDefault, OptionSpec, OptionType, TaskEntry, TaskOptions, DEFAULT_NOISE_SIGMA,
+};
+
+/// Default blur kernel side (DPS's 61), reduced to the largest odd size that fits smaller images.
+pub const DEFAULT_BLUR_KERNEL_SIZE: usize = 61;
+
+const KERNEL_SIZE: OptionSpec = OptionSpec {
+    name: "kernel-size",
+    help: "kernel side (default 61, or the largest odd size fitting the image).",
+    kind: OptionType::Integer,
+    default: OptionDefault::Derived,
+};
+
+const KERNEL_FILE: OptionSpec = OptionSpec {
+    name: "kernel-file",
+    help: "explicit kernel as a 2-D .npy (normalised to sum 1).",
+    kind: OptionType::ArrayFile,
+    default: OptionDefault::Derived,
+};
+
+/// `deblur-gauss`, `deblur-motion`.
+pub const ENTRIES: &[TaskEntry] = &[
+    TaskEntry {
+        names: &["deblur-gauss"],
+        summary: "circular FFT convolution with a Gaussian kernel (or a given kernel)",
+        own_options: &[
+            KERNEL_SIZE,
+            OptionSpec {
+                name: "kernel-std",
+                help: "kernel standard deviation in pixels.",
+                kind: OptionType::Float,
+                default: OptionDefault::Float(3.0),
+            },
+            KERNEL_FILE,
+        ],
+        default_noise_sigma: DEFAULT_NOISE_SIGMA,
+        build: build_gauss,
+    },
+    TaskEntry {
+        names: &["deblur-motion"],
+        summary:
+            "circular FFT convolution with a seeded random-walk motion kernel (or a given kernel)",
+        own_options: &[
+            KERNEL_SIZE,
+            OptionSpec {
+                name: "motion-intensity",
+                help: "trajectory intensity in [0, 1].",
+                kind: OptionType::Float,
+                default: OptionDefault::Float(0.5),
+            },
+            KERNEL_FILE,
+        ],
+        default_noise_sigma: DEFAULT_NOISE_SIGMA,
+        build: build_motion,
+    },
+];
+
+/// `kernel-size`, else [`DEFAULT_BLUR_KERNEL_SIZE`] or the largest odd side fitting the image.
+fn blur_size(o: &TaskOptions, shape: [usize; 3]) -> Result<usize> {
+    let [_, h, w] = shape;
+    Ok(o.size_opt("kernel-size")?.unwrap_or_else(|| {
+        let m = h.min(w);
+        if m >= DEFAULT_BLUR_KERNEL_SIZE {
+            DEFAULT_BLUR_KERNEL_SIZE
+        } else if m % 2 == 1 {
+            m
+        } else {
+            m.saturating_sub(1).max(1)
+        }
+    }))
+}
+
+/// The kernel of `kernel-file`, if given.
+fn kernel_file(o: &TaskOptions) -> Result<Option<Kernel2d>> {
+    let Some(t) = o.tensor_opt("kernel-file")? else {
+        return Ok(None);
+    };
+    let (kh, kw) = match t.dims() {
+        [kh, kw] | [1, kh, kw] | [1, 1, kh, kw] => (*kh, *kw),
+        d => {
+            return Err(InverseError::InvalidOption {
+                task: o.task().to_string(),
+                msg: format!("kernel must have shape (kh, kw), got {d:?}"),
+            })
+        }
+    };
+    Ok(Some(Kernel2d::new(kh, kw, to_host(t)?)?))
+}
+
+fn build_gauss(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
+    let k = match kernel_file(o)? {
+        Some(k) => k,
+        None => gaussian_kernel(blur_size(o, shape)?, o.float("kernel-std")?)?,
+    };
+    Ok(Box::new(Blur::new(
+        o.task(),
+        shape,
+        k,
+        o.gaussian_noise()?,
+    )?))
+}
+
+fn build_motion(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
+    let k = match kernel_file(o)? {
+        Some(k) => k,
+        None => motion_kernel(
+            blur_size(o, shape)?,
+            o.float("motion-intensity")?,
+            o.operator_seed()?,
+        )?,
+    };
+    Ok(Box::new(Blur::new(
+        o.task(),
+        shape,
+        k,
+        o.gaussian_noise()?,
+    )?))
+}
 
 /// Assumed per-pixel signal variance of the Wiener baseline.
 const WIENER_SIGNAL_VAR: f64 = 0.25;
@@ -142,8 +265,7 @@ pub struct Blur {
     /// Unnormalised DFT of the kernel laid on the H × W grid with its centre at the origin.
     khat: Vec<Complex64>,
     fft: Fft2,
-    noise_sigma: f64,
-    likelihood_sigma: f64,
+    noise: Arc<dyn NoiseModel>,
 }
 
 impl std::fmt::Debug for Blur {
@@ -161,12 +283,9 @@ impl Blur {
         name: &str,
         shape: [usize; 3],
         kernel: Kernel2d,
-        noise_sigma: f64,
-        likelihood_sigma: f64,
+        noise: Arc<dyn NoiseModel>,
     ) -> Result<Self> {
         super::check_shape(name, shape)?;
-        super::check_sigma(name, "noise sigma", noise_sigma)?;
-        super::check_sigma(name, "likelihood sigma", likelihood_sigma)?;
         let [_, h, w] = shape;
         if kernel.h > h || kernel.w > w {
             return Err(InverseError::InvalidOption {
@@ -194,8 +313,7 @@ impl Blur {
             kernel,
             khat: buf,
             fft,
-            noise_sigma,
-            likelihood_sigma,
+            noise,
         })
     }
 
@@ -234,17 +352,14 @@ impl Operator for Blur {
     fn measurement_shape(&self) -> Vec<usize> {
         self.shape.to_vec()
     }
-    fn noise_sigma(&self) -> f64 {
-        self.noise_sigma
-    }
-    fn temperature(&self) -> f64 {
-        self.likelihood_sigma
+    fn noise(&self) -> &dyn NoiseModel {
+        self.noise.as_ref()
     }
     fn is_linear(&self) -> bool {
         true
     }
-    fn is_linear_gaussian(&self) -> bool {
-        true
+    fn reference_task(&self) -> Option<ReferenceTask> {
+        Some(ReferenceTask::Deblur)
     }
     fn forward_host(&self, x: &[f64]) -> Result<Vec<f64>> {
         Ok(self.filter(x, |k| self.khat[k]))
@@ -252,12 +367,9 @@ impl Operator for Blur {
     fn adjoint_host(&self, y: &[f64]) -> Result<Vec<f64>> {
         Ok(self.filter(y, |k| self.khat[k].conj()))
     }
-    fn log_likelihood_and_grad_host(&self, x: &[f64], y: &[f64]) -> Result<(f64, Vec<f64>)> {
-        gaussian_linear_ll_grad(self, self.likelihood_sigma, x, y)
-    }
     fn baseline_host(&self, y: &[f64]) -> Result<Vec<f64>> {
-        let lambda =
-            (self.noise_sigma * self.noise_sigma).max(WIENER_MIN_NOISE_VAR) / WIENER_SIGNAL_VAR;
+        let s = self.noise.noise_sigma();
+        let lambda = (s * s).max(WIENER_MIN_NOISE_VAR) / WIENER_SIGNAL_VAR;
         let mut out = self.filter(y, |k| {
             let kk = self.khat[k];
             kk.conj() / (kk.norm_sqr() + lambda)

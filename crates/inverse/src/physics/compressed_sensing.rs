@@ -5,13 +5,42 @@
 //! images or ratios). Baseline: the least-norm solution Aᵀ(AAᵀ)⁻¹y by conjugate gradients (not
 //! clipped, so that A x̂ = y can be checked).
 
+use std::sync::Arc;
+
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::{InverseError, Result};
 use crate::linalg::conjugate_gradient;
-use crate::operator::{gaussian_linear_ll_grad, Operator};
+use crate::noise::NoiseModel;
+use crate::operator::Operator;
+use crate::task::{
+    OptionDefault, OptionSpec, OptionType, TaskEntry, TaskOptions, DEFAULT_NOISE_SIGMA,
+};
+
+/// `cs`.
+pub const ENTRIES: &[TaskEntry] = &[TaskEntry {
+    names: &["cs"],
+    summary: "dense seeded Gaussian m × n matrix, entries N(0, 1/m), m = round(ratio·n)",
+    own_options: &[OptionSpec {
+        name: "cs-ratio",
+        help: "measurement ratio m/n.",
+        kind: OptionType::Float,
+        default: OptionDefault::Float(0.25),
+    }],
+    default_noise_sigma: DEFAULT_NOISE_SIGMA,
+    build: build_cs,
+}];
+
+fn build_cs(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
+    Ok(Box::new(CompressedSensing::gaussian(
+        shape,
+        o.float("cs-ratio")?,
+        o.operator_seed()?,
+        o.gaussian_noise()?,
+    )?))
+}
 
 /// Largest m·n accepted (64 Mi entries, 512 MiB of f64).
 pub const MAX_ENTRIES: usize = 1 << 26;
@@ -22,8 +51,7 @@ pub struct CompressedSensing {
     shape: [usize; 3],
     m: usize,
     a: Vec<f64>,
-    noise_sigma: f64,
-    likelihood_sigma: f64,
+    noise: Arc<dyn NoiseModel>,
 }
 
 impl CompressedSensing {
@@ -32,8 +60,7 @@ impl CompressedSensing {
         shape: [usize; 3],
         ratio: f64,
         seed: u64,
-        noise_sigma: f64,
-        likelihood_sigma: f64,
+        noise: Arc<dyn NoiseModel>,
     ) -> Result<Self> {
         super::check_shape("cs", shape)?;
         if !(ratio > 0.0 && ratio <= 1.0) {
@@ -58,7 +85,7 @@ impl CompressedSensing {
                 s * z
             })
             .collect();
-        Self::from_matrix(shape, m, a, noise_sigma, likelihood_sigma)
+        Self::from_matrix(shape, m, a, noise)
     }
 
     /// From a given row-major m × (C·H·W) matrix.
@@ -66,12 +93,9 @@ impl CompressedSensing {
         shape: [usize; 3],
         m: usize,
         a: Vec<f64>,
-        noise_sigma: f64,
-        likelihood_sigma: f64,
+        noise: Arc<dyn NoiseModel>,
     ) -> Result<Self> {
         super::check_shape("cs", shape)?;
-        super::check_sigma("cs", "noise sigma", noise_sigma)?;
-        super::check_sigma("cs", "likelihood sigma", likelihood_sigma)?;
         let n: usize = shape.iter().product();
         if m == 0 || a.len() != m * n {
             return Err(InverseError::InvalidOption {
@@ -88,13 +112,7 @@ impl CompressedSensing {
                 msg: "matrix has non-finite entries".into(),
             });
         }
-        Ok(Self {
-            shape,
-            m,
-            a,
-            noise_sigma,
-            likelihood_sigma,
-        })
+        Ok(Self { shape, m, a, noise })
     }
 
     /// Number of measurements m.
@@ -118,16 +136,10 @@ impl Operator for CompressedSensing {
     fn measurement_shape(&self) -> Vec<usize> {
         vec![self.m]
     }
-    fn noise_sigma(&self) -> f64 {
-        self.noise_sigma
-    }
-    fn temperature(&self) -> f64 {
-        self.likelihood_sigma
+    fn noise(&self) -> &dyn NoiseModel {
+        self.noise.as_ref()
     }
     fn is_linear(&self) -> bool {
-        true
-    }
-    fn is_linear_gaussian(&self) -> bool {
         true
     }
     fn forward_host(&self, x: &[f64]) -> Result<Vec<f64>> {
@@ -147,9 +159,6 @@ impl Operator for CompressedSensing {
             }
         }
         Ok(out)
-    }
-    fn log_likelihood_and_grad_host(&self, x: &[f64], y: &[f64]) -> Result<(f64, Vec<f64>)> {
-        gaussian_linear_ll_grad(self, self.likelihood_sigma, x, y)
     }
     fn baseline_host(&self, y: &[f64]) -> Result<Vec<f64>> {
         let v = conjugate_gradient(

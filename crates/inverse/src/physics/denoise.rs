@@ -1,33 +1,70 @@
-//! `denoise`: A = I, y = x + σz.
+//! The identity forward map A = I: `denoise` (with Gaussian noise, y = x + σz) and, with the
+//! logistic sign noise model, `one-bit` (see `one_bit.rs`).
+//!
+//! Baseline: y clipped to [-1, 1] (for `one-bit` the per-pixel maximum-likelihood estimate
+//! clipped to the image range, which for a single ±1 observation is y itself).
+
+use std::sync::Arc;
 
 use crate::error::Result;
-use crate::operator::{clip_unit, gaussian_linear_ll_grad, Operator};
+use crate::noise::NoiseModel;
+use crate::operator::{clip_unit, Operator, ReferenceTask};
+use crate::task::{TaskEntry, TaskOptions, DEFAULT_NOISE_SIGMA};
 
-/// Identity forward map with Gaussian noise. Baseline: y clipped to [-1, 1].
-#[derive(Debug, Clone)]
-pub struct Denoise {
-    shape: [usize; 3],
-    noise_sigma: f64,
-    likelihood_sigma: f64,
+/// `denoise`.
+pub const ENTRIES: &[TaskEntry] = &[TaskEntry {
+    names: &["denoise"],
+    summary: "identity",
+    own_options: &[],
+    default_noise_sigma: DEFAULT_NOISE_SIGMA,
+    build: build_denoise,
+}];
+
+fn build_denoise(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
+    Ok(Box::new(Identity::new(
+        o.task(),
+        shape,
+        o.gaussian_noise()?,
+        None,
+    )?))
 }
 
-impl Denoise {
-    /// `likelihood_sigma` is the σ of L (usually `noise_sigma`).
-    pub fn new(shape: [usize; 3], noise_sigma: f64, likelihood_sigma: f64) -> Result<Self> {
-        super::check_shape("denoise", shape)?;
-        super::check_sigma("denoise", "noise sigma", noise_sigma)?;
-        super::check_sigma("denoise", "likelihood sigma", likelihood_sigma)?;
+/// A = I with any noise model (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    name: String,
+    shape: [usize; 3],
+    noise: Arc<dyn NoiseModel>,
+    reference: Option<ReferenceTask>,
+}
+
+impl Identity {
+    /// The identity on images of `shape` under the task name `name`, with the reference task
+    /// it stands for (if any).
+    pub fn new(
+        name: &str,
+        shape: [usize; 3],
+        noise: Arc<dyn NoiseModel>,
+        reference: Option<ReferenceTask>,
+    ) -> Result<Self> {
+        super::check_shape(name, shape)?;
         Ok(Self {
+            name: name.to_string(),
             shape,
-            noise_sigma,
-            likelihood_sigma,
+            noise,
+            reference,
         })
+    }
+
+    /// `denoise` on images of `shape`.
+    pub fn denoise(shape: [usize; 3], noise: Arc<dyn NoiseModel>) -> Result<Self> {
+        Self::new("denoise", shape, noise, None)
     }
 }
 
-impl Operator for Denoise {
+impl Operator for Identity {
     fn name(&self) -> &str {
-        "denoise"
+        &self.name
     }
     fn image_shape(&self) -> [usize; 3] {
         self.shape
@@ -35,26 +72,20 @@ impl Operator for Denoise {
     fn measurement_shape(&self) -> Vec<usize> {
         self.shape.to_vec()
     }
-    fn noise_sigma(&self) -> f64 {
-        self.noise_sigma
-    }
-    fn temperature(&self) -> f64 {
-        self.likelihood_sigma
+    fn noise(&self) -> &dyn NoiseModel {
+        self.noise.as_ref()
     }
     fn is_linear(&self) -> bool {
         true
     }
-    fn is_linear_gaussian(&self) -> bool {
-        true
+    fn reference_task(&self) -> Option<ReferenceTask> {
+        self.reference
     }
     fn forward_host(&self, x: &[f64]) -> Result<Vec<f64>> {
         Ok(x.to_vec())
     }
     fn adjoint_host(&self, y: &[f64]) -> Result<Vec<f64>> {
         Ok(y.to_vec())
-    }
-    fn log_likelihood_and_grad_host(&self, x: &[f64], y: &[f64]) -> Result<(f64, Vec<f64>)> {
-        gaussian_linear_ll_grad(self, self.likelihood_sigma, x, y)
     }
     fn baseline_host(&self, y: &[f64]) -> Result<Vec<f64>> {
         let mut v = y.to_vec();

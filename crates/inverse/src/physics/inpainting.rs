@@ -1,9 +1,14 @@
-//! Inpainting: y = M ⊙ (x + σz) with a binary mask M (1 = observed).
+//! Inpainting: A = M ⊙ · with a binary mask M (1 = observed); with Gaussian noise
+//! y = M ⊙ (x + σz).
 //!
-//! The measurement has the image's shape, with zeros at the holes; the likelihood only looks at
-//! observed entries, L = −Σ M (y − x)²/(2σ²). Baseline: observed pixels kept, holes filled per
+//! The measurement has the image's shape, with zeros at the holes; the noise model only sees the
+//! observed entries (the likelihood ignores whatever a measurement holds at the holes), so with
+//! Gaussian noise L = −Σ M (y − x)²/(2σ²). Baseline: observed pixels kept, holes filled per
 //! channel by push-pull interpolation (see `fill`).
 
+use std::sync::Arc;
+
+use candle_core::Tensor;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -11,7 +16,93 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::{InverseError, Result};
 use crate::fill::fill_holes;
-use crate::operator::{clip_unit, require_likelihood_sigma, Operator};
+use crate::host::to_host;
+use crate::noise::NoiseModel;
+use crate::operator::{clip_unit, require_likelihood_sigma, Operator, ReferenceTask};
+use crate::task::{
+    OptionDefault, OptionSpec, OptionType, TaskEntry, TaskOptions, DEFAULT_NOISE_SIGMA,
+};
+
+/// `inpaint-box`, `inpaint-random`, `inpaint-mask`.
+pub const ENTRIES: &[TaskEntry] = &[
+    TaskEntry {
+        names: &["inpaint-box"],
+        summary: "centred square hole",
+        own_options: &[OptionSpec {
+            name: "box-size",
+            help: "side of the centred square hole (default: half the image side).",
+            kind: OptionType::Integer,
+            default: OptionDefault::Derived,
+        }],
+        default_noise_sigma: DEFAULT_NOISE_SIGMA,
+        build: build_box,
+    },
+    TaskEntry {
+        names: &["inpaint-random"],
+        summary: "keeps round(p·H·W) random pixels, shared across channels, seeded",
+        own_options: &[OptionSpec {
+            name: "keep-fraction",
+            help: "fraction of pixels kept.",
+            kind: OptionType::Float,
+            default: OptionDefault::Float(0.3),
+        }],
+        default_noise_sigma: DEFAULT_NOISE_SIGMA,
+        build: build_random,
+    },
+    TaskEntry {
+        names: &["inpaint-mask"],
+        summary: "a given mask (≥ 0.5 = observed)",
+        own_options: &[OptionSpec {
+            name: "mask",
+            help: "mask image (PNG, same size as the images; white = observed).",
+            kind: OptionType::ImageFile,
+            default: OptionDefault::Required,
+        }],
+        default_noise_sigma: DEFAULT_NOISE_SIGMA,
+        build: build_mask,
+    },
+];
+
+fn build_box(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
+    let [_, h, w] = shape;
+    let b = o.size_opt("box-size")?.unwrap_or(h.min(w) / 2);
+    Ok(Box::new(Inpainting::centred_box(
+        shape,
+        b,
+        b,
+        o.gaussian_noise()?,
+    )?))
+}
+
+fn build_random(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
+    Ok(Box::new(Inpainting::random(
+        shape,
+        o.float("keep-fraction")?,
+        o.operator_seed()?,
+        o.gaussian_noise()?,
+    )?))
+}
+
+fn build_mask(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
+    let task = o.task();
+    let m: &Tensor = o.tensor("mask")?;
+    let [_, h, w] = shape;
+    let d = m.dims();
+    let spatial_ok = d.len() >= 2 && d[d.len() - 2] == h && d[d.len() - 1] == w;
+    let lead: usize = d[..d.len().saturating_sub(2)].iter().product();
+    if !spatial_ok || !(lead == 1 || lead == shape[0]) || d.len() > 4 {
+        return Err(InverseError::InvalidOption {
+            task: task.into(),
+            msg: format!("mask shape {d:?} does not fit images of shape {shape:?}; expected (H, W), (1, H, W) or (C, H, W)"),
+        });
+    }
+    Ok(Box::new(Inpainting::from_mask(
+        task,
+        shape,
+        &to_host(m)?,
+        o.gaussian_noise()?,
+    )?))
+}
 
 /// Inpainting with a per-pixel mask of length C·H·W (channel masks may differ).
 #[derive(Debug, Clone)]
@@ -19,8 +110,7 @@ pub struct Inpainting {
     name: String,
     shape: [usize; 3],
     mask: Vec<f64>,
-    noise_sigma: f64,
-    likelihood_sigma: f64,
+    noise: Arc<dyn NoiseModel>,
 }
 
 impl Inpainting {
@@ -30,12 +120,9 @@ impl Inpainting {
         name: &str,
         shape: [usize; 3],
         mask: &[f64],
-        noise_sigma: f64,
-        likelihood_sigma: f64,
+        noise: Arc<dyn NoiseModel>,
     ) -> Result<Self> {
         super::check_shape(name, shape)?;
-        super::check_sigma(name, "noise sigma", noise_sigma)?;
-        super::check_sigma(name, "likelihood sigma", likelihood_sigma)?;
         let [c, h, w] = shape;
         if let Some(v) = mask.iter().find(|v| !v.is_finite()) {
             return Err(InverseError::InvalidOption {
@@ -70,8 +157,7 @@ impl Inpainting {
             name: name.into(),
             shape,
             mask: full,
-            noise_sigma,
-            likelihood_sigma,
+            noise,
         })
     }
 
@@ -80,8 +166,7 @@ impl Inpainting {
         shape: [usize; 3],
         box_h: usize,
         box_w: usize,
-        noise_sigma: f64,
-        likelihood_sigma: f64,
+        noise: Arc<dyn NoiseModel>,
     ) -> Result<Self> {
         let [_, h, w] = shape;
         if box_h == 0 || box_w == 0 || box_h > h || box_w > w {
@@ -97,7 +182,7 @@ impl Inpainting {
                 m[i * w + j] = 0.0;
             }
         }
-        Self::from_mask("inpaint-box", shape, &m, noise_sigma, likelihood_sigma)
+        Self::from_mask("inpaint-box", shape, &m, noise)
     }
 
     /// `inpaint-random`: keeps exactly round(p·H·W) pixels (shared across channels), chosen by a
@@ -106,8 +191,7 @@ impl Inpainting {
         shape: [usize; 3],
         keep_fraction: f64,
         seed: u64,
-        noise_sigma: f64,
-        likelihood_sigma: f64,
+        noise: Arc<dyn NoiseModel>,
     ) -> Result<Self> {
         if !(keep_fraction > 0.0 && keep_fraction <= 1.0) {
             return Err(InverseError::InvalidOption {
@@ -125,12 +209,35 @@ impl Inpainting {
         for &i in &idx[..keep] {
             m[i] = 1.0;
         }
-        Self::from_mask("inpaint-random", shape, &m, noise_sigma, likelihood_sigma)
+        Self::from_mask("inpaint-random", shape, &m, noise)
     }
 
     /// The binary mask, `C·H·W` values.
     pub fn mask(&self) -> &[f64] {
         &self.mask
+    }
+
+    fn observed(&self, v: &[f64]) -> Vec<f64> {
+        v.iter()
+            .zip(&self.mask)
+            .filter(|(_, m)| **m > 0.5)
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    /// `v` (one value per observed entry) laid out on the image grid, zeros at the holes.
+    fn scatter(&self, v: &[f64]) -> Vec<f64> {
+        let mut it = v.iter();
+        self.mask
+            .iter()
+            .map(|m| {
+                if *m > 0.5 {
+                    *it.next().unwrap_or(&0.0)
+                } else {
+                    0.0
+                }
+            })
+            .collect()
     }
 }
 
@@ -144,17 +251,14 @@ impl Operator for Inpainting {
     fn measurement_shape(&self) -> Vec<usize> {
         self.shape.to_vec()
     }
-    fn noise_sigma(&self) -> f64 {
-        self.noise_sigma
-    }
-    fn temperature(&self) -> f64 {
-        self.likelihood_sigma
+    fn noise(&self) -> &dyn NoiseModel {
+        self.noise.as_ref()
     }
     fn is_linear(&self) -> bool {
         true
     }
-    fn is_linear_gaussian(&self) -> bool {
-        true
+    fn reference_task(&self) -> Option<ReferenceTask> {
+        Some(ReferenceTask::Inpainting)
     }
     fn forward_host(&self, x: &[f64]) -> Result<Vec<f64>> {
         Ok(x.iter().zip(&self.mask).map(|(a, m)| a * m).collect())
@@ -162,8 +266,15 @@ impl Operator for Inpainting {
     fn adjoint_host(&self, y: &[f64]) -> Result<Vec<f64>> {
         self.forward_host(y)
     }
+    /// The noise model applied to the observed entries, zeros at the holes. Gaussian noise keeps
+    /// the pre-split computation m·(x + σz) with a normal drawn for every pixel, holes included,
+    /// so that simulated measurements stay bit-identical (same RNG stream, same signed zeros).
     fn simulate_host(&self, x: &[f64], rng: &mut StdRng) -> Result<Vec<f64>> {
-        let s = self.noise_sigma;
+        let Some(g) = self.noise.as_gaussian() else {
+            let z = self.noise.simulate(self.observed(x), rng)?;
+            return Ok(self.scatter(&z));
+        };
+        let s = g.sigma();
         Ok(x.iter()
             .zip(&self.mask)
             .map(|(a, m)| {
@@ -176,8 +287,27 @@ impl Operator for Inpainting {
             })
             .collect())
     }
+    /// The noise model's likelihood of the observed entries. Gaussian noise keeps the pre-split
+    /// loop r = m·(y − x), L = −Σr²/(2σ²), ∇L = r/σ² (bit-identical results; a generic
+    /// residual y − m·x would differ where y is nonzero at holes).
     fn log_likelihood_and_grad_host(&self, x: &[f64], y: &[f64]) -> Result<(f64, Vec<f64>)> {
-        let s = require_likelihood_sigma(&self.name, self.likelihood_sigma)?;
+        let Some(gauss) = self.noise.as_gaussian() else {
+            self.noise
+                .check_likelihood()
+                .map_err(|msg| InverseError::InvalidOption {
+                    task: self.name.clone(),
+                    msg,
+                })?;
+            let lg = self
+                .noise
+                .log_likelihood_and_grad(&self.observed(x), &self.observed(y))?;
+            let mut g = self.scatter(&lg.direction);
+            if lg.divisor != 1.0 {
+                g.iter_mut().for_each(|v| *v /= lg.divisor);
+            }
+            return Ok((lg.value, g));
+        };
+        let s = require_likelihood_sigma(&self.name, gauss)?;
         let mut l = 0.0;
         let mut g = vec![0.0; x.len()];
         for i in 0..x.len() {
@@ -186,6 +316,15 @@ impl Operator for Inpainting {
             g[i] = r / (s * s);
         }
         Ok((l / (2.0 * s * s), g))
+    }
+    /// The noise model checks the observed entries only (holes hold zeros).
+    fn check_measurement_values(&self, y: &[f64]) -> Result<()> {
+        self.noise
+            .check_measurement(&self.observed(y))
+            .map_err(|msg| InverseError::Measurement {
+                task: self.name.clone(),
+                msg,
+            })
     }
     fn baseline_host(&self, y: &[f64]) -> Result<Vec<f64>> {
         let [c, h, w] = self.shape;

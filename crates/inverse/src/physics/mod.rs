@@ -1,4 +1,5 @@
-//! Forward operators, one file per family (as deepinv's `physics/`).
+//! Forward operators, one file per family (as deepinv's `physics/`). Each file also declares
+//! the registry entries (`ENTRIES`) of its tasks; see [`crate::task`].
 
 pub mod blur;
 pub mod compressed_sensing;
@@ -8,11 +9,11 @@ pub mod one_bit;
 pub mod phase_retrieval;
 pub mod super_resolution;
 
-pub use blur::{gaussian_kernel, motion_kernel, Blur, Kernel2d};
+pub use blur::{gaussian_kernel, motion_kernel, Blur, Kernel2d, DEFAULT_BLUR_KERNEL_SIZE};
 pub use compressed_sensing::CompressedSensing;
-pub use denoise::Denoise;
+pub use denoise::Identity;
 pub use inpainting::Inpainting;
-pub use one_bit::OneBit;
+pub use one_bit::one_bit;
 pub use phase_retrieval::PhaseRetrieval;
 pub use super_resolution::{imresize_matrix, SrKernel, SuperResolution};
 

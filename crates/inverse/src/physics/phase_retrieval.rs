@@ -8,13 +8,17 @@
 //! - F: the centred orthonormal 2-D DFT, fftshift(fft2(·))/√(PQ). (An `ifftshift` of the input
 //!   only changes phases, so it does not affect |F·|.) The measurement is the magnitude, not
 //!   squared, laid out with the zero frequency at index (⌊P/2⌋, ⌊Q/2⌋), shape (C, P, Q).
-//! - L(x; y) = −‖y − |F pad(M ⊙ x)|‖²/(2σ²), ∇ₓL = M ⊙ crop(Re F^H[(y − |z|) z/|z|])/σ² with
-//!   z = F pad(M ⊙ x), using z/|z| := 0 where z = 0.
+//! - The vector–Jacobian product of A at x for a measurement-space v is
+//!   Jᵀv = M ⊙ crop(Re F^H[ifftshift(v) z/|z|]) with z = F pad(M ⊙ x), using z/|z| := 0 where
+//!   z = 0; so with Gaussian noise L(x; y) = −‖y − |F pad(M ⊙ x)|‖²/(2σ²) and
+//!   ∇ₓL = M ⊙ crop(Re F^H[(y − |z|) z/|z|])/σ².
 //!
 //! Baseline: Fienup's HIO (β = 0.9, 200 iterations) then 50 error-reduction iterations per
 //! channel, with the support and sign pattern of the mask and the box constraint x ∈ [-1, 1]; the
 //! masked-out pixels (3/4 of them) are then filled by interpolation. The global sign of x is not
 //! identifiable from |F·| and is left as HIO finds it.
+
+use std::sync::Arc;
 
 use num_complex::Complex64;
 use rand::rngs::StdRng;
@@ -23,7 +27,37 @@ use rand::{Rng, SeedableRng};
 use crate::error::{InverseError, Result};
 use crate::fft::{fftshift2, ifftshift2, Fft2};
 use crate::fill::fill_holes;
-use crate::operator::{clip_unit, require_likelihood_sigma, Operator};
+use crate::noise::NoiseModel;
+use crate::operator::{
+    clip_unit, composed_log_likelihood_and_grad, noise_check_measurement, require_likelihood_sigma,
+    Operator, ReferenceTask,
+};
+use crate::task::{
+    OptionDefault, OptionSpec, OptionType, TaskEntry, TaskOptions, DEFAULT_NOISE_SIGMA,
+};
+
+/// `phase-retrieval`.
+pub const ENTRIES: &[TaskEntry] = &[TaskEntry {
+    names: &["phase-retrieval"],
+    summary: "|F pad(M ⊙ x)| with a coded mask M ∈ {0 (3/4), ±1 (1/8 each)}",
+    own_options: &[OptionSpec {
+        name: "oversample",
+        help: "oversampling factor in pixels (4 = 2× zero padding per side).",
+        kind: OptionType::Float,
+        default: OptionDefault::Float(4.0),
+    }],
+    default_noise_sigma: DEFAULT_NOISE_SIGMA,
+    build: build_pr,
+}];
+
+fn build_pr(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
+    Ok(Box::new(PhaseRetrieval::new(
+        shape,
+        o.float("oversample")?,
+        o.operator_seed()?,
+        o.gaussian_noise()?,
+    )?))
+}
 
 const HIO_BETA: f64 = 0.9;
 const HIO_ITERS: usize = 200;
@@ -39,8 +73,7 @@ pub struct PhaseRetrieval {
     left: usize,
     fft: Fft2,
     seed: u64,
-    noise_sigma: f64,
-    likelihood_sigma: f64,
+    noise: Arc<dyn NoiseModel>,
 }
 
 impl std::fmt::Debug for PhaseRetrieval {
@@ -57,13 +90,10 @@ impl PhaseRetrieval {
         shape: [usize; 3],
         oversample: f64,
         seed: u64,
-        noise_sigma: f64,
-        likelihood_sigma: f64,
+        noise: Arc<dyn NoiseModel>,
     ) -> Result<Self> {
         let task = "phase-retrieval";
         super::check_shape(task, shape)?;
-        super::check_sigma(task, "noise sigma", noise_sigma)?;
-        super::check_sigma(task, "likelihood sigma", likelihood_sigma)?;
         if !(oversample >= 1.0 && oversample.is_finite()) {
             return Err(InverseError::InvalidOption {
                 task: task.into(),
@@ -95,8 +125,7 @@ impl PhaseRetrieval {
             left: (pw - w) / 2,
             fft: Fft2::new(ph, pw),
             seed,
-            noise_sigma,
-            likelihood_sigma,
+            noise,
         })
     }
 
@@ -195,17 +224,17 @@ impl Operator for PhaseRetrieval {
     fn measurement_shape(&self) -> Vec<usize> {
         vec![self.shape[0], self.ph, self.pw]
     }
-    fn noise_sigma(&self) -> f64 {
-        self.noise_sigma
-    }
-    fn temperature(&self) -> f64 {
-        self.likelihood_sigma
+    fn noise(&self) -> &dyn NoiseModel {
+        self.noise.as_ref()
     }
     fn is_linear(&self) -> bool {
         false
     }
-    fn is_linear_gaussian(&self) -> bool {
-        false
+    fn sign_ambiguous(&self) -> bool {
+        true
+    }
+    fn reference_task(&self) -> Option<ReferenceTask> {
+        Some(ReferenceTask::PhaseRetrieval)
     }
     fn forward_host(&self, x: &[f64]) -> Result<Vec<f64>> {
         let [c, h, w] = self.shape;
@@ -217,8 +246,40 @@ impl Operator for PhaseRetrieval {
         }
         Ok(out)
     }
+    fn vjp_host(&self, x: &[f64], v: &[f64]) -> Result<Vec<f64>> {
+        let [c, h, w] = self.shape;
+        let (ph, pw) = (self.ph, self.pw);
+        let mut g = vec![0.0; c * h * w];
+        for ch in 0..c {
+            let mut z = self.spectrum(&x[ch * h * w..(ch + 1) * h * w]);
+            let vn = ifftshift2(&v[ch * ph * pw..(ch + 1) * ph * pw], ph, pw);
+            for (zk, &vk) in z.iter_mut().zip(&vn) {
+                let a = zk.norm();
+                *zk = if a > 0.0 {
+                    *zk * (vk / a)
+                } else {
+                    Complex64::new(0.0, 0.0)
+                };
+            }
+            self.fft.inverse_ortho(&mut z);
+            for i in 0..h {
+                for j in 0..w {
+                    g[ch * h * w + i * w + j] =
+                        self.mask[i * w + j] * z[(self.top + i) * pw + self.left + j].re;
+                }
+            }
+        }
+        Ok(g)
+    }
+    /// Gaussian noise keeps the pre-split fused loop, which accumulates L over the frequencies
+    /// in their natural (unshifted) order: the composed path sums the same terms in the stored
+    /// (fftshifted) order, whose rounding differs, and L must stay bit-identical. The gradient
+    /// is the same as the composed one (Jᵀ(y − A(x))/σ², see [`Operator::vjp_host`]).
     fn log_likelihood_and_grad_host(&self, x: &[f64], y: &[f64]) -> Result<(f64, Vec<f64>)> {
-        let s = require_likelihood_sigma("phase-retrieval", self.likelihood_sigma)?;
+        let Some(gauss) = self.noise.as_gaussian() else {
+            return composed_log_likelihood_and_grad(self, x, y);
+        };
+        let s = require_likelihood_sigma("phase-retrieval", gauss)?;
         let [c, h, w] = self.shape;
         let (ph, pw) = (self.ph, self.pw);
         let mut l = 0.0;
@@ -249,14 +310,14 @@ impl Operator for PhaseRetrieval {
     fn check_measurement_values(&self, y: &[f64]) -> Result<()> {
         if let Some(v) = y.iter().find(|v| **v < 0.0) {
             // noisy magnitudes can dip below zero; only reject clearly impossible data
-            if *v < -10.0 * self.noise_sigma.max(1e-6) - 1e-6 {
+            if *v < -10.0 * self.noise.noise_sigma().max(1e-6) - 1e-6 {
                 return Err(InverseError::Measurement {
                     task: "phase-retrieval".into(),
                     msg: format!("magnitudes must be ≥ 0 up to noise, found {v}"),
                 });
             }
         }
-        Ok(())
+        noise_check_measurement(self, y)
     }
     fn baseline_host(&self, y: &[f64]) -> Result<Vec<f64>> {
         let [c, h, w] = self.shape;

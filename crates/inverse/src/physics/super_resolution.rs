@@ -9,8 +9,43 @@
 //! Baseline for both: MATLAB-convention bicubic upsampling by s (no antialiasing when enlarging),
 //! clipped to [-1, 1].
 
+use std::sync::Arc;
+
 use crate::error::{InverseError, Result};
-use crate::operator::{clip_unit, gaussian_linear_ll_grad, Operator};
+use crate::noise::NoiseModel;
+use crate::operator::{clip_unit, Operator, ReferenceTask};
+use crate::task::{
+    OptionDefault, OptionSpec, OptionType, TaskEntry, TaskOptions, DEFAULT_NOISE_SIGMA,
+};
+
+/// `sr2`, `sr4`, `sr8`.
+pub const ENTRIES: &[TaskEntry] = &[TaskEntry {
+    names: &["sr2", "sr4", "sr8"],
+    summary: "bicubic ×s downsampling (MATLAB imresize convention) or s×s average pooling",
+    own_options: &[OptionSpec {
+        name: "kernel",
+        help: "downsampling kernel.",
+        kind: OptionType::Choice(&["bicubic", "box"]),
+        default: OptionDefault::Choice("bicubic"),
+    }],
+    default_noise_sigma: DEFAULT_NOISE_SIGMA,
+    build: build_sr,
+}];
+
+fn build_sr(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
+    let factor = match o.task() {
+        "sr2" => 2,
+        "sr4" => 4,
+        _ => 8,
+    };
+    let kernel: SrKernel = o.choice("kernel")?.parse()?;
+    Ok(Box::new(SuperResolution::new(
+        shape,
+        factor,
+        kernel,
+        o.gaussian_noise()?,
+    )?))
+}
 
 /// The downsampling kernel of `sr2|sr4|sr8`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -194,8 +229,7 @@ pub struct SuperResolution {
     down_w: ResizeMatrix,
     up_h: ResizeMatrix,
     up_w: ResizeMatrix,
-    noise_sigma: f64,
-    likelihood_sigma: f64,
+    noise: Arc<dyn NoiseModel>,
 }
 
 impl SuperResolution {
@@ -203,13 +237,10 @@ impl SuperResolution {
         shape: [usize; 3],
         factor: usize,
         kernel: SrKernel,
-        noise_sigma: f64,
-        likelihood_sigma: f64,
+        noise: Arc<dyn NoiseModel>,
     ) -> Result<Self> {
         let name = format!("sr{factor}");
         super::check_shape(&name, shape)?;
-        super::check_sigma(&name, "noise sigma", noise_sigma)?;
-        super::check_sigma(&name, "likelihood sigma", likelihood_sigma)?;
         let [_, h, w] = shape;
         if factor < 2 || h % factor != 0 || w % factor != 0 {
             return Err(InverseError::ImageShape {
@@ -234,8 +265,7 @@ impl SuperResolution {
             down_w,
             up_h,
             up_w,
-            noise_sigma,
-            likelihood_sigma,
+            noise,
         })
     }
 
@@ -262,17 +292,14 @@ impl Operator for SuperResolution {
             self.shape[2] / self.factor,
         ]
     }
-    fn noise_sigma(&self) -> f64 {
-        self.noise_sigma
-    }
-    fn temperature(&self) -> f64 {
-        self.likelihood_sigma
+    fn noise(&self) -> &dyn NoiseModel {
+        self.noise.as_ref()
     }
     fn is_linear(&self) -> bool {
         true
     }
-    fn is_linear_gaussian(&self) -> bool {
-        true
+    fn reference_task(&self) -> Option<ReferenceTask> {
+        Some(ReferenceTask::SuperResolution)
     }
     fn forward_host(&self, x: &[f64]) -> Result<Vec<f64>> {
         let [c, h, w] = self.shape;
@@ -285,9 +312,6 @@ impl Operator for SuperResolution {
             y,
             self.shape[0],
         ))
-    }
-    fn log_likelihood_and_grad_host(&self, x: &[f64], y: &[f64]) -> Result<(f64, Vec<f64>)> {
-        gaussian_linear_ll_grad(self, self.likelihood_sigma, x, y)
     }
     fn baseline_host(&self, y: &[f64]) -> Result<Vec<f64>> {
         let [c, h, w] = self.shape;

@@ -8,14 +8,21 @@
 //! chance that any of the ≤ 8 checks of a test fails for a correct sampler is below 1e-4.
 
 use candle_core::{DType, Device, Tensor};
-use genprior_inverse::pcs::{pcs, PcsConfig, PcsMethod};
-use genprior_inverse::physics::{Blur, CompressedSensing, Denoise, Inpainting, Kernel2d, OneBit};
-use genprior_inverse::{build_operator, Operator, TaskSpec};
+use std::sync::Arc;
+
+use genprior_inverse::physics::{one_bit, Blur, CompressedSensing, Identity, Inpainting, Kernel2d};
+use genprior_inverse::{build_task, Gaussian, NoiseModel, Operator, TaskOptions};
+use genprior_posterior::pcs::{pcs, PcsConfig, PcsMethod};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
 const Z: f64 = 4.5;
+
+/// Gaussian noise with σ = σ_L = `s`.
+fn gauss(s: f64) -> Arc<dyn NoiseModel> {
+    Arc::new(Gaussian::with_sigma(s).unwrap())
+}
 
 /// Dense m × n matrix of a linear operator (columns A e_j).
 fn dense(op: &dyn Operator) -> Vec<f64> {
@@ -159,7 +166,7 @@ fn small_cs() -> (CompressedSensing, Vec<f64>, Vec<f64>) {
             0.3 * z
         })
         .collect();
-    let op = CompressedSensing::from_matrix([1, 2, 2], 3, a, SIGMA, SIGMA).unwrap();
+    let op = CompressedSensing::from_matrix([1, 2, 2], 3, a, gauss(SIGMA)).unwrap();
     (op, vec![0.5, -0.3, 0.2], vec![0.2, -0.1, 0.4, 0.0])
 }
 
@@ -285,16 +292,15 @@ fn ula_has_the_documented_bias() {
 fn exact_pcs_samples_the_gaussian_target() {
     let (cs, y, x0) = small_cs();
     let kernel = Kernel2d::new(2, 2, vec![0.5, 0.2, 0.2, 0.1]).unwrap();
-    let blur = Blur::new("deblur-gauss", [1, 2, 3], kernel, SIGMA, SIGMA).unwrap();
+    let blur = Blur::new("deblur-gauss", [1, 2, 3], kernel, gauss(SIGMA)).unwrap();
     let inp = Inpainting::from_mask(
         "inpaint-mask",
         [1, 2, 3],
         &[1.0, 0.0, 1.0, 1.0, 0.0, 0.0],
-        SIGMA,
-        SIGMA,
+        gauss(SIGMA),
     )
     .unwrap();
-    let den = Denoise::new([1, 2, 3], 0.1, 0.1).unwrap();
+    let den = Identity::denoise([1, 2, 3], gauss(0.1)).unwrap();
     let cfg = PcsConfig {
         method: PcsMethod::Exact,
         ..PcsConfig::default()
@@ -322,7 +328,7 @@ fn mala_samples_a_non_gaussian_one_bit_target() {
     // π(x) ∝ sigmoid(y x/τ) N(x; x0, γ²) per pixel: moments by quadrature.
     let tau = 0.4;
     let gamma = 0.4;
-    let op = OneBit::new([1, 1, 2], tau, 0.0).unwrap();
+    let op = one_bit([1, 1, 2], tau, 0.0).unwrap();
     let y = vec![1.0, -1.0];
     let x0 = vec![0.1, 0.3];
     let cfg = PcsConfig {
@@ -387,7 +393,7 @@ fn mala_samples_a_non_gaussian_one_bit_target() {
 
 #[test]
 fn pcs_rejects_bad_settings() {
-    let op = build_operator(&TaskSpec::new("one-bit", 0.0), [1, 4, 4]).unwrap();
+    let op = build_task(&TaskOptions::new("one-bit").unwrap(), [1, 4, 4]).unwrap();
     let x0 = Tensor::zeros((2, 1, 4, 4), DType::F32, &Device::Cpu).unwrap();
     let y = Tensor::ones((1, 1, 4, 4), DType::F32, &Device::Cpu).unwrap();
     let mut rng = StdRng::seed_from_u64(0);

@@ -21,6 +21,10 @@
 //!   ỹ = y + σz₁ and x̃₀ = x₀ + γz₂, then solve P x = Aᵀỹ/σ² + x̃₀/γ² directly (diagonal or
 //!   FFT-diagonal AᵀA) or by conjugate gradients (relative residual 1e-10).
 //!
+//! PCS sees the physics only through [`Operator`] (its likelihood, gradient and temperature;
+//! the exact sampler also Aᵀ and the shifted-Gram solver) and reports errors as
+//! [`genprior_inverse::InverseError`], the operator's error type.
+//!
 //! Chains are the batch of `x0`. Each chain gets its own RNG, seeded by the caller
 //! ([`pcs_seeded`]) or from a u64 drawn from the caller's RNG in chain order ([`pcs`]); chains
 //! run on host threads (results do not depend on the thread count).
@@ -30,10 +34,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::error::{InverseError, Result};
-use crate::host::{from_host, to_host};
-use crate::linalg::conjugate_gradient;
-use crate::operator::Operator;
+use genprior_inverse::host::{from_host, to_host};
+use genprior_inverse::linalg::conjugate_gradient;
+use genprior_inverse::{InverseError, Operator, Result};
 
 /// Which PCS sampler to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
