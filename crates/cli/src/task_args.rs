@@ -156,23 +156,17 @@ pub enum TaskValue {
 impl TaskValue {
     /// Parses `text` as a value of `kind`.
     fn parse(kind: OptionType, flag: &str, text: &str) -> Result<Self> {
-        Ok(match kind {
-            OptionType::Float => Self::Float(
-                text.parse()
-                    .with_context(|| format!("--{flag}: `{text}` is not a number"))?,
-            ),
-            OptionType::Integer => Self::Integer(
-                text.parse()
-                    .with_context(|| format!("--{flag}: `{text}` is not an integer ≥ 0"))?,
-            ),
-            OptionType::Choice(v) => {
-                if !v.contains(&text) {
-                    bail!("--{flag}: `{text}` is not one of {}", v.join(", "));
-                }
-                Self::Choice(text.to_string())
-            }
-            OptionType::ImageFile | OptionType::ArrayFile => Self::Path(PathBuf::from(text)),
-        })
+        if kind.is_file() {
+            return Ok(Self::Path(PathBuf::from(text)));
+        }
+        Ok(
+            match kind.parse_scalar(flag, text).map_err(anyhow::Error::msg)? {
+                OptionValue::Float(v) => Self::Float(v),
+                OptionValue::Integer(v) => Self::Integer(v),
+                OptionValue::Choice(v) => Self::Choice(v),
+                OptionValue::Tensor(_) => bail!("--{flag}: unexpected tensor value"),
+            },
+        )
     }
 
     fn from_default(d: &str, kind: OptionType, flag: &str) -> Option<Self> {

@@ -98,6 +98,35 @@ impl OptionType {
     pub fn is_file(&self) -> bool {
         matches!(self, Self::ImageFile | Self::ArrayFile)
     }
+
+    /// Parses `text` (a command-line value of the option `--flag`) as a float (finite), an
+    /// integer ≥ 0 or a choice. File options are read by the caller, so they are an error here.
+    pub fn parse_scalar(&self, flag: &str, text: &str) -> std::result::Result<OptionValue, String> {
+        match self {
+            Self::Float => text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .map(OptionValue::Float)
+                .ok_or_else(|| format!("--{flag}: `{text}` is not a finite number")),
+            Self::Integer => text
+                .trim()
+                .parse::<u64>()
+                .map(OptionValue::Integer)
+                .map_err(|_| format!("--{flag}: `{text}` is not an integer ≥ 0")),
+            Self::Choice(v) => {
+                if v.contains(&text) {
+                    Ok(OptionValue::Choice(text.to_string()))
+                } else {
+                    Err(format!("--{flag}: `{text}` is not one of {}", v.join(", ")))
+                }
+            }
+            Self::ImageFile | Self::ArrayFile => {
+                Err(format!("--{flag} takes a file, read by the caller"))
+            }
+        }
+    }
 }
 
 /// What an option is worth when it is not given.
@@ -177,6 +206,16 @@ pub enum OptionValue {
 }
 
 impl OptionValue {
+    /// The value as JSON, for reports (a tensor as its shape).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Self::Float(v) => serde_json::json!(v),
+            Self::Integer(v) => serde_json::json!(v),
+            Self::Choice(v) => serde_json::json!(v),
+            Self::Tensor(t) => serde_json::json!({"tensor_shape": t.dims()}),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Self::Float(v) => format!("the float {v}"),

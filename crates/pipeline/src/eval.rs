@@ -20,7 +20,7 @@ use candle_core::{DType, Device, Tensor};
 use genprior_diffusion::{Schedule, ScoreModel};
 use genprior_inverse::{build_task as build_operator, Operator, TaskOptions};
 use genprior_posterior::{
-    build_sampler, method_names, Chains, MethodOptions, MethodProgress, OptValue, Problem,
+    build_sampler, method_names, Chains, MethodOptions, MethodProgress, OptionValue, Problem,
 };
 use serde_json::{json, Value};
 
@@ -42,16 +42,16 @@ pub fn eval_methods() -> Vec<&'static str> {
 /// The benchmark's budget: (option, full-run value, `--quick` value). Explicit options
 /// override it. The PCS regulariser 0.5 was chosen on the validation slice: the reference's
 /// 50 suits 256×256×3 images, where √f is large; on 32×32 digits it makes PCS barely move.
-pub fn budget() -> Vec<(&'static str, OptValue, OptValue)> {
-    let int = OptValue::Int;
+pub fn budget() -> Vec<(&'static str, OptionValue, OptionValue)> {
+    let int = OptionValue::Integer;
     vec![
         ("outer-steps", int(8), int(2)),
         ("k-start", int(2), int(1)),
         ("dds-steps", int(5), int(2)),
         ("pcs-steps", int(100), int(10)),
         ("dps-steps", int(20), int(4)),
-        ("eta-min", OptValue::Float(0.1), OptValue::Float(0.1)),
-        ("pcs-reg", OptValue::Float(0.5), OptValue::Float(0.5)),
+        ("eta-min", OptionValue::Float(0.1), OptionValue::Float(0.1)),
+        ("pcs-reg", OptionValue::Float(0.5), OptionValue::Float(0.5)),
         ("warm-start", "auto".into(), "auto".into()),
     ]
 }
@@ -167,14 +167,7 @@ fn options_for(cfg: &EvalConfig, op: &dyn Operator) -> MethodOptions {
 
 /// Only the options the method declares (the budget covers every method).
 fn declared(method: &str, o: &MethodOptions) -> Result<MethodOptions> {
-    let entry = genprior_posterior::method(method)?;
-    let mut out = MethodOptions::new();
-    for (k, v) in o.iter() {
-        if entry.options.iter().any(|s| s.name == k) {
-            out.set(k, v.clone());
-        }
-    }
-    Ok(out)
+    Ok(o.declared_by(genprior_posterior::method(method)?.options))
 }
 
 /// The operator of `task` at its default settings on `[C, H, W]` images (the mask given for

@@ -29,7 +29,7 @@ use crate::error::{invalid, Result};
 use crate::method::{
     Chains, MethodEntry, MethodProgress, PosteriorSampler, Problem, SamplerOutput,
 };
-use crate::options::{at_least_one, OptDefault, OptKind, OptSpec, Resolved};
+use crate::options::{at_least_one, OptionDefault, OptionSpec, OptionType, Resolved};
 use crate::pcs::{pcs_seeded, PcsConfig, PcsMethod};
 use crate::seeds;
 
@@ -388,10 +388,10 @@ pub fn default_pcs_scale(op: &dyn Operator) -> f64 {
 const fn opt(
     name: &'static str,
     help: &'static str,
-    kind: OptKind,
-    default: OptDefault,
-) -> OptSpec {
-    OptSpec {
+    kind: OptionType,
+    default: OptionDefault,
+) -> OptionSpec {
+    OptionSpec {
         name,
         help,
         kind,
@@ -400,61 +400,61 @@ const fn opt(
 }
 
 /// The options of both DPnP variants.
-pub const DPNP_OPTIONS: &[OptSpec] = &[
+pub const DPNP_OPTIONS: &[OptionSpec] = &[
     opt(
         "outer-steps",
         "DPnP: outer steps K (k_start at η_max, then geometric from η_max to η_min)",
-        OptKind::Int,
-        OptDefault::Int(16),
+        OptionType::Integer,
+        OptionDefault::Integer(16),
     ),
     opt(
         "k-start",
         "DPnP: outer steps held at η_max before the geometric decrease",
-        OptKind::Int,
-        OptDefault::Int(4),
+        OptionType::Integer,
+        OptionDefault::Integer(4),
     ),
-    opt("eta-max", "DPnP: largest η", OptKind::Float, OptDefault::Float(0.4)),
+    opt("eta-max", "DPnP: largest η", OptionType::Float, OptionDefault::Float(0.4)),
     opt(
         "eta-min",
         "DPnP: smallest (final) η",
-        OptKind::Float,
-        OptDefault::Float(0.16),
+        OptionType::Float,
+        OptionDefault::Float(0.16),
     ),
     opt(
         "dds-steps",
         "DPnP: at most this many network evaluations per DDS call (default: the full DDIM grid or every usable DDPM timestep; fewer is faster and less accurate)",
-        OptKind::Int,
-        OptDefault::Derived,
+        OptionType::Integer,
+        OptionDefault::Derived,
     ),
     opt(
         "pcs",
         "DPnP: PCS sampler (mala: Metropolis-adjusted; ula: unadjusted, as the reference code; exact: linear-Gaussian operators only)",
-        OptKind::Choice(&["mala", "ula", "exact"]),
-        OptDefault::Choice("mala"),
+        OptionType::Choice(&["mala", "ula", "exact"]),
+        OptionDefault::Choice("mala"),
     ),
     opt(
         "pcs-steps",
         "DPnP: Langevin steps per PCS call",
-        OptKind::Int,
-        OptDefault::Int(1000),
+        OptionType::Integer,
+        OptionDefault::Integer(1000),
     ),
     opt(
         "pcs-scale",
         "DPnP: PCS step-size scale (default by operator: the reference's FFHQ values, phase retrieval 0.8, one-bit 0.2, super-resolution 0.6; 1.0 otherwise)",
-        OptKind::Float,
-        OptDefault::Derived,
+        OptionType::Float,
+        OptionDefault::Derived,
     ),
     opt(
         "pcs-reg",
         "DPnP: PCS step-size regulariser: h = scale·min(m², η²)/(reg + √f(x)) (reference: 50, tuned for 256×256×3 images; small images have a small √f, so a smaller reg moves faster)",
-        OptKind::Float,
-        OptDefault::Float(50.0),
+        OptionType::Float,
+        OptionDefault::Float(50.0),
     ),
     opt(
         "warm-start",
         "DPnP: start from the classical baseline, pure noise, a DPS run (--dps-steps, --zeta), the baseline or its negative per chain by the prior's denoising energy (baseline-sign), or auto (a DPS run for sign-ambiguous operators such as phase retrieval, the baseline otherwise)",
-        OptKind::Choice(&["baseline", "noise", "dps", "baseline-sign", "auto"]),
-        OptDefault::Choice("baseline"),
+        OptionType::Choice(&["baseline", "noise", "dps", "baseline-sign", "auto"]),
+        OptionDefault::Choice("baseline"),
     ),
     DPS_STEPS,
     ZETA,

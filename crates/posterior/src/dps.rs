@@ -34,7 +34,7 @@ use crate::error::{invalid, Result};
 use crate::method::{
     Chains, MethodEntry, MethodProgress, PosteriorSampler, Problem, SamplerOutput,
 };
-use crate::options::{at_least_one, OptDefault, OptKind, OptSpec, Resolved};
+use crate::options::{at_least_one, OptionDefault, OptionSpec, OptionType, Resolved};
 use crate::seeds;
 
 /// The data-misfit DPS descends (see the module docs).
@@ -114,17 +114,17 @@ impl DpsConfig {
 }
 
 /// `dps-steps` and `zeta`, shared with DPnP's DPS warm start.
-pub const DPS_STEPS: OptSpec = OptSpec {
+pub const DPS_STEPS: OptionSpec = OptionSpec {
     name: "dps-steps",
     help: "DPS (method or warm start): ancestral DDPM steps",
-    kind: OptKind::Int,
-    default: OptDefault::Int(1000),
+    kind: OptionType::Integer,
+    default: OptionDefault::Integer(1000),
 };
-pub const ZETA: OptSpec = OptSpec {
+pub const ZETA: OptionSpec = OptionSpec {
     name: "zeta",
     help: "DPS step size ζ (default by operator: the reference's SR/deblur 0.3, inpainting 0.5, phase retrieval 1.0, one-bit 0.5; otherwise 0.3 for Gaussian likelihoods, 0.5 for others)",
-    kind: OptKind::Float,
-    default: OptDefault::Derived,
+    kind: OptionType::Float,
+    default: OptionDefault::Derived,
 };
 
 /// The registry entry.

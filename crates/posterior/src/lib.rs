@@ -44,7 +44,7 @@ pub use method::{
     all_options, build_sampler, method, method_names, methods, Chains, MethodEntry, MethodProgress,
     PosteriorSampler, Problem, SamplerOutput,
 };
-pub use options::{MethodOptions, OptDefault, OptKind, OptSpec, OptValue, Resolved};
+pub use options::{MethodOptions, OptionDefault, OptionSpec, OptionType, OptionValue, Resolved};
 pub use pcs::{
     exact_gaussian_host, misfit, pcs, pcs_host, pcs_seeded, PcsConfig, PcsMethod, PcsOutput,
 };

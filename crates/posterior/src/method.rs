@@ -2,7 +2,7 @@
 //! the benchmark and the tests iterate.
 //!
 //! A method is one file under this crate that declares a [`MethodEntry`] (its name, a
-//! one-line summary, its [`OptSpec`]s and a builder) and implements [`PosteriorSampler`] for
+//! one-line summary, its [`OptionSpec`]s and a builder) and implements [`PosteriorSampler`] for
 //! its typed configuration. Adding a method = that file + one line in [`methods`].
 //!
 //! Defaults that depend on the problem are keyed on the operator's properties (linear,
@@ -15,7 +15,7 @@ use genprior_inverse::Operator;
 use serde_json::Value;
 
 use crate::error::{PosteriorError, Result};
-use crate::options::{MethodOptions, OptSpec, Resolved};
+use crate::options::{MethodOptions, OptionSpec, Resolved};
 
 /// What a posterior sampler is asked to solve: the prior (network + schedule), the physics,
 /// and the measurement `y` (batch 1, shared by every chain, or one per chain).
@@ -101,7 +101,7 @@ pub trait PosteriorSampler {
 pub struct MethodEntry {
     pub name: &'static str,
     pub summary: &'static str,
-    pub options: &'static [OptSpec],
+    pub options: &'static [OptionSpec],
     /// Builds the sampler from checked options, with defaults chosen for `op`.
     pub build: fn(&Resolved, &dyn Operator) -> Result<Box<dyn PosteriorSampler>>,
 }
@@ -143,8 +143,8 @@ pub fn build_sampler(
 
 /// Every option any method declares, once per name (the first declaration wins; the CLI makes
 /// one flag of each).
-pub fn all_options() -> Vec<&'static OptSpec> {
-    let mut out: Vec<&'static OptSpec> = Vec::new();
+pub fn all_options() -> Vec<&'static OptionSpec> {
+    let mut out: Vec<&'static OptionSpec> = Vec::new();
     for m in methods() {
         for o in m.options {
             if !out.iter().any(|p| p.name == o.name) {
@@ -158,7 +158,7 @@ pub fn all_options() -> Vec<&'static OptSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::options::OptKind;
+    use crate::options::OptionType;
 
     #[test]
     fn registry_is_consistent() {
@@ -171,7 +171,8 @@ mod tests {
                     for p in n.options.iter().filter(|p| p.name == o.name) {
                         let same = matches!(
                             (o.kind, p.kind),
-                            (OptKind::Float, OptKind::Float) | (OptKind::Int, OptKind::Int)
+                            (OptionType::Float, OptionType::Float)
+                                | (OptionType::Integer, OptionType::Integer)
                         ) || o.kind == p.kind;
                         assert!(same, "option {} of {} and {}", o.name, m.name, n.name);
                     }

@@ -1,126 +1,24 @@
 //! Declared, typed options of a posterior sampler.
 //!
-//! Each sampler file declares its options ([`OptSpec`]: name, help, type, default) next to its
-//! code; callers pass whatever they were given as [`MethodOptions`] (name → value), and the
-//! sampler reads them back through [`Resolved`], which checks names and types against the
-//! declaration and fills in the declared defaults. The CLI generates its `--method` flags from
-//! these declarations, so a new sampler's options need no CLI edit.
+//! A sampler file declares its options with the same declaration types as the operators'
+//! (`genprior_inverse::{OptionSpec, OptionType, OptionDefault, OptionValue}`: name = the CLI
+//! flag without `--`, help, type, default) next to its code; callers pass what they were
+//! given as [`MethodOptions`] (name → value), and the sampler reads them back through
+//! [`Resolved`], which checks names and types against the declaration and fills in the
+//! declared defaults. The CLI generates its method flags from these declarations, so a new
+//! sampler's options need no CLI edit.
 
 use std::collections::BTreeMap;
 
+pub use genprior_inverse::{OptionDefault, OptionSpec, OptionType, OptionValue};
 use serde_json::Value;
 
 use crate::error::{invalid, PosteriorError, Result};
 
-/// The type of an option's value.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum OptKind {
-    /// A finite real number.
-    Float,
-    /// A non-negative integer.
-    Int,
-    /// One of the listed strings.
-    Choice(&'static [&'static str]),
-}
-
-/// An option's default.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum OptDefault {
-    Float(f64),
-    Int(usize),
-    Choice(&'static str),
-    /// No fixed default: the sampler chooses from the operator's properties, or the option is
-    /// off when absent (the help text says which).
-    Derived,
-}
-
-/// One declared option. `name` is the CLI flag without `--` (kebab case).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct OptSpec {
-    pub name: &'static str,
-    pub help: &'static str,
-    pub kind: OptKind,
-    pub default: OptDefault,
-}
-
-impl OptSpec {
-    /// The default as text (`None` for [`OptDefault::Derived`]).
-    pub fn default_text(&self) -> Option<String> {
-        match self.default {
-            OptDefault::Float(v) => Some(format!("{v}")),
-            OptDefault::Int(v) => Some(v.to_string()),
-            OptDefault::Choice(s) => Some(s.to_string()),
-            OptDefault::Derived => None,
-        }
-    }
-
-    /// Parses a value given as text (a CLI argument) into this option's type.
-    pub fn parse(&self, text: &str) -> Result<OptValue> {
-        let bad = |what: &str| {
-            PosteriorError::Invalid(format!("--{}: expected {what}, got {text:?}", self.name))
-        };
-        match self.kind {
-            OptKind::Float => text
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .map(OptValue::Float)
-                .ok_or_else(|| bad("a finite number")),
-            OptKind::Int => text
-                .trim()
-                .parse::<usize>()
-                .map(OptValue::Int)
-                .map_err(|_| bad("a non-negative integer")),
-            OptKind::Choice(c) => {
-                if c.contains(&text) {
-                    Ok(OptValue::Text(text.to_string()))
-                } else {
-                    Err(bad(&format!("one of {}", c.join(", "))))
-                }
-            }
-        }
-    }
-}
-
-/// A given option value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum OptValue {
-    Float(f64),
-    Int(usize),
-    Text(String),
-}
-
-impl OptValue {
-    pub fn to_json(&self) -> Value {
-        match self {
-            Self::Float(v) => serde_json::json!(v),
-            Self::Int(v) => serde_json::json!(v),
-            Self::Text(v) => serde_json::json!(v),
-        }
-    }
-}
-
-impl From<f64> for OptValue {
-    fn from(v: f64) -> Self {
-        Self::Float(v)
-    }
-}
-impl From<usize> for OptValue {
-    fn from(v: usize) -> Self {
-        Self::Int(v)
-    }
-}
-impl From<&str> for OptValue {
-    fn from(v: &str) -> Self {
-        Self::Text(v.to_string())
-    }
-}
-
 /// Options as given (name → value), before they are checked against a sampler's declaration.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct MethodOptions {
-    values: BTreeMap<String, OptValue>,
+    values: BTreeMap<String, OptionValue>,
 }
 
 impl MethodOptions {
@@ -129,31 +27,44 @@ impl MethodOptions {
     }
 
     /// Sets `name` (kebab case, as declared) to `value`.
-    pub fn set(&mut self, name: &str, value: impl Into<OptValue>) -> &mut Self {
+    pub fn set(&mut self, name: &str, value: impl Into<OptionValue>) -> &mut Self {
         self.values.insert(name.to_string(), value.into());
         self
     }
 
     /// Builder form of [`MethodOptions::set`].
-    pub fn with(mut self, name: &str, value: impl Into<OptValue>) -> Self {
+    pub fn with(mut self, name: &str, value: impl Into<OptionValue>) -> Self {
         self.set(name, value);
         self
     }
 
     /// Sets `name` unless it is already set.
-    pub fn set_default(&mut self, name: &str, value: impl Into<OptValue>) -> &mut Self {
+    pub fn set_default(&mut self, name: &str, value: impl Into<OptionValue>) -> &mut Self {
         self.values
             .entry(name.to_string())
             .or_insert_with(|| value.into());
         self
     }
 
-    pub fn get(&self, name: &str) -> Option<&OptValue> {
+    pub fn get(&self, name: &str) -> Option<&OptionValue> {
         self.values.get(name)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &OptValue)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &OptionValue)> {
         self.values.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Only the options `specs` declares (a command with options for several methods hands
+    /// each its own).
+    pub fn declared_by(&self, specs: &[OptionSpec]) -> Self {
+        Self {
+            values: self
+                .values
+                .iter()
+                .filter(|(k, _)| specs.iter().any(|s| s.name == k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
     }
 
     /// The given options as a JSON object (for reports).
@@ -168,7 +79,7 @@ impl MethodOptions {
 
     /// Checks every given option against `specs` (known name, right type, valid choice) for
     /// the sampler `method`.
-    pub fn resolve(&self, method: &str, specs: &'static [OptSpec]) -> Result<Resolved> {
+    pub fn resolve(&self, method: &str, specs: &'static [OptionSpec]) -> Result<Resolved> {
         for (name, value) in &self.values {
             let Some(spec) = specs.iter().find(|s| s.name == name) else {
                 return invalid(format!(
@@ -177,14 +88,16 @@ impl MethodOptions {
                 ));
             };
             let ok = match (spec.kind, value) {
-                (OptKind::Float, OptValue::Float(v)) => v.is_finite(),
-                (OptKind::Float, OptValue::Int(_)) | (OptKind::Int, OptValue::Int(_)) => true,
-                (OptKind::Choice(c), OptValue::Text(t)) => c.contains(&t.as_str()),
+                (OptionType::Float, OptionValue::Float(v)) => v.is_finite(),
+                (OptionType::Float, OptionValue::Integer(_))
+                | (OptionType::Integer, OptionValue::Integer(_)) => true,
+                (OptionType::Choice(c), OptionValue::Choice(t)) => c.contains(&t.as_str()),
                 _ => false,
             };
             if !ok {
                 return invalid(format!(
-                    "method `{method}`: option `{name}` cannot take the value {}",
+                    "method `{method}`: option `{name}` ({}) cannot take the value {}",
+                    spec.kind.describe(),
                     value.to_json()
                 ));
             }
@@ -201,12 +114,12 @@ impl MethodOptions {
 #[derive(Debug, Clone)]
 pub struct Resolved {
     method: String,
-    specs: &'static [OptSpec],
-    values: BTreeMap<String, OptValue>,
+    specs: &'static [OptionSpec],
+    values: BTreeMap<String, OptionValue>,
 }
 
 impl Resolved {
-    fn spec(&self, name: &str) -> Result<&OptSpec> {
+    fn spec(&self, name: &str) -> Result<&OptionSpec> {
         self.specs.iter().find(|s| s.name == name).ok_or_else(|| {
             PosteriorError::Invalid(format!(
                 "internal: method `{}` reads the undeclared option `{name}`",
@@ -219,9 +132,9 @@ impl Resolved {
     pub fn opt_f64(&self, name: &str) -> Result<Option<f64>> {
         let spec = self.spec(name)?;
         Ok(match (self.values.get(name), spec.default) {
-            (Some(OptValue::Float(v)), _) => Some(*v),
-            (Some(OptValue::Int(v)), _) => Some(*v as f64),
-            (None, OptDefault::Float(v)) => Some(v),
+            (Some(OptionValue::Float(v)), _) => Some(*v),
+            (Some(OptionValue::Integer(v)), _) => Some(*v as f64),
+            (None, OptionDefault::Float(v)) => Some(v),
             _ => None,
         })
     }
@@ -229,19 +142,25 @@ impl Resolved {
     /// An integer option (see [`Resolved::opt_f64`]).
     pub fn opt_usize(&self, name: &str) -> Result<Option<usize>> {
         let spec = self.spec(name)?;
-        Ok(match (self.values.get(name), spec.default) {
-            (Some(OptValue::Int(v)), _) => Some(*v),
-            (None, OptDefault::Int(v)) => Some(v),
+        let v = match (self.values.get(name), spec.default) {
+            (Some(OptionValue::Integer(v)), _) => Some(*v),
+            (None, OptionDefault::Integer(v)) => Some(v),
             _ => None,
+        };
+        v.map(|v| {
+            usize::try_from(v).map_err(|_| {
+                PosteriorError::Invalid(format!("--{name}: {v} is too large for this machine"))
+            })
         })
+        .transpose()
     }
 
     /// A choice option (see [`Resolved::opt_f64`]).
     pub fn opt_choice(&self, name: &str) -> Result<Option<String>> {
         let spec = self.spec(name)?;
         Ok(match (self.values.get(name), spec.default) {
-            (Some(OptValue::Text(v)), _) => Some(v.clone()),
-            (None, OptDefault::Choice(v)) => Some(v.to_string()),
+            (Some(OptionValue::Choice(v)), _) => Some(v.clone()),
+            (None, OptionDefault::Choice(v)) => Some(v.to_string()),
             _ => None,
         })
     }
@@ -287,24 +206,24 @@ pub fn at_least_one(name: &str, v: usize) -> Result<usize> {
 mod tests {
     use super::*;
 
-    const SPECS: &[OptSpec] = &[
-        OptSpec {
+    const SPECS: &[OptionSpec] = &[
+        OptionSpec {
             name: "steps",
             help: "",
-            kind: OptKind::Int,
-            default: OptDefault::Int(10),
+            kind: OptionType::Integer,
+            default: OptionDefault::Integer(10),
         },
-        OptSpec {
+        OptionSpec {
             name: "scale",
             help: "",
-            kind: OptKind::Float,
-            default: OptDefault::Derived,
+            kind: OptionType::Float,
+            default: OptionDefault::Derived,
         },
-        OptSpec {
+        OptionSpec {
             name: "mode",
             help: "",
-            kind: OptKind::Choice(&["a", "b"]),
-            default: OptDefault::Choice("a"),
+            kind: OptionType::Choice(&["a", "b"]),
+            default: OptionDefault::Choice("a"),
         },
     ];
 
@@ -345,9 +264,10 @@ mod tests {
             .with("scale", f64::NAN)
             .resolve("m", SPECS)
             .is_err());
-        assert!(SPECS[0].parse("-1").is_err());
-        assert_eq!(SPECS[1].parse("0.5").unwrap(), OptValue::Float(0.5));
-        assert!(SPECS[1].parse("inf").is_err());
-        assert!(SPECS[2].parse("c").is_err());
+        let given = MethodOptions::new()
+            .with("steps", 2usize)
+            .with("other", 1.0);
+        let own = given.declared_by(SPECS);
+        assert!(own.get("steps").is_some() && own.get("other").is_none());
     }
 }

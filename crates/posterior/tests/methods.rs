@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use genprior_diffusion::analytic::GaussianPrior;
 use genprior_diffusion::{Schedule, SchedulerConfig};
 use genprior_inverse::{build_task, Operator, TaskOptions};
-use genprior_posterior::{build_sampler, methods, Chains, MethodOptions, OptDefault, Problem};
+use genprior_posterior::{build_sampler, methods, Chains, MethodOptions, OptionDefault, Problem};
 
 const SHAPE: [usize; 3] = [1, 4, 4];
 
@@ -48,14 +48,7 @@ fn tiny() -> MethodOptions {
 }
 
 fn declared(method: &str, o: &MethodOptions) -> MethodOptions {
-    let entry = genprior_posterior::method(method).unwrap();
-    let mut out = MethodOptions::new();
-    for (k, v) in o.iter() {
-        if entry.options.iter().any(|s| s.name == k) {
-            out.set(k, v.clone());
-        }
-    }
-    out
+    o.declared_by(genprior_posterior::method(method).unwrap().options)
 }
 
 fn measurement(op: &dyn Operator, n: usize) -> Tensor {
@@ -86,7 +79,7 @@ fn every_method_runs_and_reports_its_settings() {
             // Every declared option with a fixed default appears among the settings.
             for o in m.options {
                 let key = o.name.replace('-', "_");
-                if o.default != OptDefault::Derived {
+                if o.default != OptionDefault::Derived {
                     assert!(
                         !settings[&key].is_null(),
                         "{}: {key} missing in {settings}",
