@@ -343,20 +343,6 @@ fn parse_ranks(s: &str) -> Result<[usize; 3]> {
     }
 }
 
-fn rel_err(x: &Tensor, truth: &Tensor) -> Result<f64> {
-    let d = (x - truth)?
-        .sqr()?
-        .sum_all()?
-        .to_dtype(DType::F64)?
-        .to_scalar::<f64>()?;
-    let n = truth
-        .sqr()?
-        .sum_all()?
-        .to_dtype(DType::F64)?
-        .to_scalar::<f64>()?;
-    Ok((d / n).sqrt())
-}
-
 fn finish(
     c: &CommonArgs,
     problem: &str,
@@ -367,7 +353,7 @@ fn finish(
     dev: &Device,
 ) -> Result<()> {
     let truth_err = match truth {
-        Some(t) => Some(rel_err(est, t)?),
+        Some(t) => Some(genprior_lowrank::linalg::relative_error(est, t)?),
         None => None,
     };
     eprintln!(

@@ -153,34 +153,13 @@ pub enum TaskValue {
     Path(PathBuf),
 }
 
-impl TaskValue {
-    /// Parses `text` as a value of `kind`.
-    fn parse(kind: OptionType, flag: &str, text: &str) -> Result<Self> {
-        if kind.is_file() {
-            return Ok(Self::Path(PathBuf::from(text)));
-        }
-        Ok(
-            match kind.parse_scalar(flag, text).map_err(anyhow::Error::msg)? {
-                OptionValue::Float(v) => Self::Float(v),
-                OptionValue::Integer(v) => Self::Integer(v),
-                OptionValue::Choice(v) => Self::Choice(v),
-                OptionValue::Tensor(_) => bail!("--{flag}: unexpected tensor value"),
-            },
-        )
-    }
-
-    fn from_default(d: &str, kind: OptionType, flag: &str) -> Option<Self> {
-        Self::parse(kind, flag, d).ok()
-    }
-}
-
 /// One flag's value.
 #[derive(Debug, Clone)]
 struct FlagValue {
     flag: &'static Flag,
     /// Given, else the flag's fixed default.
     value: Option<TaskValue>,
-    /// Whether it was given (on the command line or by [`TaskArgs::defaults_for`]).
+    /// Whether it was given (on the command line).
     given: bool,
 }
 
@@ -202,43 +181,6 @@ fn placeholder(kind: OptionType) -> String {
 }
 
 impl TaskArgs {
-    /// The options of `task` at their `genprior reconstruct` defaults plus the `given`
-    /// (flag name without `--`, value as on the command line) pairs.
-    pub fn defaults_for(task: &str, given: &[(&str, &str)]) -> Result<Self> {
-        let flags = flags().map_err(anyhow::Error::msg)?;
-        for (name, _) in given {
-            if !flags.iter().any(|f| f.shared.spec.name == *name) {
-                bail!("unknown task option --{name}");
-            }
-        }
-        let values = flags
-            .iter()
-            .map(|f| {
-                let kind = f.shared.spec.kind;
-                let name = f.shared.spec.name;
-                Ok(match given.iter().rev().find(|g| g.0 == name) {
-                    Some((_, text)) => FlagValue {
-                        flag: f,
-                        value: Some(TaskValue::parse(kind, name, text)?),
-                        given: true,
-                    },
-                    None => FlagValue {
-                        flag: f,
-                        value: f
-                            .default
-                            .as_deref()
-                            .and_then(|d| TaskValue::from_default(d, kind, name)),
-                        given: false,
-                    },
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            task: task.to_string(),
-            values,
-        })
-    }
-
     fn find(&self, flag: &str) -> Option<&FlagValue> {
         self.values.iter().find(|v| v.flag.shared.spec.name == flag)
     }
@@ -442,12 +384,23 @@ mod tests {
         TaskArgs::from_arg_matches(&m)
     }
 
+    /// `--task task` plus the `given` (flag, value) pairs, parsed as the command line is.
+    fn with(task: &str, given: &[(&str, &str)]) -> TaskArgs {
+        let mut argv = vec!["t".to_string(), "--task".into(), task.into()];
+        for (f, v) in given {
+            argv.push(format!("--{f}"));
+            argv.push(v.to_string());
+        }
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        parse(&argv).unwrap()
+    }
+
     /// The JSON `TaskArgs` had before the registry generated it: every existing key keeps its
     /// value (eval's resume cache compares these settings).
     #[test]
     fn serialises_as_before_for_every_task() {
         for task in task_names() {
-            let t = TaskArgs::defaults_for(task, &[]).unwrap();
+            let t = with(task, &[]);
             let v = serde_json::to_value(&t).unwrap();
             let expected = serde_json::json!({
                 "task": task, "noise_sigma": null, "likelihood_sigma": null, "operator_seed": 0,
@@ -464,7 +417,7 @@ mod tests {
             let p = parse(&["t", "--task", task]).unwrap();
             assert_eq!(serde_json::to_value(&p).unwrap(), v);
         }
-        let t = TaskArgs::defaults_for("inpaint-mask", &[("mask", "m.png")]).unwrap();
+        let t = with("inpaint-mask", &[("mask", "m.png")]);
         let v = serde_json::to_value(&t).unwrap();
         assert_eq!(v["mask"], "m.png");
         let p = parse(&["t", "--task", "inpaint-mask", "--mask", "m.png"]).unwrap();
@@ -523,13 +476,13 @@ mod tests {
 
     #[test]
     fn options_are_checked_against_the_task() {
-        let t = TaskArgs::defaults_for("sr4", &[("tau", "0.3")]).unwrap();
+        let t = with("sr4", &[("tau", "0.3")]);
         let e = t.build([3, 16, 16]).err().unwrap().to_string();
         assert!(e.contains("--tau") && e.contains("sr4"), "{e}");
-        let t = TaskArgs::defaults_for("inpaint-mask", &[]).unwrap();
+        let t = with("inpaint-mask", &[]);
         let e = t.build([3, 16, 16]).err().unwrap().to_string();
         assert!(e.contains("needs --mask FILE.png"), "{e}");
-        let e = TaskArgs::defaults_for("sr4", &[]).unwrap();
+        let e = with("sr4", &[]);
         let e = TaskArgs {
             task: "sr3".into(),
             ..e
@@ -538,22 +491,13 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.to_string().contains("unknown task `sr3`"), "{e}");
-        assert!(TaskArgs::defaults_for("sr4", &[("nope", "1")]).is_err());
-        assert!(TaskArgs::defaults_for("sr4", &[("kernel", "lanczos")]).is_err());
-        let op = TaskArgs::defaults_for("deblur-gauss", &[("kernel-size", "5")])
-            .unwrap()
+        assert!(parse(&["t", "--task", "sr4", "--nope", "1"]).is_err());
+        assert!(parse(&["t", "--task", "sr4", "--kernel", "lanczos"]).is_err());
+        let op = with("deblur-gauss", &[("kernel-size", "5")])
             .build([3, 16, 16])
             .unwrap();
         assert_eq!(op.name(), "deblur-gauss");
-        assert_eq!(
-            TaskArgs::defaults_for("one-bit", &[])
-                .unwrap()
-                .noise_sigma(),
-            0.0
-        );
-        assert_eq!(
-            TaskArgs::defaults_for("sr4", &[]).unwrap().noise_sigma(),
-            0.05
-        );
+        assert_eq!(with("one-bit", &[]).noise_sigma(), 0.0);
+        assert_eq!(with("sr4", &[]).noise_sigma(), 0.05);
     }
 }

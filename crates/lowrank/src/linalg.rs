@@ -48,6 +48,13 @@ pub fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?[0])
 }
 
+/// ‖x − truth‖_F / ‖truth‖_F, accumulated in f64.
+pub fn relative_error(x: &Tensor, truth: &Tensor) -> Result<f64> {
+    let d = scalar(&(x - truth)?.sqr()?.sum_all()?)?;
+    let n = scalar(&truth.sqr()?.sum_all()?)?;
+    Ok((d / n).sqrt())
+}
+
 /// Frobenius norm.
 pub fn fro(t: &Tensor) -> Result<f64> {
     Ok(scalar(&t.sqr()?.sum_all()?)?.sqrt())
