@@ -8,9 +8,10 @@ use anyhow::{bail, Result};
 use candle_core::Device;
 use genprior_pipeline::eval::{self, EvalConfig, EvalEvent};
 use genprior_pipeline::images;
-use genprior_pipeline::imageset::load_image_set;
+use genprior_pipeline::imageset::{load_image_set, ImageSet};
+use genprior_posterior::MethodOptions;
 use indicatif::{MultiProgress, ProgressBar};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::common::{self, ModelArgs};
 use crate::method_args::EvalMethodArgs;
@@ -97,6 +98,64 @@ fn load_mask(args: &EvalArgs, size: usize) -> Result<(candle_core::Tensor, Strin
     Ok((((m + 1.0)? * 0.5)?, p.display().to_string()))
 }
 
+/// `eval::run` with an overall bar (one step per pair) and the sampler bars.
+fn run_with_bars(
+    cfg: &EvalConfig,
+    net: &dyn genprior_diffusion::ScoreModel,
+    schedule: &genprior_diffusion::Schedule,
+    set: &ImageSet,
+) -> Result<()> {
+    let multi = MultiProgress::new();
+    let overall = multi.add(ProgressBar::new(
+        (cfg.tasks.len() * cfg.methods.len()) as u64,
+    ));
+    overall.set_style(common::bar_style(
+        "eval  {bar:30} {pos}/{len}  {elapsed_precise}  {msg}",
+    ));
+    let mut bars = SamplerBars::new(&multi, "", 0);
+    let mut steps_per_batch = 0;
+    eval::run(cfg, net, schedule, set, &mut |e| match e {
+        EvalEvent::Pair {
+            task,
+            method,
+            steps,
+            batches,
+        } => {
+            overall.set_message(format!("{task} / {method}"));
+            steps_per_batch = steps;
+            bars.reset(steps * batches, String::new());
+        }
+        EvalEvent::Method { batch, event } => {
+            bars.set_offset(batch * steps_per_batch);
+            bars.update(event);
+        }
+        // (eprintln, not ProgressBar::println: that one is silent when stderr is not a
+        // terminal, and logs of long runs need these lines.)
+        EvalEvent::Log(line) => multi.suspend(|| eprintln!("{line}")),
+        EvalEvent::PairDone => overall.inc(1),
+    })?;
+    bars.finish();
+    overall.finish_and_clear();
+    Ok(())
+}
+
+/// What every result's settings record about the run (the resume cache compares them).
+fn run_header(args: &EvalArgs, set: &ImageSet, source: &str, options: &MethodOptions) -> Value {
+    let threads = std::thread::available_parallelism()
+        .map(|v| v.get())
+        .unwrap_or(1);
+    json!({
+        "model": source,
+        "images": set.source,
+        "indices": args.indices.clone().unwrap_or_else(|| "all".into()),
+        "n_images": set.len(),
+        "options": options.to_json(),
+        "pcs_linear": args.pcs_linear,
+        "version": env!("CARGO_PKG_VERSION"),
+        "threads": threads,
+    })
+}
+
 pub fn run(args: EvalArgs) -> Result<()> {
     let tasks = eval::parse_tasks(&args.tasks)?;
     let methods = eval::parse_methods(&args.methods)?;
@@ -125,19 +184,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     } else {
         None
     };
-    let threads = std::thread::available_parallelism()
-        .map(|v| v.get())
-        .unwrap_or(1);
-    let header = json!({
-        "model": source,
-        "images": set.source,
-        "indices": args.indices.clone().unwrap_or_else(|| "all".into()),
-        "n_images": set.len(),
-        "options": options.to_json(),
-        "pcs_linear": args.pcs_linear,
-        "version": env!("CARGO_PKG_VERSION"),
-        "threads": threads,
-    });
+    let header = run_header(&args, &set, &source, &options);
     eprintln!(
         "eval: {} images from {}; {} task(s) × {} method(s); model {source}",
         set.len(),
@@ -158,37 +205,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         force: args.force,
         header,
     };
-    let multi = MultiProgress::new();
-    let overall = multi.add(ProgressBar::new(
-        (cfg.tasks.len() * cfg.methods.len()) as u64,
-    ));
-    overall.set_style(common::bar_style(
-        "eval  {bar:30} {pos}/{len}  {elapsed_precise}  {msg}",
-    ));
-    let mut bars = SamplerBars::new(&multi, "", 0);
-    let mut steps_per_batch = 0;
-    eval::run(&cfg, net, &schedule, &set, &mut |e| match e {
-        EvalEvent::Pair {
-            task,
-            method,
-            steps,
-            batches,
-        } => {
-            overall.set_message(format!("{task} / {method}"));
-            steps_per_batch = steps;
-            bars.reset(steps * batches, String::new());
-        }
-        EvalEvent::Method { batch, event } => {
-            bars.set_offset(batch * steps_per_batch);
-            bars.update(event);
-        }
-        // (eprintln, not ProgressBar::println: that one is silent when stderr is not a
-        // terminal, and logs of long runs need these lines.)
-        EvalEvent::Log(line) => multi.suspend(|| eprintln!("{line}")),
-        EvalEvent::PairDone => overall.inc(1),
-    })?;
-    bars.finish();
-    overall.finish_and_clear();
+    run_with_bars(&cfg, net, &schedule, &set)?;
     println!("{}", std::fs::read_to_string(cfg.out.join("summary.md"))?);
     println!(
         "wrote {}/summary.md, summary.json, results/, reconstructions/ and grids/ (rows: clean, then {})",

@@ -11,6 +11,7 @@ pub mod error;
 pub mod kernels;
 pub mod layers;
 pub mod norm;
+pub mod opbench;
 pub mod profile;
 #[cfg(test)]
 mod test_util;
