@@ -41,7 +41,7 @@ enum Command {
     Inspect(cmd_model::InspectArgs),
     /// Raw network output for a batch: NPY in, NPY out (f32). The hook parity checks use.
     Predict(cmd_model::PredictArgs),
-    /// Reconstruct an image from measurements with DPnP or DPS (writes PNGs + report.json).
+    /// Reconstruct an image from measurements with a posterior sampler (--method: DPnP, DPS; writes PNGs + report.json).
     Reconstruct(Box<cmd_reconstruct::ReconstructArgs>),
     /// Simulate a measurement y = A(x) + noise from a clean image (writes y.npy).
     Degrade(cmd_reconstruct::DegradeArgs),
@@ -56,8 +56,8 @@ enum Command {
     },
     /// Time the network forward (and input-gradient) pass of an architecture with random weights.
     Bench(cmd_bench::BenchArgs),
-    /// Reconstruction-quality benchmark: every task × baseline/DPnP-DDIM/DPnP-DDPM/DPS on a fixed
-    /// image set (default: 100 bundled MNIST test digits); PSNR/SSIM mean ± std, NFE, s/image.
+    /// Reconstruction-quality benchmark: every task × the baseline and every posterior sampler on a
+    /// fixed image set (default: 100 bundled MNIST test digits); PSNR/SSIM mean ± std, NFE, s/image.
     Eval(Box<cmd_eval::EvalArgs>),
 }
 

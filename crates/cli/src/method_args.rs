@@ -56,9 +56,9 @@ impl MethodArgs {
                 .help(help)
                 .allow_negative_numbers(true);
             arg = match spec.kind {
-                OptionType::Choice(c) => {
-                    arg.value_parser(PossibleValuesParser::new(c.iter().copied()))
-                }
+                OptionType::Choice(c) => arg
+                    .value_name(spec.name.replace('-', "_").to_uppercase())
+                    .value_parser(PossibleValuesParser::new(c.iter().copied())),
                 OptionType::Integer => arg.value_name("N"),
                 OptionType::Float => arg.value_name("X"),
                 OptionType::ImageFile | OptionType::ArrayFile => arg.value_name("FILE"),
