@@ -57,7 +57,7 @@ impl MethodArgs {
                 .allow_negative_numbers(true);
             arg = match spec.kind {
                 OptionType::Choice(c) => arg
-                    .value_name(spec.name.replace('-', "_").to_uppercase())
+                    .value_name("CHOICE")
                     .value_parser(PossibleValuesParser::new(c.iter().copied())),
                 OptionType::Integer => arg.value_name("N"),
                 OptionType::Float => arg.value_name("X"),
