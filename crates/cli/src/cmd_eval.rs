@@ -634,9 +634,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         std::fs::create_dir_all(args.out.join(d))
             .with_context(|| format!("cannot create the output folder {}", args.out.display()))?;
     }
-    let (net, scheduler_config, source) = common::load_net_or_random(&args.model, None)?;
-    let schedule = common::load_schedule(scheduler_config.as_deref())?;
-    let net = net.as_ref();
+    let prior = common::load_prior(&args.model, None)?;
+    let (schedule, source) = (prior.schedule.clone(), prior.info.source.clone());
+    let net = prior.net.as_ref();
     let c = net.in_channels();
     let size = net
         .sample_size()

@@ -339,10 +339,9 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
     if args.random_weights.is_some() && args.model.model.is_some() {
         bail!("--random-weights and --model are mutually exclusive");
     }
-    let (net, scheduler_config, source) =
-        common::load_net_or_random(&args.model, args.random_weights.as_deref())?;
-    let schedule = common::load_schedule(scheduler_config.as_deref())?;
-    let net = net.as_ref();
+    let prior = common::load_prior(&args.model, args.random_weights.as_deref())?;
+    let (schedule, source) = (prior.schedule.clone(), prior.info.source.clone());
+    let net = prior.net.as_ref();
     let c = net.in_channels();
     if c != 1 && c != 3 {
         bail!("the model has {c} channels; PNG input/output supports 1 (grayscale) or 3 (RGB)");
