@@ -82,8 +82,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let (device, dtype) = args.device.open()?;
     let net = genprior_nn::random_unet2d(cfg.clone(), 0, dtype, &device)?;
     let flops = genprior_nn::unet2d::flops::forward_flops(&cfg, h, w) * args.batch as f64;
-    let net: Box<dyn genprior_diffusion::ScoreModel> = Box::new(net);
-    time_and_report(&args, net.as_ref(), (cfg.in_channels, h, w), flops)
+    let net = genprior_prior::UNet2DScore(net);
+    time_and_report(&args, &net, (cfg.in_channels, h, w), flops)
 }
 
 fn run_adm(args: &BenchArgs) -> Result<()> {
@@ -92,6 +92,7 @@ fn run_adm(args: &BenchArgs) -> Result<()> {
     let s = cfg.image_size;
     let flops = genprior_nn::adm::flops::forward_flops(&cfg, s, s)? * args.batch as f64;
     let net = genprior_nn::adm::random_adm(cfg.clone(), 0, dtype, &device)?;
+    let net = genprior_prior::AdmScore(net);
     time_and_report(args, &net, (cfg.in_channels, s, s), flops)
 }
 

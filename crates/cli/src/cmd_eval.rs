@@ -160,9 +160,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let tasks = eval::parse_tasks(&args.tasks)?;
     let methods = eval::parse_methods(&args.methods)?;
     let options = args.method_opts.0.all()?;
-    let (net, scheduler_config, source) = common::load_net_or_random(&args.model, None)?;
-    let schedule = common::load_schedule(scheduler_config.as_deref())?;
-    let net = net.as_ref();
+    let prior = common::load_prior(&args.model, None)?;
+    let (schedule, source) = (&prior.schedule, prior.info.source.clone());
+    let net = prior.net.as_ref();
     let size = net.sample_size().ok_or_else(|| {
         anyhow::anyhow!("the model config has no square sample_size; cannot tell the image size")
     })?;
@@ -205,7 +205,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         force: args.force,
         header,
     };
-    run_with_bars(&cfg, net, &schedule, &set)?;
+    run_with_bars(&cfg, net, schedule, &set)?;
     println!("{}", std::fs::read_to_string(cfg.out.join("summary.md"))?);
     println!(
         "wrote {}/summary.md, summary.json, results/, reconstructions/ and grids/ (rows: clean, then {})",

@@ -82,8 +82,7 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
     println!("time scale shift:  {}", get("resnet_time_scale_shift"));
     println!(
         "scheduler config:  {}",
-        m.scheduler_config
-            .as_ref()
+        m.scheduler_config()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "none".into())
     );

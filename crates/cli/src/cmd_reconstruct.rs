@@ -184,10 +184,9 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
     let method_opts = args.method_opts.options_for(&args.method)?;
     std::fs::create_dir_all(args.out.join("samples"))
         .with_context(|| format!("cannot create the output folder {}", args.out.display()))?;
-    let (net, scheduler_config, source) =
-        common::load_net_or_random(&args.model, args.random_weights.as_deref())?;
-    let schedule = common::load_schedule(scheduler_config.as_deref())?;
-    let net = net.as_ref();
+    let prior = common::load_prior(&args.model, args.random_weights.as_deref())?;
+    let (schedule, source) = (&prior.schedule, &prior.info.source);
+    let net = prior.net.as_ref();
     let c = net.in_channels();
     if c != 1 && c != 3 {
         bail!("the model has {c} channels; PNG input/output supports 1 (grayscale) or 3 (RGB)");

@@ -118,11 +118,13 @@ fn validate(args: &SampleArgs) -> Result<Plan> {
 pub fn run(args: SampleArgs) -> Result<()> {
     let plan = validate(&args)?;
 
-    // The network and, unless overridden, the model's scheduler config.
-    let (net, model_sched, source) =
-        crate::common::load_net_or_random(&args.model, args.random_weights.as_deref())?;
-    let sched_path = args.scheduler_config.clone().or(model_sched);
-    let schedule = crate::common::load_schedule(sched_path.as_deref())?;
+    // The network and its schedule (--scheduler-config replaces the model's).
+    let prior = crate::common::load_prior_scheduled(
+        &args.model,
+        args.random_weights.as_deref(),
+        args.scheduler_config.as_deref(),
+    )?;
+    let (net, schedule, source) = (prior.net.as_ref(), &prior.schedule, &prior.info.source);
     // Checks steps against num_train_timesteps (and the spacing) before any work.
     schedule.timesteps(plan.steps)?;
 
@@ -162,8 +164,8 @@ pub fn run(args: SampleArgs) -> Result<()> {
         let b = plan.batch.min(args.num - first);
         bar.set_message(format!("batch {}/{n_batches}", bi + 1));
         let out = sample(
-            net.as_ref(),
-            &schedule,
+            net,
+            schedule,
             plan.kind,
             [b, c, size, size],
             plan.steps,

@@ -1,4 +1,7 @@
 //! The seam between samplers and score networks.
+//!
+//! This crate knows no network: genprior-prior implements the trait for the UNets of
+//! genprior-nn, and the analytic priors in [`crate::analytic`] implement it for tests.
 
 use candle_core::{Device, Result, Tensor};
 
@@ -26,51 +29,4 @@ pub trait ScoreModel {
     /// Native square image size, if the model has one.
     fn sample_size(&self) -> Option<usize>;
     fn device(&self) -> &Device;
-}
-
-impl ScoreModel for genprior_nn::UNet2DModel {
-    fn forward(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
-        genprior_nn::UNet2DModel::forward(self, x, t).map_err(into_candle)
-    }
-    fn in_channels(&self) -> usize {
-        self.config().in_channels
-    }
-    fn out_channels(&self) -> usize {
-        self.config().out_channels
-    }
-    fn sample_size(&self) -> Option<usize> {
-        match self.config().image_size() {
-            Some((h, w)) if h == w => Some(h),
-            _ => None,
-        }
-    }
-    fn device(&self) -> &Device {
-        genprior_nn::UNet2DModel::device(self)
-    }
-}
-
-/// Keep candle errors as they are; wrap the others with their message.
-fn into_candle(e: genprior_nn::NnError) -> candle_core::Error {
-    match e {
-        genprior_nn::NnError::Candle(c) => c,
-        other => candle_core::Error::Msg(other.to_string()),
-    }
-}
-
-impl ScoreModel for genprior_nn::AdmUNet {
-    fn forward(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
-        genprior_nn::AdmUNet::forward(self, x, t).map_err(into_candle)
-    }
-    fn in_channels(&self) -> usize {
-        self.config().in_channels
-    }
-    fn out_channels(&self) -> usize {
-        self.config().out_channels()
-    }
-    fn sample_size(&self) -> Option<usize> {
-        Some(self.config().image_size)
-    }
-    fn device(&self) -> &Device {
-        genprior_nn::AdmUNet::device(self)
-    }
 }
