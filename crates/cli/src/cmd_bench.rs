@@ -96,12 +96,13 @@ fn run_adm(args: &BenchArgs) -> Result<()> {
     time_and_report(args, &net, (cfg.in_channels, s, s), flops)
 }
 
-fn time_and_report(
+/// Seconds per pass (forward, or forward + input gradient with `--grad`) over `--iters`
+/// passes after a warm-up, and with `--profile` the per-op rows.
+fn time_passes(
     args: &BenchArgs,
     net: &dyn genprior_diffusion::ScoreModel,
     (c, h, w): (usize, usize, usize),
-    flops: f64,
-) -> Result<()> {
+) -> Result<(f64, Vec<serde_json::Value>)> {
     let device = net.device().clone();
     let x = Tensor::randn(0f32, 1f32, (args.batch, c, h, w), &device)?;
     let t = Tensor::full(500f32, args.batch, &device)?;
@@ -147,16 +148,43 @@ fn time_and_report(
             "calls_per_pass": 0.0,
         }));
     }
+    Ok((secs, ops))
+}
+
+fn print_profile(ops: &[serde_json::Value]) {
+    println!("per-op time (nested scopes, e.g. softmax inside attention, overlap their parent):");
+    println!(
+        "  {:<22} {:>10} {:>7} {:>8}",
+        "op", "s/pass", "share", "calls"
+    );
+    for o in ops {
+        println!(
+            "  {:<22} {:>10.4} {:>6.1}% {:>8.0}",
+            o["op"].as_str().unwrap_or(""),
+            o["seconds_per_pass"].as_f64().unwrap_or(0.0),
+            100.0 * o["share"].as_f64().unwrap_or(0.0),
+            o["calls_per_pass"].as_f64().unwrap_or(0.0),
+        );
+    }
+}
+
+fn time_and_report(
+    args: &BenchArgs,
+    net: &dyn genprior_diffusion::ScoreModel,
+    shape: (usize, usize, usize),
+    flops: f64,
+) -> Result<()> {
+    let (secs, ops) = time_passes(args, net, shape)?;
     // Forward + input gradient ≈ 2 forward passes of matmul/conv work.
     let work = if args.grad { 2.0 * flops } else { flops };
     let gflops = work / secs / 1e9;
     let rss = peak_rss_bytes() as f64 / (1 << 20) as f64;
-    let report = serde_json::json!({
+    let mut report = serde_json::json!({
         "arch": args.arch,
         "batch": args.batch,
         "grad": args.grad,
         "dtype": args.device.dtype,
-        "device": format!("{device:?}"),
+        "device": format!("{:?}", net.device()),
         "gflop_per_forward_per_image": flops / args.batch as f64 / 1e9,
         "seconds_per_pass": secs,
         "images_per_second": args.batch as f64 / secs,
@@ -164,42 +192,26 @@ fn time_and_report(
         "peak_rss_mib": rss,
         "iters": args.iters,
     });
-    let mut report = report;
     if args.profile {
         report["profile"] = serde_json::Value::Array(ops.clone());
     }
     if args.json {
         println!("{report}");
-    } else {
-        println!(
-            "{} batch {} {}: {:.4} s/pass, {:.2} images/s, {:.1} GFLOP/s ({:.2} GFLOP/image forward), peak RSS {:.0} MiB",
-            args.arch,
-            args.batch,
-            if args.grad { "forward+grad" } else { "forward" },
-            secs,
-            args.batch as f64 / secs,
-            gflops,
-            flops / args.batch as f64 / 1e9,
-            rss,
-        );
-        if args.profile {
-            println!(
-                "per-op time (nested scopes, e.g. softmax inside attention, overlap their parent):"
-            );
-            println!(
-                "  {:<22} {:>10} {:>7} {:>8}",
-                "op", "s/pass", "share", "calls"
-            );
-            for o in &ops {
-                println!(
-                    "  {:<22} {:>10.4} {:>6.1}% {:>8.0}",
-                    o["op"].as_str().unwrap_or(""),
-                    o["seconds_per_pass"].as_f64().unwrap_or(0.0),
-                    100.0 * o["share"].as_f64().unwrap_or(0.0),
-                    o["calls_per_pass"].as_f64().unwrap_or(0.0),
-                );
-            }
-        }
+        return Ok(());
+    }
+    println!(
+        "{} batch {} {}: {:.4} s/pass, {:.2} images/s, {:.1} GFLOP/s ({:.2} GFLOP/image forward), peak RSS {:.0} MiB",
+        args.arch,
+        args.batch,
+        if args.grad { "forward+grad" } else { "forward" },
+        secs,
+        args.batch as f64 / secs,
+        gflops,
+        flops / args.batch as f64 / 1e9,
+        rss,
+    );
+    if args.profile {
+        print_profile(&ops);
     }
     Ok(())
 }
