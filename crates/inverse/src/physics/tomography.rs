@@ -22,7 +22,8 @@
 //! gradients are exact.
 //!
 //! **Baseline (FBP)**: scikit-image's `iradon(sinogram, theta, circle=False,
-//! interpolation="linear", output_size=H)`: each projection zero-padded to
+//! interpolation="linear", output_size=H)` (which takes square images; an H × W image uses the
+//! same rule about the pixel (⌊H/2⌋, ⌊W/2⌋)): each projection zero-padded to
 //! P = max(64, 2^⌈log₂ 2D⌉), filtered in the Fourier domain by the ramp built from the
 //! discrete spatial ramp kernel (h(0) = 1/4, h(n odd) = −1/(πn)², Kak & Slaney eq. 61; filter
 //! 2·Re FFT(h)), optionally times the Hann window (`fftshift(np.hanning(P))`), then
