@@ -28,6 +28,7 @@ use crate::noise::{Gaussian, NoiseModel};
 use crate::operator::Operator;
 use crate::physics::{
     blur, compressed_sensing, denoise, inpainting, one_bit, phase_retrieval, super_resolution,
+    tomography,
 };
 
 /// Every task, one line per operator file, in the order `--help` and `task_names()` list them.
@@ -38,6 +39,7 @@ pub const ENTRIES: &[&[TaskEntry]] = &[
     phase_retrieval::ENTRIES,
     one_bit::ENTRIES,
     compressed_sensing::ENTRIES,
+    tomography::ENTRIES,
     denoise::ENTRIES,
 ];
 

@@ -8,6 +8,7 @@ pub mod inpainting;
 pub mod one_bit;
 pub mod phase_retrieval;
 pub mod super_resolution;
+pub mod tomography;
 
 pub use blur::{gaussian_kernel, motion_kernel, Blur, Kernel2d, DEFAULT_BLUR_KERNEL_SIZE};
 pub use compressed_sensing::CompressedSensing;
@@ -16,6 +17,7 @@ pub use inpainting::Inpainting;
 pub use one_bit::one_bit;
 pub use phase_retrieval::PhaseRetrieval;
 pub use super_resolution::{imresize_matrix, SrKernel, SuperResolution};
+pub use tomography::{FbpFilter, Tomography};
 
 use crate::error::{InverseError, Result};
 
