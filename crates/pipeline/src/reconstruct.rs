@@ -104,17 +104,21 @@ pub fn reconstruct(
 }
 
 /// Image-like measurement to write as PNG: `(1, C, h, w)` with the image's channel count.
-/// Measurements of nonlinear operators (phase-retrieval magnitudes) are scaled by their
-/// maximum absolute value, to [-1, 1].
+/// Measurements of nonlinear operators (phase-retrieval magnitudes, ≥ 0) are scaled by their
+/// maximum to [-1, 1]; linear ones far outside the image range (a CT sinogram's line
+/// integrals) are divided by their maximum absolute value; the rest are shown as they are.
 fn measurement_image(op: &dyn Operator, y: &Tensor, c: usize) -> Result<Option<Tensor>> {
     let ms = op.measurement_shape();
     if ms.len() != 3 || ms[0] != c || !(c == 1 || c == 3) {
         return Ok(None);
     }
     let y = y.to_dtype(DType::F32)?;
+    let mx = y.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-12) as f64;
     if !op.is_linear() {
-        let mx = y.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-12);
-        return Ok(Some(y.affine(2.0 / mx as f64, -1.0)?));
+        return Ok(Some(y.affine(2.0 / mx, -1.0)?));
+    }
+    if mx > 2.0 {
+        return Ok(Some(y.affine(1.0 / mx, 0.0)?));
     }
     Ok(Some(y))
 }
