@@ -61,6 +61,8 @@ fn tiny(_method: &str) -> Vec<&'static str> {
         "0.02",
         "--dps-steps",
         "3",
+        "--diffpir-steps",
+        "3",
     ]
 }
 
@@ -114,6 +116,10 @@ fn check_outputs(out: &Path, task: &str, method: &str, with_truth: bool) {
     assert!(r["parameters"]["task"]["task"] == task);
     if method == "dps" {
         assert_eq!(r["nfe"], 3);
+        assert!(r["mean_pcs_acceptance"].is_null());
+    } else if method == "diffpir" {
+        // 3 steps on the quadratic grid: the last one evaluates nothing.
+        assert_eq!(r["nfe"], 2);
         assert!(r["mean_pcs_acceptance"].is_null());
     } else {
         let a = r["mean_pcs_acceptance"].as_f64().unwrap();

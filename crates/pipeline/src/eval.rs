@@ -50,6 +50,8 @@ pub fn budget() -> Vec<(&'static str, OptionValue, OptionValue)> {
         ("dds-steps", int(5), int(2)),
         ("pcs-steps", int(100), int(10)),
         ("dps-steps", int(20), int(4)),
+        // DiffPIR at the DPS budget (the reference's 100 steps cost 99 evaluations per image).
+        ("diffpir-steps", int(20), int(4)),
         ("eta-min", OptionValue::Float(0.1), OptionValue::Float(0.1)),
         ("pcs-reg", OptionValue::Float(0.5), OptionValue::Float(0.5)),
         ("warm-start", "auto".into(), "auto".into()),

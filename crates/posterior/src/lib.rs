@@ -9,6 +9,8 @@
 //! - [`dpnp`]: the diffusion plug-and-play outer loop (Xu & Chi 2024): PCS alternating with
 //!   DDS under an annealing schedule of η.
 //! - [`dps`]: the DPS baseline (Chung et al. 2023), gradient through the network.
+//! - [`diffpir`]: DiffPIR (Zhu et al. 2023), a proximal data step on x̂₀ between partial
+//!   re-noisings.
 //! - [`stats`]: posterior mean and standard deviation of the samples.
 //!
 //! Every sampler sees the network only through [`genprior_diffusion::ScoreModel`] and its
@@ -18,6 +20,7 @@
 
 pub mod dds;
 pub mod denoiser;
+pub mod diffpir;
 pub mod dpnp;
 pub mod dps;
 pub mod energy;

@@ -112,6 +112,7 @@ pub fn methods() -> &'static [MethodEntry] {
         crate::dpnp::DPNP_DDIM,
         crate::dpnp::DPNP_DDPM,
         crate::dps::DPS,
+        crate::diffpir::DIFFPIR,
     ]
 }
 
@@ -163,7 +164,7 @@ mod tests {
     #[test]
     fn registry_is_consistent() {
         let names = method_names();
-        assert_eq!(names, vec!["dpnp-ddim", "dpnp-ddpm", "dps"]);
+        assert_eq!(names, vec!["dpnp-ddim", "dpnp-ddpm", "dps", "diffpir"]);
         // Options shared between methods have one type.
         for m in methods() {
             for o in m.options {
