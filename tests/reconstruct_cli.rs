@@ -114,17 +114,25 @@ fn check_outputs(out: &Path, task: &str, method: &str, with_truth: bool) {
     assert!(r["seconds"].as_f64().unwrap() >= 0.0);
     assert!(r["std_scale"].as_f64().unwrap() > 0.0);
     assert!(r["parameters"]["task"]["task"] == task);
-    if method == "dps" {
-        assert_eq!(r["nfe"], 3);
-        assert!(r["mean_pcs_acceptance"].is_null());
-    } else if method == "diffpir" {
-        // 3 steps on the quadratic grid: the last one evaluates nothing.
-        assert_eq!(r["nfe"], 2);
-        assert!(r["mean_pcs_acceptance"].is_null());
-    } else {
-        let a = r["mean_pcs_acceptance"].as_f64().unwrap();
-        assert!((0.0..=1.0).contains(&a), "{a}");
-        assert_eq!(r["outer_steps"].as_array().unwrap().len(), 2);
+    // The budgets of tiny(): DPS 3 steps; DiffPIR 3 steps on its quadratic grid, the last of
+    // which evaluates nothing. A method not named here only needs to evaluate the network.
+    let nfe = r["nfe"].as_u64().unwrap();
+    match method {
+        "dps" => assert_eq!(nfe, 3),
+        "diffpir" => assert_eq!(nfe, 2),
+        _ => assert!(nfe >= 1, "{r}"),
+    }
+    // Methods with an inner MCMC (DPnP's PCS) report its acceptance and one trace entry per
+    // outer step; the others report null.
+    match r["mean_pcs_acceptance"].as_f64() {
+        Some(a) => {
+            assert!((0.0..=1.0).contains(&a), "{a}");
+            assert_eq!(r["outer_steps"].as_array().unwrap().len(), 2);
+        }
+        None => assert!(
+            !method.starts_with("dpnp"),
+            "{method} reports no PCS acceptance"
+        ),
     }
     if with_truth {
         for k in ["reconstruction", "baseline"] {
