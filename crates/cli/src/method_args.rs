@@ -4,11 +4,11 @@
 
 use clap::builder::PossibleValuesParser;
 use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
-use genprior_posterior::{all_options, MethodOptions, OptionSpec, OptionType};
+use genprior_posterior::{all_options, MethodOptions, OptionSpec, OptionType, OptionValue};
 
 /// Defaults shown in the help where a command's own differ from the methods' (the
 /// benchmark's budget). `(option, text)`.
-pub type HelpDefaults = &'static [(&'static str, &'static str)];
+pub type HelpDefaults<'a> = &'a [(&'static str, String)];
 
 /// The method flags given on the command line, as text.
 #[derive(Debug, Clone, Default)]
@@ -39,7 +39,7 @@ impl MethodArgs {
     }
 
     /// Adds the flags to `cmd`, with `help_defaults` shown instead of the methods' defaults.
-    pub fn augment(cmd: Command, help_defaults: HelpDefaults) -> Command {
+    pub fn augment(cmd: Command, help_defaults: HelpDefaults<'_>) -> Command {
         let mut cmd = cmd;
         for spec in all_options() {
             let default = help_defaults
@@ -100,17 +100,20 @@ impl Args for MethodArgs {
 #[derive(Debug, Clone, Default)]
 pub struct EvalMethodArgs(pub MethodArgs);
 
-/// The benchmark budget as shown in `eval --help` (see `genprior_pipeline::eval::budget`).
-pub const EVAL_HELP_DEFAULTS: HelpDefaults = &[
-    ("outer-steps", "8; quick 2"),
-    ("k-start", "2; quick 1"),
-    ("dds-steps", "5; quick 2"),
-    ("pcs-steps", "100; quick 10"),
-    ("dps-steps", "20; quick 4"),
-    ("eta-min", "0.1"),
-    ("pcs-reg", "0.5"),
-    ("warm-start", "auto"),
-];
+/// The benchmark budget (`genprior_pipeline::eval::budget`) as shown in `eval --help`.
+fn eval_help_defaults() -> Vec<(&'static str, String)> {
+    let text = |v: &OptionValue| match v {
+        OptionValue::Choice(c) => c.clone(),
+        other => other.to_json().to_string(),
+    };
+    genprior_pipeline::eval::budget()
+        .into_iter()
+        .map(|(name, full, quick)| {
+            let (f, q) = (text(&full), text(&quick));
+            (name, if f == q { f } else { format!("{f}; quick {q}") })
+        })
+        .collect()
+}
 
 impl FromArgMatches for EvalMethodArgs {
     fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
@@ -124,11 +127,11 @@ impl FromArgMatches for EvalMethodArgs {
 
 impl Args for EvalMethodArgs {
     fn augment_args(cmd: Command) -> Command {
-        MethodArgs::augment(cmd, EVAL_HELP_DEFAULTS)
+        MethodArgs::augment(cmd, &eval_help_defaults())
     }
 
     fn augment_args_for_update(cmd: Command) -> Command {
-        MethodArgs::augment(cmd, EVAL_HELP_DEFAULTS)
+        MethodArgs::augment(cmd, &eval_help_defaults())
     }
 }
 
