@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use crate::dds::{dds_with_budget, DdsMethod};
 use crate::denoiser::Denoiser;
 use crate::dps::{dps_indexed, DpsConfig, DPS_STEPS, ZETA};
-use crate::energy::{default_energy_timesteps, lowest_energy};
+use crate::energy::{default_energy_timesteps, lowest_energy, sign_patterns};
 use crate::error::{invalid, Result};
 use crate::method::{
     Chains, MethodEntry, MethodProgress, PosteriorSampler, Problem, SamplerOutput,
@@ -129,9 +129,10 @@ pub enum WarmStart {
     Noise,
     /// A DPS run (one per chain) with these settings.
     Dps(DpsConfig),
-    /// Per chain, the classical baseline or its negative, whichever has the lower denoising
-    /// energy under the prior (for sign-blind measurements; 2·|T| extra network evaluations,
-    /// T = [`default_energy_timesteps`]).
+    /// Per chain, the classical baseline with the per-channel sign pattern (of the 2^C, see
+    /// [`crate::energy::sign_patterns`]) that has the lowest denoising energy under the prior,
+    /// for measurements blind to each channel's sign (phase retrieval); 2^C·|T| extra network
+    /// evaluations, T = [`default_energy_timesteps`].
     BaselineSign,
     /// Given start points: `(1, C, H, W)` (shared) or `(K, C, H, W)`.
     Given(Tensor),
@@ -268,15 +269,16 @@ fn start_points(
                 .to_device(device)?;
             let b = b.broadcast_as((k, c, h, w))?.contiguous()?;
             let ts = default_energy_timesteps(schedule);
+            let candidates = sign_patterns(&b)?;
             let (x0, _) = lowest_energy(
                 model,
                 schedule,
-                &[b.clone(), b.neg()?],
+                &candidates,
                 &ts,
                 seeds::derive(cfg.seed, seeds::WARM_START),
                 cfg.first_index,
             )?;
-            (x0, 2 * ts.len())
+            (x0, candidates.len() * ts.len())
         }
         WarmStart::Given(x) => {
             let x = x.to_dtype(candle_core::DType::F32)?.to_device(device)?;
@@ -452,7 +454,7 @@ pub const DPNP_OPTIONS: &[OptionSpec] = &[
     ),
     opt(
         "warm-start",
-        "DPnP: start from the classical baseline, pure noise, a DPS run (--dps-steps, --zeta), the baseline or its negative per chain by the prior's denoising energy (baseline-sign), or auto (a DPS run for sign-ambiguous operators such as phase retrieval, the baseline otherwise)",
+        "DPnP: start from the classical baseline, pure noise, a DPS run (--dps-steps, --zeta), the baseline with the per-channel signs the prior prefers (baseline-sign: 2^C candidates scored by denoising energy), or auto (a DPS run for sign-ambiguous operators such as phase retrieval, the baseline otherwise)",
         OptionType::Choice(&["baseline", "noise", "dps", "baseline-sign", "auto"]),
         OptionDefault::Choice("baseline"),
     ),

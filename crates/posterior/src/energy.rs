@@ -65,6 +65,28 @@ pub fn denoising_energy(
     Ok(total)
 }
 
+/// Every per-channel sign pattern of `x` (`(B, C, H, W)`): the 2^C tensors whose channel c
+/// is multiplied by −1 where bit c of the pattern index is set (pattern 0 is `x`, pattern 1
+/// flips channel 0, ...). A measurement that cannot see a per-channel sign, such as
+/// |F(M x_c)| in phase retrieval, cannot tell these apart; the prior can.
+pub fn sign_patterns(x: &Tensor) -> Result<Vec<Tensor>> {
+    let (_, c, _, _) = x.dims4()?;
+    if c > 8 {
+        return invalid(format!(
+            "sign patterns of {c} channels would be 2^{c} candidates; at most 8 channels"
+        ));
+    }
+    (0..1usize << c)
+        .map(|pattern| {
+            let signs: Vec<f32> = (0..c)
+                .map(|ch| if pattern >> ch & 1 == 1 { -1.0 } else { 1.0 })
+                .collect();
+            let s = Tensor::from_vec(signs, (1, c, 1, 1), x.device())?.to_dtype(x.dtype())?;
+            Ok(x.broadcast_mul(&s)?)
+        })
+        .collect()
+}
+
 /// For each chain b, the candidate (of `candidates`, each `(B, C, H, W)`) with the lowest
 /// [`denoising_energy`] (every candidate sees the same noise). Returns the chosen batch and,
 /// per chain, the index of the chosen candidate.
@@ -147,5 +169,42 @@ mod tests {
         assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
         assert!(denoising_energy(&prior, &s, &both, &[], 0, 0).is_err());
         assert!(denoising_energy(&prior, &s, &both, &[5000], 0, 0).is_err());
+    }
+
+    #[test]
+    fn per_channel_signs_are_chosen_by_the_prior() {
+        let s = Schedule::new(SchedulerConfig {
+            clip_sample: false,
+            ..SchedulerConfig::default()
+        })
+        .unwrap();
+        // Three channels, each concentrated around its own non-zero mean.
+        let mu = vec![
+            0.8, -0.6, 0.7, 0.9, -0.7, 0.5, 0.6, -0.8, 0.9, 0.7, -0.5, 0.8,
+        ];
+        let prior =
+            GaussianPrior::new(mu.clone(), vec![0.01; 12], [3, 2, 2], &s, &Device::Cpu).unwrap();
+        let truth = Tensor::from_vec(
+            mu.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+            (1, 3, 2, 2),
+            &Device::Cpu,
+        )
+        .unwrap();
+        // A start with channel 1 flipped: of the 8 patterns, the one flipping it back wins.
+        let flip = Tensor::from_vec(vec![1f32, -1.0, 1.0], (1, 3, 1, 1), &Device::Cpu).unwrap();
+        let start = truth.broadcast_mul(&flip).unwrap();
+        let cands = sign_patterns(&start).unwrap();
+        assert_eq!(cands.len(), 8);
+        let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(v(&cands[0]), v(&start));
+        for (i, a) in cands.iter().enumerate() {
+            for b in &cands[i + 1..] {
+                assert_ne!(v(a), v(b));
+            }
+        }
+        let ts = default_energy_timesteps(&s);
+        let (chosen, idx) = lowest_energy(&prior, &s, &cands, &ts, 9, 0).unwrap();
+        assert_eq!(idx, vec![0b010]);
+        assert_eq!(v(&chosen), v(&truth));
     }
 }

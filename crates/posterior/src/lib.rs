@@ -41,7 +41,7 @@ pub use dpnp::{
     WarmStart,
 };
 pub use dps::{default_zeta, dps, dps_indexed, DpsConfig, DpsMisfit, DpsOutput, DpsSampler};
-pub use energy::{default_energy_timesteps, denoising_energy, lowest_energy};
+pub use energy::{default_energy_timesteps, denoising_energy, lowest_energy, sign_patterns};
 pub use error::{PosteriorError, Result};
 pub use method::{
     all_options, build_sampler, method, method_names, methods, Chains, MethodEntry, MethodProgress,

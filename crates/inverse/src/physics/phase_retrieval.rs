@@ -15,8 +15,9 @@
 //!
 //! Baseline: Fienup's HIO (β = 0.9, 200 iterations) then 50 error-reduction iterations per
 //! channel, with the support and sign pattern of the mask and the box constraint x ∈ [-1, 1]; the
-//! masked-out pixels (3/4 of them) are then filled by interpolation. The global sign of x is not
-//! identifiable from |F·| and is left as HIO finds it.
+//! masked-out pixels (3/4 of them) are then filled by interpolation. The sign of each channel
+//! is not identifiable from |F·| (x_c → −x_c leaves |F(M x_c)| unchanged) and is left as HIO
+//! finds it; DPnP's `baseline-sign` start picks among the 2^C patterns with the prior.
 
 use std::sync::Arc;
 
