@@ -1,6 +1,7 @@
 //! Small host linear-algebra helpers: dot products and conjugate gradients.
 
 use crate::error::{InverseError, Result};
+use crate::operator::Operator;
 
 pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -8,6 +9,31 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
 
 pub fn norm2(a: &[f64]) -> f64 {
     dot(a, a)
+}
+
+/// Solves a shifted Gram system M x = rhs, M = f(AᵀA, I), of a linear operator by conjugate
+/// gradients: `combine(g, v)` gives (M v)_i from g = (AᵀA v)_i and v = v_i (e.g.
+/// `|g, v| g / σ² + v / γ²`). For operators whose AᵀA is diagonal or FFT-diagonal, use
+/// [`Operator::solve_shifted_gram_host`] first; this is the general fallback.
+pub fn shifted_gram_cg(
+    op: &dyn Operator,
+    rhs: &[f64],
+    combine: impl Fn(f64, f64) -> f64,
+    rel_tol: f64,
+    max_iter: usize,
+) -> Result<Vec<f64>> {
+    conjugate_gradient(
+        |v| {
+            let mut out = op.adjoint_host(&op.forward_host(v)?)?;
+            for (o, vi) in out.iter_mut().zip(v) {
+                *o = combine(*o, *vi);
+            }
+            Ok(out)
+        },
+        rhs,
+        rel_tol,
+        max_iter,
+    )
 }
 
 /// Conjugate gradients for a symmetric positive-definite operator `apply`: solves `M x = b`

@@ -50,7 +50,7 @@
 use candle_core::{DType, Tensor};
 use genprior_diffusion::BatchNoise;
 use genprior_inverse::host::{from_host, to_host};
-use genprior_inverse::linalg::{conjugate_gradient, norm2};
+use genprior_inverse::linalg::{norm2, shifted_gram_cg};
 use genprior_inverse::{Operator, ReferenceTask};
 use serde_json::{json, Value};
 
@@ -342,18 +342,9 @@ pub fn proximal_step(
             };
             let x = match direct {
                 Some(r) => r?,
-                None => conjugate_gradient(
-                    |v| {
-                        let mut out = op.adjoint_host(&op.forward_host(v)?)?;
-                        for (o, vi) in out.iter_mut().zip(v) {
-                            *o = a * *o + mu * vi;
-                        }
-                        Ok(out)
-                    },
-                    &rhs,
-                    CG_TOL,
-                    4 * rhs.len() + 100,
-                )?,
+                None => {
+                    shifted_gram_cg(op, &rhs, |g, v| a * g + mu * v, CG_TOL, 4 * rhs.len() + 100)?
+                }
             };
             Ok(x)
         }

@@ -35,7 +35,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
 use genprior_inverse::host::{from_host, to_host};
-use genprior_inverse::linalg::conjugate_gradient;
+use genprior_inverse::linalg::shifted_gram_cg;
 use genprior_inverse::{InverseError, Operator, Result};
 
 /// Which PCS sampler to run.
@@ -383,18 +383,7 @@ pub fn exact_gaussian_host(
         .collect();
     match op.solve_shifted_gram_host(&rhs, 1.0 / s2, 1.0 / g2) {
         Some(r) => r,
-        None => conjugate_gradient(
-            |v| {
-                let mut out = op.adjoint_host(&op.forward_host(v)?)?;
-                for (o, vi) in out.iter_mut().zip(v) {
-                    *o = *o / s2 + vi / g2;
-                }
-                Ok(out)
-            },
-            &rhs,
-            1e-10,
-            cg_max_iter,
-        ),
+        None => shifted_gram_cg(op, &rhs, |g, v| g / s2 + v / g2, 1e-10, cg_max_iter),
     }
 }
 
