@@ -204,7 +204,7 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
     );
     let problem = Problem {
         model: net,
-        schedule: &schedule,
+        schedule,
         op: op.as_ref(),
         y: &y,
     };
@@ -216,7 +216,7 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
         &args,
         op.as_ref(),
         sampler.as_ref(),
-        &source,
+        source,
         measurement_source,
     );
     let report = rec.write(&args.out, op.as_ref(), &y, truth.as_ref(), report)?;

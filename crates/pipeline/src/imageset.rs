@@ -152,7 +152,8 @@ pub fn load_image_set(
     }
     let all = if (h, w) == (size, size) {
         all
-    } else if h <= size && w <= size && (size - h) % 2 == 0 && (size - w) % 2 == 0 {
+    } else if h <= size && w <= size && (size - h).is_multiple_of(2) && (size - w).is_multiple_of(2)
+    {
         let (ph, pw) = ((size - h) / 2, (size - w) / 2);
         ((all + 1.0)?
             .pad_with_zeros(2, ph, ph)?
