@@ -211,28 +211,27 @@ pub fn run(
     }
     let truth = &images.images;
     let (n, c, h, w) = truth.dims4()?;
-    // Every method's options must be valid before anything runs.
-    for task in &cfg.tasks {
-        let (op, _) = build_task(cfg, task, [c, h, w])?;
-        for m in cfg.methods.iter().filter(|m| *m != BASELINE) {
-            build_sampler(
-                m,
-                &declared(m, &options_for(cfg, op.as_ref()))?,
-                op.as_ref(),
-            )?;
-        }
-    }
+    // Every task and method is built (so every option checked) before anything runs.
+    let mut plan = Vec::with_capacity(cfg.tasks.len());
     for task in &cfg.tasks {
         let (op, task_desc) = build_task(cfg, task, [c, h, w])?;
+        let samplers = cfg
+            .methods
+            .iter()
+            .map(|m| {
+                if m == BASELINE {
+                    return Ok(None);
+                }
+                let o = declared(m, &options_for(cfg, op.as_ref()))?;
+                Ok(Some(build_sampler(m, &o, op.as_ref())?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        plan.push((task, op, task_desc, samplers));
+    }
+    for (task, op, task_desc, samplers) in &plan {
         // One measurement per image, all from the seed, independent of the batch size.
         let y = simulate(op.as_ref(), truth, cfg.seed)?;
-        for method in &cfg.methods {
-            let sampler = if method == BASELINE {
-                None
-            } else {
-                let o = declared(method, &options_for(cfg, op.as_ref()))?;
-                Some(build_sampler(method, &o, op.as_ref())?)
-            };
+        for (method, sampler) in cfg.methods.iter().zip(samplers) {
             let settings = json!({
                 "task": task_desc,
                 "method": method,

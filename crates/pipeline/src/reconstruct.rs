@@ -129,9 +129,9 @@ impl Reconstruction {
         let Some(x) = truth else {
             return Ok((Value::Null, Value::Null));
         };
+        let b = genprior_inverse::to_unit_range(x)?;
         let score = |img: &Tensor| -> Result<Value> {
             let a = genprior_inverse::to_unit_range(img)?;
-            let b = genprior_inverse::to_unit_range(x)?;
             let p = genprior_inverse::psnr(&a, &b)?[0];
             let s = genprior_inverse::ssim(&a, &b).ok().map(|v| v[0]);
             Ok(json!({"psnr": finite_or_null(p), "ssim": s}))
