@@ -151,29 +151,31 @@ fn measurement(
     }
 }
 
-/// The run's description for `report.json` (the results are added when it is written).
-fn report(
-    args: &ReconstructArgs,
+/// The run's description for `report.json` (the results are added when it is written):
+/// task, method, seed, model and every parameter (task options, the sampler's settings).
+pub(crate) fn run_report(
+    task: &TaskArgs,
+    device: &common::DeviceArgs,
+    method: &str,
+    seed: u64,
     op: &dyn Operator,
     sampler: &dyn PosteriorSampler,
     source: &str,
-    measurement_source: String,
 ) -> Value {
     let mut parameters = json!({
-        "task": &args.task,
-        "noise_sigma": args.task.noise_sigma(),
+        "task": task,
+        "noise_sigma": task.noise_sigma(),
         "likelihood_temperature": op.temperature(),
-        "device": args.model.device.device,
-        "dtype": args.model.device.dtype,
+        "device": device.device,
+        "dtype": device.dtype,
     });
     if let (Some(p), Value::Object(s)) = (parameters.as_object_mut(), sampler.settings()) {
         p.extend(s);
     }
     json!({
-        "task": args.task.task,
-        "method": args.method,
-        "seed": args.seed,
-        "measurement_source": measurement_source,
+        "task": task.task,
+        "method": method,
+        "seed": seed,
         "model": source,
         "parameters": parameters,
     })
@@ -212,13 +214,16 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
     let chains = Chains::new(args.samples, args.seed);
     let rec = run_sampler(&problem, sampler.as_ref(), &chains, &mut |e| bars.update(e))?;
     bars.finish();
-    let report = report(
-        &args,
+    let mut report = run_report(
+        &args.task,
+        &args.model.device,
+        &args.method,
+        args.seed,
         op.as_ref(),
         sampler.as_ref(),
         source,
-        measurement_source,
     );
+    report["measurement_source"] = json!(measurement_source);
     let report = rec.write(&args.out, op.as_ref(), &y, truth.as_ref(), report)?;
     println!(
         "{}: {} sample(s) in {:.2} s, {} network evaluations; wrote {}",

@@ -50,13 +50,16 @@ pub struct DeviceArgs {
     /// Precision of the network evaluation (sampler and likelihood math stay f32).
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
     pub dtype: String,
+    /// CUDA device to open (0 unless a batch shard runs one process per GPU).
+    #[arg(skip)]
+    pub cuda_ordinal: usize,
 }
 
 impl DeviceArgs {
     /// Open the device, printing the choice to stderr.
     pub fn open(&self) -> Result<(Device, DType)> {
         let choice: DeviceChoice = self.device.parse()?;
-        let (device, desc) = genprior_nn::select_device(choice)?;
+        let (device, desc) = genprior_nn::select_device_at(choice, self.cuda_ordinal)?;
         eprintln!("device: {desc}");
         let dtype = genprior_nn::parse_dtype(&self.dtype)?;
         Ok((device, dtype))

@@ -3,6 +3,7 @@
 //! The binary only parses arguments, loads, calls library crates and writes files.
 
 mod bench_ops;
+mod cmd_batch;
 mod cmd_bench;
 mod cmd_eval;
 mod cmd_lowrank;
@@ -59,19 +60,28 @@ enum Command {
     /// Reconstruction-quality benchmark: every task × the baseline and every posterior sampler on a
     /// fixed image set (default: 100 bundled MNIST test digits); PSNR/SSIM mean ± std, NFE, s/image.
     Eval(Box<cmd_eval::EvalArgs>),
+    /// Reconstruct a whole dataset (a folder or a CSV/JSONL manifest): micro-batched, sharded
+    /// over Slurm array tasks, Kubernetes Indexed Jobs or GPUs, resumable; one folder per item.
+    Batch(Box<cmd_batch::BatchArgs>),
+    /// Merge a batch output folder's item reports into summary.json / summary.md (and list the
+    /// items that are missing or failed).
+    Merge(cmd_batch::MergeArgs),
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.cmd {
-        Command::Inspect(a) => cmd_model::inspect(a),
-        Command::Predict(a) => cmd_model::predict(a),
-        Command::Reconstruct(a) => cmd_reconstruct::reconstruct(*a),
-        Command::Degrade(a) => cmd_reconstruct::degrade(a),
-        Command::Convert(a) => cmd_model::convert(a),
-        Command::Sample(a) => cmd_sample::run(a),
-        Command::Lowrank { cmd } => cmd_lowrank::run(cmd),
-        Command::Bench(a) => cmd_bench::run(a),
-        Command::Eval(a) => cmd_eval::run(*a),
+        Command::Batch(a) => cmd_batch::run(*a),
+        Command::Inspect(a) => ok(cmd_model::inspect(a)),
+        Command::Predict(a) => ok(cmd_model::predict(a)),
+        Command::Reconstruct(a) => ok(cmd_reconstruct::reconstruct(*a)),
+        Command::Degrade(a) => ok(cmd_reconstruct::degrade(a)),
+        Command::Convert(a) => ok(cmd_model::convert(a)),
+        Command::Sample(a) => ok(cmd_sample::run(a)),
+        Command::Lowrank { cmd } => ok(cmd_lowrank::run(cmd)),
+        Command::Bench(a) => ok(cmd_bench::run(a)),
+        Command::Eval(a) => ok(cmd_eval::run(*a)),
+        Command::Merge(a) => ok(cmd_batch::merge(a)),
     }
 }
 
@@ -104,7 +114,7 @@ fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // One line, no backtrace: the chain of causes joined by ": ".
             eprintln!("error: {e:#}");

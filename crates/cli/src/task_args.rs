@@ -207,6 +207,39 @@ impl TaskArgs {
         })
     }
 
+    /// These arguments with `overrides` (flag name → text value, e.g. a batch manifest's
+    /// per-item options) given in place of the command line's; file options are paths
+    /// relative to `base`.
+    pub(crate) fn with_overrides(
+        &self,
+        overrides: &std::collections::BTreeMap<String, String>,
+        base: &std::path::Path,
+    ) -> Result<TaskArgs> {
+        let mut out = self.clone();
+        for (name, text) in overrides {
+            let Some(v) = out
+                .values
+                .iter_mut()
+                .find(|v| v.flag.shared.spec.name == name)
+            else {
+                bail!("unknown task option `{name}` (options are flag names, such as noise-sigma)");
+            };
+            let kind = v.flag.shared.spec.kind;
+            v.value = Some(if kind.is_file() {
+                TaskValue::Path(base.join(text))
+            } else {
+                match kind.parse_scalar(name, text).map_err(anyhow::Error::msg)? {
+                    OptionValue::Float(x) => TaskValue::Float(x),
+                    OptionValue::Integer(x) => TaskValue::Integer(x),
+                    OptionValue::Choice(x) => TaskValue::Choice(x),
+                    OptionValue::Tensor(_) => bail!("--{name}: unexpected file value"),
+                }
+            });
+            v.given = true;
+        }
+        Ok(out)
+    }
+
     /// The operator for images of shape `[C, H, W]`: checks the task name, that every given
     /// flag applies to the task and the required ones are given, loads the files, and builds.
     pub(crate) fn build(&self, shape: [usize; 3]) -> Result<Box<dyn Operator>> {

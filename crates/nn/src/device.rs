@@ -28,20 +28,20 @@ impl std::str::FromStr for DeviceChoice {
     }
 }
 
-/// Try to open CUDA device 0. candle's dynamically loaded CUDA libraries panic when the
+/// Try to open CUDA device `ordinal`. candle's dynamically loaded CUDA libraries panic when the
 /// driver is absent, so the attempt runs under `catch_unwind` and any failure (error
 /// or panic) becomes a message.
-fn try_cuda() -> std::result::Result<Device, String> {
+fn try_cuda(ordinal: usize) -> std::result::Result<Device, String> {
     if !cfg!(feature = "cuda") {
         return Err("this genprior binary was built without CUDA support (rebuild with --features cuda, see scripts/build-cuda.sh)".into());
     }
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let res = std::panic::catch_unwind(|| Device::new_cuda(0));
+    let res = std::panic::catch_unwind(|| Device::new_cuda(ordinal));
     std::panic::set_hook(prev);
     match res {
         Ok(Ok(d)) => Ok(d),
-        Ok(Err(e)) => Err(format!("CUDA device 0 is not usable: {e}")),
+        Ok(Err(e)) => Err(format!("CUDA device {ordinal} is not usable: {e}")),
         Err(p) => {
             let msg = p
                 .downcast_ref::<String>()
@@ -97,10 +97,15 @@ fn try_metal() -> std::result::Result<Device, String> {
 /// Open the requested device. Returns the device and a one-line description of the
 /// choice (for `auto`, including why faster devices were skipped).
 pub fn select_device(choice: DeviceChoice) -> Result<(Device, String)> {
+    select_device_at(choice, 0)
+}
+
+/// [`select_device`] with CUDA device `cuda_ordinal` instead of 0 (one process per GPU).
+pub fn select_device_at(choice: DeviceChoice, cuda_ordinal: usize) -> Result<(Device, String)> {
     match choice {
         DeviceChoice::Cpu => Ok((Device::Cpu, "cpu".into())),
-        DeviceChoice::Cuda => try_cuda()
-            .map(|d| (d, "cuda:0".into()))
+        DeviceChoice::Cuda => try_cuda(cuda_ordinal)
+            .map(|d| (d, format!("cuda:{cuda_ordinal}")))
             .map_err(NnError::Device),
         DeviceChoice::Metal => try_metal()
             .map(|d| (d, "metal:0".into()))
@@ -108,8 +113,8 @@ pub fn select_device(choice: DeviceChoice) -> Result<(Device, String)> {
         DeviceChoice::Auto => {
             let mut why = Vec::new();
             if cfg!(feature = "cuda") {
-                match try_cuda() {
-                    Ok(d) => return Ok((d, "cuda:0 (auto)".into())),
+                match try_cuda(cuda_ordinal) {
+                    Ok(d) => return Ok((d, format!("cuda:{cuda_ordinal} (auto)"))),
                     Err(e) => why.push(e),
                 }
             }

@@ -24,7 +24,7 @@ use std::rc::Rc;
 use candle_core::{DType, Device, Tensor};
 
 pub use adm::{AdmConfig, AdmUNet};
-pub use device::{parse_dtype, select_device, DeviceChoice};
+pub use device::{parse_dtype, select_device, select_device_at, DeviceChoice};
 pub use error::{NnError, Result};
 pub use unet2d::{UNet2DConfig, UNet2DModel};
 pub use weights::{WeightStore, Weights};

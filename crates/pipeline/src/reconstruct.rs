@@ -85,22 +85,56 @@ pub fn reconstruct(
     chains: &Chains,
     progress: &mut dyn FnMut(MethodProgress),
 ) -> Result<Reconstruction> {
-    let baseline = problem.op.baseline(problem.y)?.to_dtype(DType::F32)?;
+    let mut v = reconstruct_many(problem, sampler, chains, 1, progress)?;
+    Ok(v.remove(0))
+}
+
+/// Several reconstructions in one sampler call: `problem.y` holds `items` measurements, each
+/// repeated `chains.count / items` times (one per chain, item-major), or one measurement when
+/// `items` is 1. Item j gets chains j·K .. (j+1)·K − 1 of the call; the call's wall time is
+/// shared equally between the items, and each reports the call's network evaluations (a
+/// batched evaluation serves every item).
+pub fn reconstruct_many(
+    problem: &Problem,
+    sampler: &dyn PosteriorSampler,
+    chains: &Chains,
+    items: usize,
+    progress: &mut dyn FnMut(MethodProgress),
+) -> Result<Vec<Reconstruction>> {
+    if items == 0 || chains.count % items != 0 {
+        bail!(
+            "{} chains cannot be split evenly between {items} items",
+            chains.count
+        );
+    }
+    let k = chains.count / items;
+    let by = problem.y.dim(0)?;
+    if !(by == chains.count || (by == 1 && items == 1)) {
+        bail!("measurement batch {by} does not match {items} item(s) × {k} chains",);
+    }
     let start = Instant::now();
     let out = sampler.sample(problem, chains, progress)?;
-    let seconds = start.elapsed().as_secs_f64();
-    let samples = out.samples.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
-    let (mean, std) = mean_and_std(&samples)?;
-    Ok(Reconstruction {
-        samples,
-        mean,
-        std,
-        baseline: baseline.to_device(&Device::Cpu)?,
-        nfe: out.nfe,
-        seconds,
-        mean_acceptance: out.mean_acceptance,
-        trace: out.trace,
-    })
+    let seconds = start.elapsed().as_secs_f64() / items as f64;
+    let all = out.samples.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+    genprior_nn::check_finite(&all, "the posterior samples")?;
+    (0..items)
+        .map(|j| {
+            let y = problem.y.narrow(0, if by == 1 { 0 } else { j * k }, 1)?;
+            let baseline = problem.op.baseline(&y)?.to_dtype(DType::F32)?;
+            let samples = all.narrow(0, j * k, k)?;
+            let (mean, std) = mean_and_std(&samples)?;
+            Ok(Reconstruction {
+                samples,
+                mean,
+                std,
+                baseline: baseline.to_device(&Device::Cpu)?,
+                nfe: out.nfe,
+                seconds,
+                mean_acceptance: out.mean_acceptance,
+                trace: out.trace.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Image-like measurement to write as PNG: `(1, C, h, w)` with the image's channel count.
@@ -140,7 +174,8 @@ impl Reconstruction {
     }
 
     /// Writes the output folder `dir` (which must exist, with a `samples/` subfolder):
-    /// `reconstruction.png` (posterior mean), `samples/NNN.png`, `std.png`, `baseline.png`,
+    /// `reconstruction.png` (posterior mean), `samples/NNN.png` and `samples.npy` (f32, `(K, C, H,
+    /// W)` in [-1, 1]), `std.png`, `baseline.png`,
     /// `measurement.npy` (+ `measurement.png` where image-like) and `report.json`, which is
     /// `report` with the run's results added. Returns the full report.
     pub fn write(
@@ -168,6 +203,7 @@ impl Reconstruction {
             dir.join("std.png"),
         )?;
         save_image(&self.baseline.clamp(-1.0, 1.0)?, dir.join("baseline.png"))?;
+        write_npy(&self.samples, &dir.join("samples.npy"))?;
         write_npy(y, &dir.join("measurement.npy"))?;
         let wrote_measurement_png = match measurement_image(op, y, c)? {
             Some(img) => {
