@@ -74,14 +74,16 @@ fn checked(index: usize, count: usize, source: String, local_rank: Option<usize>
 /// The shard of this process. `explicit` is `--shard i/n`, `num_shards` is `--num-shards`,
 /// `env` reads the environment. In order of precedence:
 /// 1. `--shard i/n`;
-/// 2. a Slurm array task: index (`SLURM_ARRAY_TASK_ID` − `SLURM_ARRAY_TASK_MIN`) /
-///    `SLURM_ARRAY_TASK_STEP` of `SLURM_ARRAY_TASK_COUNT`;
+/// 2. a Slurm array task: with `--num-shards N`, shard `SLURM_ARRAY_TASK_ID` of N (array ids
+///    0..N−1 are the shards, so one task can be resubmitted alone); without it, index
+///    (`SLURM_ARRAY_TASK_ID` − `SLURM_ARRAY_TASK_MIN`) / `SLURM_ARRAY_TASK_STEP` of
+///    `SLURM_ARRAY_TASK_COUNT`;
 /// 3. a Kubernetes Indexed Job: `JOB_COMPLETION_INDEX` of `--num-shards` (the Job's
 ///    completions);
 /// 4. one process per GPU: `LOCAL_RANK` of `--num-shards`, else of `LOCAL_WORLD_SIZE`;
 /// 5. otherwise the whole run (`--num-shards` above 1 without an index is an error).
 ///
-/// `--num-shards` given with a Slurm array or `--shard` must agree with their count.
+/// `--num-shards` given with `--shard` must agree with its count.
 pub fn resolve_shard(
     explicit: Option<&str>,
     num_shards: Option<usize>,
@@ -105,6 +107,16 @@ pub fn resolve_shard(
     }
     if let Some(id) = env("SLURM_ARRAY_TASK_ID") {
         let id = parse_usize("SLURM_ARRAY_TASK_ID", &id)?;
+        if let Some(n) = num_shards {
+            // Array ids are the shard indices: resubmitting one task (`--array=7`) keeps its
+            // shard.
+            return checked(
+                id,
+                n,
+                format!("Slurm array task {id} of --num-shards {n}"),
+                None,
+            );
+        }
         let Some(count) = env("SLURM_ARRAY_TASK_COUNT") else {
             bail!("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not");
         };
@@ -120,7 +132,6 @@ pub fn resolve_shard(
         if id < min || (id - min) % step != 0 {
             bail!("SLURM_ARRAY_TASK_ID={id} is not on the array's grid (min {min}, step {step})");
         }
-        agree(count, "the Slurm array (SLURM_ARRAY_TASK_COUNT)")?;
         let source = format!("Slurm array task {id} (min {min}, step {step}, {count} tasks)");
         return checked((id - min) / step, count, source, None);
     }
@@ -215,6 +226,8 @@ mod tests {
         assert_eq!((s.index, s.count), (3, 4));
         // --shard wins over the environment.
         assert_eq!(resolve_shard(Some("0/2"), None, &slurm).unwrap().count, 2);
+        let s = resolve_shard(None, Some(8), &slurm).unwrap();
+        assert_eq!((s.index, s.count), (7, 8));
         assert!(resolve_shard(None, Some(5), &slurm).is_err());
         let off_grid = env_of(&[
             ("SLURM_ARRAY_TASK_ID", "2"),
