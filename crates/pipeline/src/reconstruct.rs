@@ -101,7 +101,7 @@ pub fn reconstruct_many(
     items: usize,
     progress: &mut dyn FnMut(MethodProgress),
 ) -> Result<Vec<Reconstruction>> {
-    if items == 0 || chains.count % items != 0 {
+    if items == 0 || !chains.count.is_multiple_of(items) {
         bail!(
             "{} chains cannot be split evenly between {items} items",
             chains.count

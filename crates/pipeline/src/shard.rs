@@ -129,7 +129,7 @@ pub fn resolve_shard(
             Some(v) => parse_usize("SLURM_ARRAY_TASK_STEP", &v)?.max(1),
             None => 1,
         };
-        if id < min || (id - min) % step != 0 {
+        if id < min || !(id - min).is_multiple_of(step) {
             bail!("SLURM_ARRAY_TASK_ID={id} is not on the array's grid (min {min}, step {step})");
         }
         let source = format!("Slurm array task {id} (min {min}, step {step}, {count} tasks)");
@@ -194,8 +194,11 @@ mod tests {
                         let s = checked(index, count, "t".into(), None).unwrap();
                         let r = s.items(n, block);
                         // Whole blocks only.
-                        assert!(r.is_empty() || r.start % block == 0, "{r:?}");
-                        assert!(r.is_empty() || r.end % block == 0 || r.end == n, "{r:?}");
+                        assert!(r.is_empty() || r.start.is_multiple_of(block), "{r:?}");
+                        assert!(
+                            r.is_empty() || r.end.is_multiple_of(block) || r.end == n,
+                            "{r:?}"
+                        );
                         for i in r {
                             seen[i] += 1;
                         }
