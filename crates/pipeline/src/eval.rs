@@ -52,6 +52,10 @@ pub fn budget() -> Vec<(&'static str, OptionValue, OptionValue)> {
         ("dps-steps", int(20), int(4)),
         // DiffPIR at the DPS budget (the reference's 100 steps cost 99 evaluations per image).
         ("diffpir-steps", int(20), int(4)),
+        ("pigdm-steps", int(20), int(4)),
+        // RED-diff steps are forward-only (no backward pass); at 20 Adam steps of the reference
+        // learning rate 0.02 μ could move by at most 0.4, so it gets 100.
+        ("reddiff-steps", int(100), int(4)),
         ("eta-min", OptionValue::Float(0.1), OptionValue::Float(0.1)),
         ("pcs-reg", OptionValue::Float(0.5), OptionValue::Float(0.5)),
         ("warm-start", "auto".into(), "auto".into()),
