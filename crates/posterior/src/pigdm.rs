@@ -154,10 +154,7 @@ impl PigdmConfig {
             return invalid("--pigdm-steps must be at least 1");
         }
         if !(0.0..=1.0).contains(&self.eta) {
-            return invalid(format!(
-                "--pigdm-eta must lie in [0, 1], got {}",
-                self.eta
-            ));
+            return invalid(format!("--pigdm-eta must lie in [0, 1], got {}", self.eta));
         }
         if !(self.scale.is_finite() && self.scale >= 0.0) {
             return invalid(format!(
@@ -375,11 +372,7 @@ pub fn pigdm(
     let sched = p.schedule;
     let last_t = (sched.num_train_timesteps() - 1) as f64;
     let (lo, hi) = (sched.sigma_at(0.0)?, sched.sigma_at(last_t)?);
-    let sigmas = sigma_grid(
-        cfg.steps,
-        SIGMA_MAX.clamp(lo, hi),
-        SIGMA_MIN.clamp(lo, hi),
-    )?;
+    let sigmas = sigma_grid(cfg.steps, SIGMA_MAX.clamp(lo, hi), SIGMA_MIN.clamp(lo, hi))?;
     let mut noise = BatchNoise::new(seeds::derive(chains.seed, SEED_TAG), chains.first_index, k);
     let mut x = noise.draw(&[c, h, w], &device)?.affine(sigmas[0], 0.0)?;
     let keep = (1.0 - cfg.eta * cfg.eta).sqrt();
