@@ -56,7 +56,7 @@ use crate::options::{at_least_one, OptionDefault, OptionSpec, OptionType, Resolv
 use crate::seeds;
 
 /// Sub-seed tag of ΠGDM's noise streams (distinct from the tags in `seeds`).
-const SEED_TAG: u64 = 0x5049_4744_4d; // "PIGDM"
+const SEED_TAG: u64 = 0x0050_4947_444d; // "PIGDM"
 
 /// Relative residual of the conjugate-gradient solve.
 const CG_TOL: f64 = 1e-10;
