@@ -474,10 +474,11 @@ mod tests {
         a.step(&mut x, &[3.0, -0.5]);
         assert!((x[0] - 0.9).abs() < 1e-7 && (x[1] + 1.9).abs() < 1e-7);
         // Second step with g = (1, 1): m = 0.9·0.1·g1 + 0.1·g2 etc.
+        let x1 = x[0];
         a.step(&mut x, &[1.0, 1.0]);
         let m0 = 0.9 * 0.3 + 0.1;
         let v0 = 0.99 * 0.01 * 9.0 + 0.01;
-        let want0 = 0.9 - 0.1 * (m0 / 0.19) / ((v0 / (1.0 - 0.99f64.powi(2))).sqrt() + 1e-8);
+        let want0 = x1 - 0.1 * (m0 / 0.19) / ((v0 / (1.0 - 0.99f64.powi(2))).sqrt() + 1e-8);
         assert!((x[0] - want0).abs() < 1e-12, "{} vs {want0}", x[0]);
     }
 }
