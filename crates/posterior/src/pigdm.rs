@@ -33,7 +33,10 @@
 //!
 //! **Deviations.** (1) σ_max and σ_min are clamped into the model schedule's own range
 //! [σ(t = 0), σ(t = T−1)] (for the DDPM linear schedule [0.01, 157], so nothing changes).
-//! (2) x̂₀ is clipped when the schedule clips (`clip_sample`), as for DPS. (3) The reference's
+//! (2) Where the schedule clips x̂₀ (`clip_sample`), the DDIM step uses the clipped x̂₀
+//! but the guidance (residual and VJP) the network's unclipped one: a clip zeroes ∂x̂₀/∂x
+//! wherever it binds, so saturated pixels could not be corrected by the data (the reference
+//! does not clip at all). (3) The reference's
 //! last step goes from σ_min to σ_min (its time grid repeats the end point); kept, so the
 //! result carries noise of level ≈ σ_min, as the reference's does.
 //!
@@ -316,7 +319,16 @@ pub fn guidance(
     let xv = Var::from_tensor(x)?;
     let x_vp = xv.as_tensor().affine(alpha_bar.sqrt(), 0.0)?;
     let raw = den.raw(&x_vp, t)?;
-    let (x0, _) = den.interpret(&raw, &x_vp, alpha_bar)?;
+    // The guidance differentiates the network's own x̂₀, before any clipping (a clip would zero
+    // ∂x̂₀/∂x wherever it binds, so saturated pixels could not be corrected by the data); the
+    // step uses x̂₀ clipped as the schedule says.
+    let sched = den.schedule();
+    let x0 = sched.predict_from_output(&raw, &x_vp, alpha_bar)?.x0;
+    let x0_step = if sched.clip_sample() || sched.thresholding() {
+        sched.process_x0(&x0.detach())?
+    } else {
+        x0.detach()
+    };
     let x0h = to_host(&x0.detach())?;
     let mut vs = Vec::with_capacity(x0h.len());
     for (j, xj) in x0h.chunks_exact(n).enumerate() {
@@ -333,7 +345,7 @@ pub fn guidance(
         Some(g) => g.clone(),
         None => x.zeros_like()?,
     };
-    Ok((x0.detach(), g))
+    Ok((x0_step, g))
 }
 
 /// Runs ΠGDM for `chains` on `p` (measurement batch 1, shared, or one per chain). Returns the
