@@ -317,10 +317,10 @@ pub fn run(
                 "ssim_std": ss,
                 "nfe_per_image": nfe,
                 "backprop": backprop,
-                "nfe_note": if method == "dps" {
-                    "each evaluation is followed by a backward pass"
-                } else if backprop {
+                "nfe_note": if backprop && method.starts_with("dpnp") {
                     "forward passes, including the DPS start's (each followed by a backward pass)"
+                } else if method == "dps" || backprop {
+                    "each evaluation is followed by a backward pass"
                 } else {
                     "forward passes"
                 },
@@ -364,10 +364,10 @@ pub fn write_summary(
                 continue;
             };
             let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-            let note = if m == "dps" {
-                " (+grad)"
-            } else if r["backprop"] == true {
+            let note = if r["backprop"] == true && m.starts_with("dpnp") {
                 " (incl. DPS start)"
+            } else if m == "dps" || r["backprop"] == true {
+                " (+grad)"
             } else {
                 ""
             };
