@@ -30,6 +30,10 @@
 //! 'sqrt' σ-schedule with 'log' timesteps, i.e. σ_i geometric from σ_max = 100 to
 //! σ_min = 0.01, and σ_y = max(likelihood σ, 1e-4). The guidance scale w (default 1, the
 //! reference's implicit value; NVlabs' `grad_term_weight` also defaults to 1) is exposed.
+//! The guidance is added once per step, not scaled by the step size, so its total weight
+//! grows with N: at fewer steps the data are followed less (on the bundled MNIST prior, sr4
+//! PSNR 20.4 dB at 100 steps, 13.0 dB at 20), and on random inpainting w = 1 is weak there
+//! (15.9 dB; 22.3 dB at w = 2).
 //!
 //! **Deviations.** (1) σ_max and σ_min are clamped into the model schedule's own range
 //! [σ(t = 0), σ(t = T−1)] (for the DDPM linear schedule [0.01, 157], so nothing changes).
