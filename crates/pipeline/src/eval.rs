@@ -52,6 +52,10 @@ pub fn budget() -> Vec<(&'static str, OptionValue, OptionValue)> {
         ("dps-steps", int(20), int(4)),
         // DiffPIR at the DPS budget (the reference's 100 steps cost 99 evaluations per image).
         ("diffpir-steps", int(20), int(4)),
+        ("pigdm-steps", int(20), int(4)),
+        // RED-diff steps are forward-only (no backward pass); at 20 Adam steps of the reference
+        // learning rate 0.02 μ could move by at most 0.4, so it gets 100.
+        ("reddiff-steps", int(100), int(4)),
         ("eta-min", OptionValue::Float(0.1), OptionValue::Float(0.1)),
         ("pcs-reg", OptionValue::Float(0.5), OptionValue::Float(0.5)),
         ("warm-start", "auto".into(), "auto".into()),
@@ -313,10 +317,10 @@ pub fn run(
                 "ssim_std": ss,
                 "nfe_per_image": nfe,
                 "backprop": backprop,
-                "nfe_note": if method == "dps" {
-                    "each evaluation is followed by a backward pass"
-                } else if backprop {
+                "nfe_note": if backprop && method.starts_with("dpnp") {
                     "forward passes, including the DPS start's (each followed by a backward pass)"
+                } else if method == "dps" || backprop {
+                    "each evaluation is followed by a backward pass"
                 } else {
                     "forward passes"
                 },
@@ -360,10 +364,10 @@ pub fn write_summary(
                 continue;
             };
             let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-            let note = if m == "dps" {
-                " (+grad)"
-            } else if r["backprop"] == true {
+            let note = if r["backprop"] == true && m.starts_with("dpnp") {
                 " (incl. DPS start)"
+            } else if m == "dps" || r["backprop"] == true {
+                " (+grad)"
             } else {
                 ""
             };

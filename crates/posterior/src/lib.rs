@@ -11,6 +11,10 @@
 //! - [`dps`]: the DPS baseline (Chung et al. 2023), gradient through the network.
 //! - [`diffpir`]: DiffPIR (Zhu et al. 2023), a proximal data step on x̂₀ between partial
 //!   re-noisings.
+//! - [`pigdm`]: ΠGDM (Song et al. 2023), pseudoinverse guidance through the network
+//!   (linear-Gaussian tasks).
+//! - [`reddiff`]: RED-diff (Mardani et al. 2024), Adam on the misfit plus a denoising
+//!   regulariser (a point estimate).
 //! - [`stats`]: posterior mean and standard deviation of the samples.
 //!
 //! Every sampler sees the network only through [`genprior_diffusion::ScoreModel`] and its
@@ -28,6 +32,8 @@ pub mod error;
 pub mod method;
 pub mod options;
 pub mod pcs;
+pub mod pigdm;
+pub mod reddiff;
 pub(crate) mod seeds;
 pub mod stats;
 
