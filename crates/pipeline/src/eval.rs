@@ -20,7 +20,8 @@ use candle_core::{DType, Device, Tensor};
 use genprior_diffusion::{Schedule, ScoreModel};
 use genprior_inverse::{build_task as build_operator, Operator, TaskOptions};
 use genprior_posterior::{
-    build_sampler, method_names, Chains, MethodOptions, MethodProgress, OptionValue, Problem,
+    build_sampler, method_names, Chains, MethodOptions, MethodProgress, OptionValue,
+    PosteriorError, Problem,
 };
 use serde_json::{json, Value};
 
@@ -224,10 +225,15 @@ pub fn run(
             .iter()
             .map(|m| {
                 if m == BASELINE {
-                    return Ok(None);
+                    return Ok(Ok(None));
                 }
                 let o = declared(m, &options_for(cfg, op.as_ref()))?;
-                Ok(Some(build_sampler(m, &o, op.as_ref())?))
+                match build_sampler(m, &o, op.as_ref()) {
+                    Ok(s) => Ok(Ok(Some(s))),
+                    // A method that cannot take this operator is reported, not run.
+                    Err(e @ PosteriorError::Unsupported { .. }) => Ok(Err(e.to_string())),
+                    Err(e) => Err(e.into()),
+                }
             })
             .collect::<Result<Vec<_>>>()?;
         plan.push((task, op, task_desc, samplers));
@@ -236,6 +242,19 @@ pub fn run(
         // One measurement per image, all from the seed, independent of the batch size.
         let y = simulate(op.as_ref(), truth, cfg.seed)?;
         for (method, sampler) in cfg.methods.iter().zip(samplers) {
+            let sampler = match sampler {
+                Ok(s) => s,
+                Err(why) => {
+                    write_json(
+                        &result_path(&cfg.out, task, method),
+                        &json!({"task": task, "method": method, "unsupported": why}),
+                    )?;
+                    let _ = std::fs::remove_file(recon_path(&cfg.out, task, method));
+                    events(EvalEvent::Log(format!("{task} / {method}: not run: {why}")));
+                    events(EvalEvent::PairDone);
+                    continue;
+                }
+            };
             let settings = json!({
                 "task": task_desc,
                 "method": method,
@@ -363,6 +382,11 @@ pub fn write_summary(
             let Ok(r) = serde_json::from_str::<Value>(&text) else {
                 continue;
             };
+            if let Some(why) = r["unsupported"].as_str() {
+                md.push_str(&format!("| {t} | {m} | n/a | n/a | – | – |\n"));
+                rows.push(json!({"task": t, "method": m, "unsupported": why}));
+                continue;
+            }
             let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
             let note = if r["backprop"] == true && m.starts_with("dpnp") {
                 " (incl. DPS start)"

@@ -7,6 +7,13 @@ pub enum PosteriorError {
     /// A caller-supplied argument out of range (η, step counts, shapes, seeds of data, ...).
     #[error("{0}")]
     Invalid(String),
+    /// The method cannot run this kind of operator (the caller may skip the pair).
+    #[error("{method} cannot run task `{task}`: it needs {needs}")]
+    Unsupported {
+        method: String,
+        task: String,
+        needs: String,
+    },
     #[error(transparent)]
     Diffusion(#[from] genprior_diffusion::Error),
     #[error(transparent)]
@@ -19,4 +26,18 @@ pub type Result<T> = std::result::Result<T, PosteriorError>;
 
 pub(crate) fn invalid<T>(msg: impl Into<String>) -> Result<T> {
     Err(PosteriorError::Invalid(msg.into()))
+}
+
+/// The error for a method that cannot take operator `op`: `needs` says what it requires
+/// ("a linear operator with a Gaussian likelihood").
+pub(crate) fn unsupported<T>(
+    method: &str,
+    op: &dyn genprior_inverse::Operator,
+    needs: impl Into<String>,
+) -> Result<T> {
+    Err(PosteriorError::Unsupported {
+        method: method.to_string(),
+        task: op.name().to_string(),
+        needs: needs.into(),
+    })
 }

@@ -55,7 +55,7 @@ use genprior_inverse::Operator;
 use serde_json::{json, Value};
 
 use crate::denoiser::Denoiser;
-use crate::error::{invalid, Result};
+use crate::error::{invalid, unsupported, Result};
 use crate::method::{
     Chains, MethodEntry, MethodProgress, PosteriorSampler, Problem, SamplerOutput,
 };
@@ -103,17 +103,17 @@ impl GramSolve {
 
 /// The clear error for an operator ΠGDM cannot take, naming the task.
 pub fn check_operator(op: &dyn Operator) -> Result<()> {
-    if !op.is_linear() {
-        return invalid(format!(
-            "ΠGDM (pigdm) needs a linear operator with a Gaussian likelihood; task `{}` is nonlinear (not supported)",
-            op.name()
-        ));
-    }
     if !op.is_linear_gaussian() {
-        return invalid(format!(
-            "ΠGDM (pigdm) needs a linear operator with a Gaussian likelihood; task `{}` has a non-Gaussian likelihood (not supported)",
-            op.name()
-        ));
+        let why = if op.is_linear() {
+            "its likelihood is not Gaussian"
+        } else {
+            "it is nonlinear"
+        };
+        return unsupported(
+            "pigdm",
+            op,
+            format!("a linear operator with a Gaussian likelihood ({why})"),
+        );
     }
     Ok(())
 }
