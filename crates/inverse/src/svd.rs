@@ -175,7 +175,11 @@ impl DenseSvd {
             .ok_or_else(|| InverseError::Unsupported("dense SVD did not converge".into()))?;
         let (uu, vt) = match (svd.u, svd.v_t) {
             (Some(u), Some(v)) => (u, v),
-            _ => return Err(InverseError::Unsupported("dense SVD without factors".into())),
+            _ => {
+                return Err(InverseError::Unsupported(
+                    "dense SVD without factors".into(),
+                ))
+            }
         };
         let sv = svd.singular_values;
         // Thin SVD of a rows × n matrix (rows ≥ n): uu rows × n, sv n, vt n × n.

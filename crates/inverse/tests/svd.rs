@@ -12,8 +12,7 @@ use genprior_inverse::physics::{
     SuperResolution,
 };
 use genprior_inverse::{
-    build_task, task_names, Gaussian, NoiseModel, OptionDefault, OptionType, Operator,
-    TaskOptions,
+    build_task, task_names, Gaussian, NoiseModel, Operator, OptionDefault, OptionType, TaskOptions,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -31,7 +30,10 @@ fn randn(n: usize, rng: &mut StdRng) -> Vec<f64> {
 
 fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
 }
 
 /// Every identity of the module docs, on a few random vectors.
@@ -111,7 +113,10 @@ fn diagonal_operators() {
         let op = Inpainting::from_mask("inpaint-mask", shape, &shared, noise()).unwrap();
         check(&op, "inpainting (shared mask)");
         let s = op.svd().unwrap().singular_values();
-        assert_eq!(s.iter().filter(|v| **v > 0.0).count(), c * shared.iter().filter(|v| **v > 0.0).count());
+        assert_eq!(
+            s.iter().filter(|v| **v > 0.0).count(),
+            c * shared.iter().filter(|v| **v > 0.0).count()
+        );
     }
 }
 
@@ -133,7 +138,12 @@ fn fft_blur() {
 
 #[test]
 fn super_resolution_box_and_bicubic() {
-    for (shape, factor) in [([1, 8, 8], 2), ([3, 8, 12], 4), ([1, 16, 8], 2), ([1, 16, 16], 8)] {
+    for (shape, factor) in [
+        ([1, 8, 8], 2),
+        ([3, 8, 12], 4),
+        ([1, 16, 8], 2),
+        ([1, 16, 16], 8),
+    ] {
         for kernel in [SrKernel::Box, SrKernel::Bicubic] {
             let op = SuperResolution::new(shape, factor, kernel, noise()).unwrap();
             let label = format!("sr{factor} {kernel:?} {shape:?}");

@@ -11,6 +11,7 @@
 //! - [`dps`]: the DPS baseline (Chung et al. 2023), gradient through the network.
 //! - [`diffpir`]: DiffPIR (Zhu et al. 2023), a proximal data step on x̂₀ between partial
 //!   re-noisings.
+//! - [`ddrm`]: DDRM (Kawar et al. 2022), variational sampling in the SVD basis of A.
 //! - [`stats`]: posterior mean and standard deviation of the samples.
 //!
 //! Every sampler sees the network only through [`genprior_diffusion::ScoreModel`] and its
@@ -18,6 +19,7 @@
 //! through [`genprior_inverse::Operator`], so the analytic Gaussian prior of the exactness
 //! tests plugs in exactly where a UNet does.
 
+pub mod ddrm;
 pub mod dds;
 pub mod denoiser;
 pub mod diffpir;

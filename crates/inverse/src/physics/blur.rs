@@ -18,8 +18,8 @@ use crate::error::{InverseError, Result};
 use crate::fft::Fft2;
 use crate::host::to_host;
 use crate::noise::NoiseModel;
-use crate::svd::{FourierSvd, OperatorSvd};
 use crate::operator::{clip_unit, Operator, ReferenceTask};
+use crate::svd::{FourierSvd, OperatorSvd};
 use crate::task::{
     OptionDefault, OptionSpec, OptionType, TaskEntry, TaskOptions, DEFAULT_NOISE_SIGMA,
 };

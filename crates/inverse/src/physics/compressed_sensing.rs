@@ -14,8 +14,8 @@ use rand_distr::{Distribution, StandardNormal};
 use crate::error::{InverseError, Result};
 use crate::linalg::conjugate_gradient;
 use crate::noise::NoiseModel;
-use crate::svd::{DenseSvd, OperatorSvd};
 use crate::operator::Operator;
+use crate::svd::{DenseSvd, OperatorSvd};
 use crate::task::{
     OptionDefault, OptionSpec, OptionType, TaskEntry, TaskOptions, DEFAULT_NOISE_SIGMA,
 };

@@ -8,8 +8,8 @@ use std::sync::{Arc, OnceLock};
 
 use crate::error::Result;
 use crate::noise::NoiseModel;
-use crate::svd::{DiagonalSvd, OperatorSvd};
 use crate::operator::{clip_unit, Operator, ReferenceTask};
+use crate::svd::{DiagonalSvd, OperatorSvd};
 use crate::task::{TaskEntry, TaskOptions, DEFAULT_NOISE_SIGMA};
 
 /// `denoise`.

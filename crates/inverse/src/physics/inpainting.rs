@@ -18,8 +18,8 @@ use crate::error::{InverseError, Result};
 use crate::fill::fill_holes;
 use crate::host::to_host;
 use crate::noise::NoiseModel;
-use crate::svd::{DiagonalSvd, OperatorSvd};
 use crate::operator::{clip_unit, require_likelihood_sigma, Operator, ReferenceTask};
+use crate::svd::{DiagonalSvd, OperatorSvd};
 use crate::task::{
     OptionDefault, OptionSpec, OptionType, TaskEntry, TaskOptions, DEFAULT_NOISE_SIGMA,
 };

@@ -13,8 +13,8 @@ use std::sync::{Arc, OnceLock};
 
 use crate::error::{InverseError, Result};
 use crate::noise::NoiseModel;
-use crate::svd::{OperatorSvd, SeparableSvd};
 use crate::operator::{clip_unit, Operator, ReferenceTask};
+use crate::svd::{OperatorSvd, SeparableSvd};
 use crate::task::{
     OptionDefault, OptionSpec, OptionType, TaskEntry, TaskOptions, DEFAULT_NOISE_SIGMA,
 };
