@@ -442,7 +442,7 @@ impl FourierSvd {
     }
 
     /// Real coordinates of a Hermitian spectrum `x` (one channel), appended to `out`.
-    fn to_coords(&self, x: &[Complex64], out: &mut Vec<f64>) {
+    fn coords_of(&self, x: &[Complex64], out: &mut Vec<f64>) {
         let r2 = std::f64::consts::SQRT_2;
         for (k, &p) in self.partner.iter().enumerate() {
             out.push(if p == k {
@@ -456,7 +456,7 @@ impl FourierSvd {
     }
 
     /// The Hermitian spectrum of real coordinates `z` (one channel).
-    fn from_coords(&self, z: &[f64]) -> Vec<Complex64> {
+    fn spectrum_of(&self, z: &[f64]) -> Vec<Complex64> {
         let r2 = std::f64::consts::SQRT_2;
         let mut x = vec![Complex64::new(0.0, 0.0); z.len()];
         for (k, &p) in self.partner.iter().enumerate() {
@@ -483,7 +483,7 @@ impl FourierSvd {
                     .zip(&self.phase)
                     .for_each(|(b, p)| *b *= p.conj());
             }
-            self.to_coords(&buf, &mut out);
+            self.coords_of(&buf, &mut out);
         }
         out
     }
@@ -493,7 +493,7 @@ impl FourierSvd {
         let hw = self.h * self.w;
         let mut out = Vec::with_capacity(z.len());
         for zc in z.chunks_exact(hw) {
-            let mut buf = self.from_coords(zc);
+            let mut buf = self.spectrum_of(zc);
             if with_phase {
                 buf.iter_mut().zip(&self.phase).for_each(|(b, p)| *b *= p);
             }

@@ -114,6 +114,7 @@ pub fn methods() -> &'static [MethodEntry] {
         crate::dps::DPS,
         crate::diffpir::DIFFPIR,
         crate::ddrm::DDRM,
+        crate::ddnm::DDNM,
     ]
 }
 
