@@ -288,6 +288,10 @@ pub fn ddrm(
 /// spectral coordinates ([`OperatorSvd::v_adjoint`] of an image). Deterministic: the entry point
 /// for replaying recorded noise (e.g. deepinv's, whose spectral coordinates for masks and
 /// denoising are the pixels). Returns the `(K, C, H, W)` samples.
+///
+/// η = η_b = 0 does not make DDRM deterministic: the components noisier than y still get
+/// sqrt(σ_t'² − 0) fresh noise (in the reference and in deepinv alike), so a replay needs every
+/// step's noise, not only the start's.
 pub fn ddrm_from_noise(
     p: &Problem,
     cfg: &DdrmConfig,
