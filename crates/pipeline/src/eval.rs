@@ -57,6 +57,9 @@ pub fn budget() -> Vec<(&'static str, OptionValue, OptionValue)> {
         // RED-diff steps are forward-only (no backward pass); at 20 Adam steps of the reference
         // learning rate 0.02 μ could move by at most 0.4, so it gets 100.
         ("reddiff-steps", int(100), int(4)),
+        ("ddrm-steps", int(20), int(4)),
+        // DDNM at the DPS budget too (the reference runs 100 steps).
+        ("ddnm-steps", int(20), int(4)),
         ("eta-min", OptionValue::Float(0.1), OptionValue::Float(0.1)),
         ("pcs-reg", OptionValue::Float(0.5), OptionValue::Float(0.5)),
         ("warm-start", "auto".into(), "auto".into()),

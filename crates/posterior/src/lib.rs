@@ -15,6 +15,8 @@
 //!   (linear-Gaussian tasks).
 //! - [`reddiff`]: RED-diff (Mardani et al. 2024), Adam on the misfit plus a denoising
 //!   regulariser (a point estimate).
+//! - [`ddrm`]: DDRM (Kawar et al. 2022), variational sampling in the SVD basis of A.
+//! - [`ddnm`]: DDNM / DDNM⁺ (Wang et al. 2023), DDIM with a pseudo-inverse correction of x̂₀.
 //! - [`stats`]: posterior mean and standard deviation of the samples.
 //!
 //! Every sampler sees the network only through [`genprior_diffusion::ScoreModel`] and its
@@ -22,6 +24,8 @@
 //! through [`genprior_inverse::Operator`], so the analytic Gaussian prior of the exactness
 //! tests plugs in exactly where a UNet does.
 
+pub mod ddnm;
+pub mod ddrm;
 pub mod dds;
 pub mod denoiser;
 pub mod diffpir;

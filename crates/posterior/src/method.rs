@@ -115,6 +115,8 @@ pub fn methods() -> &'static [MethodEntry] {
         crate::diffpir::DIFFPIR,
         crate::pigdm::PIGDM,
         crate::reddiff::REDDIFF,
+        crate::ddrm::DDRM,
+        crate::ddnm::DDNM,
     ]
 }
 
