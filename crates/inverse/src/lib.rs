@@ -10,6 +10,8 @@
 //!   [`TaskOptions`] + [`build_task`] map `--task NAME [options]` to an operator; the CLI
 //!   generates its flags from [`option_union`]. Adding an operator is one new file under
 //!   `physics/` plus one line in [`task::ENTRIES`] (and its `pub mod` line).
+//! - [`svd`]: the SVD seam ([`OperatorSvd`], A = U S Vᵀ) of the operators that have one
+//!   ([`Operator::svd`]), for the SVD-based samplers (DDRM, DDNM).
 //! - [`metrics`]: PSNR and SSIM on [0, 1] images.
 //!
 //! All operator arithmetic runs on the host in `f64` for now (tensors on other devices are
@@ -25,12 +27,14 @@ pub mod metrics;
 pub mod noise;
 pub mod operator;
 pub mod physics;
+pub mod svd;
 pub mod task;
 
 pub use error::{InverseError, Result};
 pub use metrics::{psnr, ssim, to_unit_range};
 pub use noise::{Gaussian, LogisticSign, MeasurementGrad, NoiseModel};
 pub use operator::{Operator, ReferenceTask};
+pub use svd::OperatorSvd;
 pub use task::{
     build_task, find_task, option_union, task_entries, task_names, OptionDefault, OptionSpec,
     OptionType, OptionValue, SharedOption, TaskEntry, TaskOptions,

@@ -90,6 +90,11 @@ pub trait Operator: Send + Sync {
     fn reference_task(&self) -> Option<ReferenceTask> {
         None
     }
+    /// The operator's singular value decomposition A = U S Vᵀ where it is known in closed form
+    /// (or cheap), for the SVD-based samplers; `None` (the default) means none is available.
+    fn svd(&self) -> Option<&dyn crate::svd::OperatorSvd> {
+        None
+    }
 
     // ---------------------------------------------------------- provided, from A + noise
 

@@ -52,6 +52,9 @@ pub fn budget() -> Vec<(&'static str, OptionValue, OptionValue)> {
         ("dps-steps", int(20), int(4)),
         // DiffPIR at the DPS budget (the reference's 100 steps cost 99 evaluations per image).
         ("diffpir-steps", int(20), int(4)),
+        ("ddrm-steps", int(20), int(4)),
+        // DDNM at the DPS budget too (the reference runs 100 steps).
+        ("ddnm-steps", int(20), int(4)),
         ("eta-min", OptionValue::Float(0.1), OptionValue::Float(0.1)),
         ("pcs-reg", OptionValue::Float(0.5), OptionValue::Float(0.5)),
         ("warm-start", "auto".into(), "auto".into()),

@@ -73,7 +73,12 @@ fn every_method_runs_and_reports_its_settings() {
         let op = op(task);
         let y = measurement(op.as_ref(), 3);
         for m in methods() {
-            let sampler = build_sampler(m.name, &declared(m.name, &tiny()), op.as_ref()).unwrap();
+            let sampler = match build_sampler(m.name, &declared(m.name, &tiny()), op.as_ref()) {
+                Ok(s) => s,
+                // A method that cannot take this task (e.g. one needing an SVD) says so, naming it.
+                Err(e) if e.to_string().contains(&format!("task `{task}`")) => continue,
+                Err(e) => panic!("{task}/{}: {e}", m.name),
+            };
             assert_eq!(sampler.method(), m.name);
             let settings = sampler.settings();
             // Every declared option with a fixed default appears among the settings.
@@ -125,7 +130,11 @@ fn a_split_run_gives_the_same_chains() {
             if m.options.iter().any(|s| s.name == "warm-start") {
                 o.set("warm-start", "noise");
             }
-            let sampler = build_sampler(m.name, &o, op.as_ref()).unwrap();
+            let sampler = match build_sampler(m.name, &o, op.as_ref()) {
+                Ok(s) => s,
+                Err(e) if e.to_string().contains(&format!("task `{task}`")) => continue,
+                Err(e) => panic!("{task}/{}: {e}", m.name),
+            };
             let run = |lo: usize, n: usize| -> Vec<f32> {
                 let yb = y.narrow(0, lo, n).unwrap();
                 let p = Problem {

@@ -7,7 +7,7 @@
 //! λ = max(σ², 10⁻⁴)/0.25 (white signal prior of variance 0.25, i.e. std 0.5 on [-1, 1]),
 //! clipped to [-1, 1].
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use num_complex::Complex64;
 use rand::rngs::StdRng;
@@ -19,6 +19,7 @@ use crate::fft::Fft2;
 use crate::host::to_host;
 use crate::noise::NoiseModel;
 use crate::operator::{clip_unit, Operator, ReferenceTask};
+use crate::svd::{FourierSvd, OperatorSvd};
 use crate::task::{
     OptionDefault, OptionSpec, OptionType, TaskEntry, TaskOptions, DEFAULT_NOISE_SIGMA,
 };
@@ -266,6 +267,7 @@ pub struct Blur {
     khat: Vec<Complex64>,
     fft: Fft2,
     noise: Arc<dyn NoiseModel>,
+    svd: OnceLock<Option<FourierSvd>>,
 }
 
 impl std::fmt::Debug for Blur {
@@ -314,6 +316,7 @@ impl Blur {
             khat: buf,
             fft,
             noise,
+            svd: OnceLock::new(),
         })
     }
 
@@ -366,6 +369,17 @@ impl Operator for Blur {
     }
     fn adjoint_host(&self, y: &[f64]) -> Result<Vec<f64>> {
         Ok(self.filter(y, |k| self.khat[k].conj()))
+    }
+    /// Circular convolution: the real orthonormal Fourier basis, s = |k̂| (see
+    /// [`FourierSvd`]).
+    fn svd(&self) -> Option<&dyn OperatorSvd> {
+        self.svd
+            .get_or_init(|| {
+                let [c, h, w] = self.shape;
+                FourierSvd::new(c, h, w, &self.khat).ok()
+            })
+            .as_ref()
+            .map(|s| s as &dyn OperatorSvd)
     }
     fn baseline_host(&self, y: &[f64]) -> Result<Vec<f64>> {
         let s = self.noise.noise_sigma();

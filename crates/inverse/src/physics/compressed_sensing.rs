@@ -5,7 +5,7 @@
 //! images or ratios). Baseline: the least-norm solution Aᵀ(AAᵀ)⁻¹y by conjugate gradients (not
 //! clipped, so that A x̂ = y can be checked).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -15,6 +15,7 @@ use crate::error::{InverseError, Result};
 use crate::linalg::conjugate_gradient;
 use crate::noise::NoiseModel;
 use crate::operator::Operator;
+use crate::svd::{DenseSvd, OperatorSvd};
 use crate::task::{
     OptionDefault, OptionSpec, OptionType, TaskEntry, TaskOptions, DEFAULT_NOISE_SIGMA,
 };
@@ -45,6 +46,10 @@ fn build_cs(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
 /// Largest m·n accepted (64 Mi entries, 512 MiB of f64).
 pub const MAX_ENTRIES: usize = 1 << 26;
 
+/// Largest image length C·H·W whose `cs` matrix gets a dense SVD (an O(n³) computation on
+/// first use: about a second at 32 × 32).
+pub const MAX_SVD_LEN: usize = 1024;
+
 /// Dense linear measurements (see the module docs).
 #[derive(Debug, Clone)]
 pub struct CompressedSensing {
@@ -52,6 +57,7 @@ pub struct CompressedSensing {
     m: usize,
     a: Vec<f64>,
     noise: Arc<dyn NoiseModel>,
+    svd: OnceLock<Option<DenseSvd>>,
 }
 
 impl CompressedSensing {
@@ -112,7 +118,13 @@ impl CompressedSensing {
                 msg: "matrix has non-finite entries".into(),
             });
         }
-        Ok(Self { shape, m, a, noise })
+        Ok(Self {
+            shape,
+            m,
+            a,
+            noise,
+            svd: OnceLock::new(),
+        })
     }
 
     /// Number of measurements m.
@@ -149,6 +161,18 @@ impl Operator for CompressedSensing {
             .chunks_exact(n)
             .map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum())
             .collect())
+    }
+    /// A dense SVD, computed on first use, for images of at most [`MAX_SVD_LEN`] values
+    /// (`None` above that, or if the dense SVD fails).
+    fn svd(&self) -> Option<&dyn OperatorSvd> {
+        let n = self.a.len() / self.m;
+        if n > MAX_SVD_LEN {
+            return None;
+        }
+        self.svd
+            .get_or_init(|| DenseSvd::new(&self.a, self.m, n).ok())
+            .as_ref()
+            .map(|s| s as &dyn OperatorSvd)
     }
     fn adjoint_host(&self, y: &[f64]) -> Result<Vec<f64>> {
         let n = self.a.len() / self.m;

@@ -4,11 +4,12 @@
 //! Baseline: y clipped to [-1, 1] (for `one-bit` the per-pixel maximum-likelihood estimate
 //! clipped to the image range, which for a single ±1 observation is y itself).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::error::Result;
 use crate::noise::NoiseModel;
 use crate::operator::{clip_unit, Operator, ReferenceTask};
+use crate::svd::{DiagonalSvd, OperatorSvd};
 use crate::task::{TaskEntry, TaskOptions, DEFAULT_NOISE_SIGMA};
 
 /// `denoise`.
@@ -36,6 +37,7 @@ pub struct Identity {
     shape: [usize; 3],
     noise: Arc<dyn NoiseModel>,
     reference: Option<ReferenceTask>,
+    svd: OnceLock<DiagonalSvd>,
 }
 
 impl Identity {
@@ -53,6 +55,7 @@ impl Identity {
             shape,
             noise,
             reference,
+            svd: OnceLock::new(),
         })
     }
 
@@ -83,6 +86,13 @@ impl Operator for Identity {
     }
     fn forward_host(&self, x: &[f64]) -> Result<Vec<f64>> {
         Ok(x.to_vec())
+    }
+    /// U = S = V = I.
+    fn svd(&self) -> Option<&dyn OperatorSvd> {
+        Some(
+            self.svd
+                .get_or_init(|| DiagonalSvd::new(&vec![1.0; self.image_len()])),
+        )
     }
     fn adjoint_host(&self, y: &[f64]) -> Result<Vec<f64>> {
         Ok(y.to_vec())

@@ -6,7 +6,7 @@
 //! Gaussian noise L = −Σ M (y − x)²/(2σ²). Baseline: observed pixels kept, holes filled per
 //! channel by push-pull interpolation (see `fill`).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::Tensor;
 use rand::rngs::StdRng;
@@ -19,6 +19,7 @@ use crate::fill::fill_holes;
 use crate::host::to_host;
 use crate::noise::NoiseModel;
 use crate::operator::{clip_unit, require_likelihood_sigma, Operator, ReferenceTask};
+use crate::svd::{DiagonalSvd, OperatorSvd};
 use crate::task::{
     OptionDefault, OptionSpec, OptionType, TaskEntry, TaskOptions, DEFAULT_NOISE_SIGMA,
 };
@@ -111,6 +112,7 @@ pub struct Inpainting {
     shape: [usize; 3],
     mask: Vec<f64>,
     noise: Arc<dyn NoiseModel>,
+    svd: OnceLock<DiagonalSvd>,
 }
 
 impl Inpainting {
@@ -158,6 +160,7 @@ impl Inpainting {
             shape,
             mask: full,
             noise,
+            svd: OnceLock::new(),
         })
     }
 
@@ -265,6 +268,10 @@ impl Operator for Inpainting {
     }
     fn adjoint_host(&self, y: &[f64]) -> Result<Vec<f64>> {
         self.forward_host(y)
+    }
+    /// A = diag(mask): V = U = I, s = the 0/1 mask.
+    fn svd(&self) -> Option<&dyn OperatorSvd> {
+        Some(self.svd.get_or_init(|| DiagonalSvd::new(&self.mask)))
     }
     /// The noise model applied to the observed entries, zeros at the holes. Gaussian noise keeps
     /// the pre-split computation m·(x + σz) with a normal drawn for every pixel, holes included,

@@ -9,11 +9,12 @@
 //! Baseline for both: MATLAB-convention bicubic upsampling by s (no antialiasing when enlarging),
 //! clipped to [-1, 1].
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::error::{InverseError, Result};
 use crate::noise::NoiseModel;
 use crate::operator::{clip_unit, Operator, ReferenceTask};
+use crate::svd::{OperatorSvd, SeparableSvd};
 use crate::task::{
     OptionDefault, OptionSpec, OptionType, TaskEntry, TaskOptions, DEFAULT_NOISE_SIGMA,
 };
@@ -230,6 +231,7 @@ pub struct SuperResolution {
     up_h: ResizeMatrix,
     up_w: ResizeMatrix,
     noise: Arc<dyn NoiseModel>,
+    svd: OnceLock<Option<SeparableSvd>>,
 }
 
 impl SuperResolution {
@@ -266,6 +268,7 @@ impl SuperResolution {
             up_h,
             up_w,
             noise,
+            svd: OnceLock::new(),
         })
     }
 
@@ -304,6 +307,25 @@ impl Operator for SuperResolution {
     fn forward_host(&self, x: &[f64]) -> Result<Vec<f64>> {
         let [c, h, w] = self.shape;
         Ok(apply_separable(&self.down_h, &self.down_w, x, c, h, w))
+    }
+    /// Separable, box or bicubic: the Kronecker product of the dense SVDs of the 1-D
+    /// downsampling matrices (computed on first use; `None` only if the dense SVD fails).
+    fn svd(&self) -> Option<&dyn OperatorSvd> {
+        self.svd
+            .get_or_init(|| {
+                let (h, w) = (self.down_h.in_len, self.down_w.in_len);
+                let (oh, ow) = (self.down_h.out_len(), self.down_w.out_len());
+                SeparableSvd::new(
+                    self.shape[0],
+                    &self.down_h.to_dense(),
+                    (oh, h),
+                    &self.down_w.to_dense(),
+                    (ow, w),
+                )
+                .ok()
+            })
+            .as_ref()
+            .map(|s| s as &dyn OperatorSvd)
     }
     fn adjoint_host(&self, y: &[f64]) -> Result<Vec<f64>> {
         Ok(apply_separable_t(
