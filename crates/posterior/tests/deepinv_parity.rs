@@ -9,6 +9,17 @@
 //! re-noising draws. Checked: deepinv's timestep grid and the UNet timesteps it used equal
 //! [`diffpir_timesteps`]; every step's denoiser input x_{t_i}/(2 sqrt(ᾱ_{t_i})) + 1/2 agrees,
 //! and the final image agrees within 1e-4 ([0, 1] units).
+//!
+//! And deepinv's `DDRM` (η = η_b = 0) on the reference's 20-step grid 950, 900, …, 0 (its σ's
+//! σ̄_t/2, then 0, whose denoiser call is the identity), against [`ddrm_from_noise`]: the
+//! trajectory is linear in the draws with coefficients that depend on a coordinate only through
+//! its singular value, so deepinv's draws, taken to the pixel domain by deepinv's V
+//! (`noise_pixel.npy`), are handed over in genprior's basis as Vᵀ(noise_pixel)/sqrt(2) (deepinv
+//! adds std·z/sqrt(2) at a std half genprior's). The blur kernel keeps every |k̂| above σ_n, so
+//! deepinv's rule "s ≤ σ_n counts as unobserved" does not apply. deepinv's start centres the
+//! coordinates the measurement does not pin (inpainting holes) at 0 in its [0, 1] units, i.e.
+//! at −1 in genprior's, where genprior and the reference centre them at 0; the start draws of
+//! those coordinates are shifted to reproduce that.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +27,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use genprior_inverse::physics::{Blur, Identity, Inpainting, Kernel2d, SrKernel, SuperResolution};
 use genprior_inverse::{Gaussian, Operator};
+use genprior_posterior::ddrm::{ddrm_from_noise, ddrm_timesteps, DdrmConfig};
 use genprior_posterior::diffpir::{diffpir_from, diffpir_timesteps, DataStep, DiffpirConfig};
 use genprior_posterior::method::Problem;
 use genprior_prior::{load_prior, ModelSource, ModelSpec, Prior};
@@ -230,4 +242,136 @@ fn diffpir_blur_matches_deepinv() {
 #[test]
 fn diffpir_box_sr_matches_deepinv() {
     check_diffpir("diffpir_sr2");
+}
+
+/// Runs genprior's DDRM on one fixture task; returns the final error in [0, 1] units.
+fn ddrm_case(task: &str) -> f64 {
+    let case = format!("ddrm_{task}");
+    let m = meta(&format!("{case}/meta.json"));
+    let steps = m["steps"].as_u64().unwrap() as usize;
+    let sigma_n = m["sigma_n_01"].as_f64().unwrap();
+    let cfg = DdrmConfig {
+        steps,
+        eta: m["eta"].as_f64().unwrap(),
+        eta_b: m["eta_b"].as_f64().unwrap(),
+    };
+    let p = prior();
+    let (xs, _) = npy("x_true.npy");
+    let shape = [xs[1], xs[2], xs[3]];
+    let op = operator(task, shape, sigma_n);
+    let svd = op.svd().expect("the fixture tasks have an SVD");
+
+    // The grid, and deepinv's σ's and UNet timesteps on it (plus the final σ = 0 call).
+    let ts = ddrm_timesteps(p.schedule.num_train_timesteps(), steps).unwrap();
+    let grid: Vec<usize> = m["timesteps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(grid, ts, "{case}: the reference grid");
+    let calls = m["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), steps + 1, "{case}: deepinv's calls");
+    for (i, c) in calls.iter().enumerate() {
+        let t = ts.get(i).copied().unwrap_or(0);
+        assert_eq!(
+            c["timestep"].as_u64().unwrap() as usize,
+            t,
+            "{case}: call {i}"
+        );
+        let want = if i < steps {
+            let ab = p.schedule.alpha_bar(t).unwrap();
+            ((1.0 - ab) / ab).sqrt() / 2.0
+        } else {
+            0.0
+        };
+        let got = c["sigma"].as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= 1e-5 * want.max(1.0),
+            "{case}: σ of call {i}"
+        );
+    }
+
+    let (ys, y01) = npy(&format!("{task}/y.npy"));
+    let ones = op.forward_host(&vec![1.0; op.image_len()]).unwrap();
+    let y: Vec<f64> = y01.iter().zip(&ones).map(|(a, o)| 2.0 * a - o).collect();
+    let mut yshape = vec![1];
+    yshape.extend_from_slice(&ys);
+    let y = tensor(&y, &yshape);
+
+    let (ns, pix) = npy(&format!("{case}/noise_pixel.npy"));
+    let n = op.image_len();
+    assert_eq!(ns[0], steps + 1, "{case}: deepinv's draws");
+    let img = [1, shape[0], shape[1], shape[2]];
+    let spectral = |k: usize| {
+        let z: Vec<f64> = svd
+            .v_adjoint(&pix[k * n..(k + 1) * n])
+            .unwrap()
+            .iter()
+            .map(|v| v / std::f64::consts::SQRT_2)
+            .collect();
+        tensor(&z, &img)
+    };
+    // deepinv's last draw (at σ = 0) has weight 0; genprior takes none there.
+    let z_steps: Vec<Tensor> = (1..steps).map(spectral).collect();
+    // deepinv starts the coordinates the measurement does not pin (s σ_{t_0} ≤ σ_0) at mean 0
+    // in its [0, 1] units, i.e. at −Vᵀ1 in genprior's (black), where genprior and the
+    // reference start them at 0: shift those start draws by −(Vᵀ1)_i/σ_{t_0}.
+    let sig0 = {
+        let ab = p.schedule.alpha_bar(ts[0]).unwrap();
+        ((1.0 - ab) / ab).sqrt()
+    };
+    let vt1 = svd.v_adjoint(&vec![1.0; n]).unwrap();
+    let z_init: Vec<f64> = host(&spectral(0))
+        .iter()
+        .zip(svd.singular_values())
+        .zip(&vt1)
+        .map(|((z, &si), o)| {
+            if si * sig0 > op.temperature() {
+                *z
+            } else {
+                z - o / sig0
+            }
+        })
+        .collect();
+    let problem = Problem {
+        model: p.net.as_ref(),
+        schedule: &p.schedule,
+        op: op.as_ref(),
+        y: &y,
+    };
+    let x = ddrm_from_noise(&problem, &cfg, &tensor(&z_init, &img), &z_steps).unwrap();
+    let got: Vec<f64> = host(&x).iter().map(|v| v / 2.0 + 0.5).collect();
+    let (_, want) = npy(&format!("{case}/out.npy"));
+    let err = max_abs(&got, &want);
+    println!("{case}: final error {err:.2e}");
+    err
+}
+
+fn check_ddrm(task: &str) {
+    let err = ddrm_case(task);
+    assert!(
+        err <= TOL,
+        "ddrm_{task}: the result differs from deepinv's by {err}"
+    );
+}
+
+#[test]
+fn ddrm_denoise_matches_deepinv() {
+    check_ddrm("denoise");
+}
+
+#[test]
+fn ddrm_inpaint_matches_deepinv() {
+    check_ddrm("inpaint");
+}
+
+#[test]
+fn ddrm_blur_matches_deepinv() {
+    check_ddrm("blur");
+}
+
+#[test]
+fn ddrm_box_sr_matches_deepinv() {
+    check_ddrm("sr2");
 }
