@@ -460,8 +460,8 @@ pub fn diffpir(
 /// DiffPIR from an explicit start x_{t_0} (`(K, C, H, W)`, VP-scaled, [-1, 1] image units)
 /// with the re-noising draws taken from `noise(i, x)` (a standard normal tensor shaped like
 /// `x`, called once per non-final step `i`, after its data step, even when ζ = 0), and
-/// `observe(i, x_{t_i})` called with the state each step starts from (`i = 0..N`, the last one
-/// being the result). [`diffpir`] is this function with x_{t_0} = sqrt(1 − ᾱ_{t_0}) z and the
+/// `observe(i, x_{t_i})` called with the state each step starts from (`i = 0, …, N − 1`, the last
+/// one being the result). [`diffpir`] is this function with x_{t_0} = sqrt(1 − ᾱ_{t_0}) z and the
 /// draws of the chains' noise streams; other starts (deepinv's, the reference's) and recorded
 /// noise come in here (see the module docs).
 pub fn diffpir_from(
