@@ -46,6 +46,20 @@
 //!
 //! Randomness: one [`BatchNoise`] stream per chain (index `first_index + i`) draws x_{t_0} and
 //! then one z per non-final step, so a run split over several calls equals one call.
+//! [`diffpir_from`] takes the start and the draws explicitly instead (and reports each step's
+//! state): [`diffpir`] is it with the start above and the chains' streams.
+//!
+//! **deepinv parity.** deepinv 0.5.0's `DiffPIR` with `DiffusersDenoiserWrapper` follows the
+//! same step rule on the same quadratic grid, in [0, 1] image units, and differs only by
+//! conventions: its λ is half genprior's (above); it starts from x_{t_0} = sqrt(ᾱ_{t_0})
+//! (2Aᵀy₀₁ − 1 + sqrt(σ̄²_{t_0} − 4σ_n²) z) with y₀₁, σ_n the [0, 1]-unit measurement and noise
+//! σ (pass that start to [`diffpir_from`]); it always clips x̂₀ (genprior: when the schedule
+//! clips, which diffusers' DDPM configs do); it evaluates the network at the last step and
+//! discards the result; and its ᾱ table is always the linear-β DDPM one (1e-4..0.02,
+//! T = 1000) whatever the model's schedule (genprior uses the model's). With those matched,
+//! `tests/deepinv_parity.rs` reproduces deepinv's recorded trajectories (denoise, inpainting,
+//! circular blur, box SR; ζ = 0 and ζ = 0.5 with its recorded draws) to 1e-4, from fixtures
+//! of `scripts/gen_deepinv_fixtures.py`.
 
 use candle_core::{DType, Tensor};
 use genprior_diffusion::BatchNoise;
@@ -418,7 +432,56 @@ pub fn diffpir(
     if k == 0 {
         return invalid("DiffPIR needs at least one chain");
     }
+    let t_train = p.schedule.num_train_timesteps();
+    if cfg.steps > t_train {
+        return invalid(format!(
+            "--diffpir-steps ({}) cannot exceed the schedule's {t_train} training timesteps",
+            cfg.steps
+        ));
+    }
+    let [c, h, w] = p.op.image_shape();
+    let device = p.model.device().clone();
+    let ts = diffpir_timesteps(t_train, cfg.steps)?;
+    let mut noise = BatchNoise::new(seeds::derive(chains.seed, SEED_TAG), chains.first_index, k);
+    let ab0 = p.schedule.alpha_bar(ts[0])?;
+    let start = noise
+        .draw(&[c, h, w], &device)?
+        .affine((1.0 - ab0).sqrt(), 0.0)?;
+    diffpir_from(
+        p,
+        cfg,
+        start,
+        &mut |_, x| Ok(noise.draw_like(x)?),
+        &mut |_, _| {},
+        progress,
+    )
+}
+
+/// DiffPIR from an explicit start x_{t_0} (`(K, C, H, W)`, VP-scaled, [-1, 1] image units)
+/// with the re-noising draws taken from `noise(i, x)` (a standard normal tensor shaped like
+/// `x`, called once per non-final step `i`, after its data step, even when ζ = 0), and
+/// `observe(i, x_{t_i})` called with the state each step starts from (`i = 0, …, N − 1`, the last
+/// one being the result). [`diffpir`] is this function with x_{t_0} = sqrt(1 − ᾱ_{t_0}) z and the
+/// draws of the chains' noise streams; other starts (deepinv's, the reference's) and recorded
+/// noise come in here (see the module docs).
+pub fn diffpir_from(
+    p: &Problem,
+    cfg: &DiffpirConfig,
+    start: Tensor,
+    noise: &mut dyn FnMut(usize, &Tensor) -> Result<Tensor>,
+    observe: &mut dyn FnMut(usize, &Tensor),
+    progress: &mut dyn FnMut(MethodProgress),
+) -> Result<(Tensor, usize)> {
+    cfg.validate()?;
     let op = p.op;
+    let [c, h, w] = op.image_shape();
+    let k = start.dim(0)?;
+    if k == 0 || start.dims() != [k, c, h, w] {
+        return invalid(format!(
+            "DiffPIR's start must have shape (K ≥ 1, {c}, {h}, {w}), got {:?}",
+            start.dims()
+        ));
+    }
     let (by, ys) = op.measurement_to_host(p.y)?;
     if by != 1 && by != k {
         return invalid(format!(
@@ -432,11 +495,9 @@ pub fn diffpir(
             cfg.steps
         ));
     }
-    let [c, h, w] = op.image_shape();
     let (n, m) = (op.image_len(), op.measurement_len());
     let mut den = Denoiser::new(p.model, p.schedule);
     den.check_channels(c)?;
-    let device = p.model.device().clone();
     let ts = diffpir_timesteps(t_train, cfg.steps)?;
     let last_t = ts[ts.len() - 1];
     // Aᵀy once per measurement (linear-Gaussian data steps).
@@ -447,13 +508,10 @@ pub fn diffpir(
             .map(|yj| op.adjoint_host(yj))
             .collect::<std::result::Result<_, _>>()?,
     };
-    let mut noise = BatchNoise::new(seeds::derive(chains.seed, SEED_TAG), chains.first_index, k);
-    let ab0 = p.schedule.alpha_bar(ts[0])?;
-    let mut x = noise
-        .draw(&[c, h, w], &device)?
-        .affine((1.0 - ab0).sqrt(), 0.0)?;
+    let mut x = start.to_dtype(DType::F32)?;
     let total = ts.len();
     for (i, &t) in ts.iter().enumerate() {
+        observe(i, &x);
         if t == last_t {
             // The reference's last iteration: no data step and no re-noising; x is the result.
             progress(MethodProgress::Step {
@@ -486,7 +544,15 @@ pub fn diffpir(
         let x0 = from_host(out, x.dims(), x.device(), DType::F32)?;
         let ab_next = p.schedule.alpha_bar(ts[i + 1])?;
         let eps = ((&x - x0.affine(ab.sqrt(), 0.0)?)? / (1.0 - ab).sqrt())?;
-        let z = noise.draw_like(&x)?;
+        let z = noise(i, &x)?;
+        if z.dims() != x.dims() {
+            return invalid(format!(
+                "DiffPIR's noise for step {i} has shape {:?}, expected {:?}",
+                z.dims(),
+                x.dims()
+            ));
+        }
+        let z = z.to_dtype(DType::F32)?;
         let s_next = (1.0 - ab_next).sqrt();
         x = (x0.affine(ab_next.sqrt(), 0.0)?
             + eps.affine(s_next * (1.0 - cfg.zeta).sqrt(), 0.0)?
