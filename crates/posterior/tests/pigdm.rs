@@ -370,7 +370,7 @@ fn options_defaults_and_clear_errors() {
             Err(e) => e.to_string(),
         };
         assert!(
-            e.contains(&format!("`{task}`")) && e.contains("not supported") && e.contains(why),
+            e.contains(&format!("`{task}`")) && e.contains("cannot run") && e.contains(why),
             "{e}"
         );
     }

@@ -233,6 +233,9 @@ impl AttentionBlock {
     }
 }
 
+// A few dozen layers per network, built once: the size difference between variants is
+// irrelevant, and boxing would add an indirection per layer call.
+#[allow(clippy::large_enum_variant)]
 pub enum Layer {
     Conv(Conv2d),
     Res(ResBlock),
