@@ -52,6 +52,11 @@ pub fn budget() -> Vec<(&'static str, OptionValue, OptionValue)> {
         ("dps-steps", int(20), int(4)),
         // DiffPIR at the DPS budget (the reference's 100 steps cost 99 evaluations per image).
         ("diffpir-steps", int(20), int(4)),
+        // DAPS at 20 levels × 1 ODE step (20 evaluations), LGD at the DPS budget.
+        ("daps-steps", int(20), int(2)),
+        ("daps-ode-steps", int(1), int(1)),
+        ("daps-langevin-steps", int(50), int(5)),
+        ("lgd-steps", int(20), int(4)),
         ("eta-min", OptionValue::Float(0.1), OptionValue::Float(0.1)),
         ("pcs-reg", OptionValue::Float(0.5), OptionValue::Float(0.5)),
         ("warm-start", "auto".into(), "auto".into()),

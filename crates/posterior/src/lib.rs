@@ -11,6 +11,8 @@
 //! - [`dps`]: the DPS baseline (Chung et al. 2023), gradient through the network.
 //! - [`diffpir`]: DiffPIR (Zhu et al. 2023), a proximal data step on x̂₀ between partial
 //!   re-noisings.
+//! - [`daps`]: DAPS (Zhang et al. 2025), decoupled noise annealing with a Langevin x₀ step.
+//! - [`lgd`]: LGD-MC (Song et al. 2023), DPS with a Monte Carlo loss.
 //! - [`stats`]: posterior mean and standard deviation of the samples.
 //!
 //! Every sampler sees the network only through [`genprior_diffusion::ScoreModel`] and its
@@ -18,6 +20,7 @@
 //! through [`genprior_inverse::Operator`], so the analytic Gaussian prior of the exactness
 //! tests plugs in exactly where a UNet does.
 
+pub mod daps;
 pub mod dds;
 pub mod denoiser;
 pub mod diffpir;
@@ -25,6 +28,7 @@ pub mod dpnp;
 pub mod dps;
 pub mod energy;
 pub mod error;
+pub mod lgd;
 pub mod method;
 pub mod options;
 pub mod pcs;
@@ -49,6 +53,6 @@ pub use method::{
 };
 pub use options::{MethodOptions, OptionDefault, OptionSpec, OptionType, OptionValue, Resolved};
 pub use pcs::{
-    exact_gaussian_host, misfit, pcs, pcs_host, pcs_seeded, PcsConfig, PcsMethod, PcsOutput,
+    exact_gaussian_host, misfit, pcs, pcs_host, pcs_seeded, pcs_seeded_tempered, PcsConfig, PcsMethod, PcsOutput,
 };
 pub use stats::mean_and_std;

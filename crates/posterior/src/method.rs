@@ -113,6 +113,8 @@ pub fn methods() -> &'static [MethodEntry] {
         crate::dpnp::DPNP_DDPM,
         crate::dps::DPS,
         crate::diffpir::DIFFPIR,
+        crate::daps::DAPS,
+        crate::lgd::LGD,
     ]
 }
 
