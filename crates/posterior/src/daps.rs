@@ -245,8 +245,7 @@ impl DapsConfig {
                 self.lr
             ));
         }
-        if !(self.lr_min_ratio.is_finite() && self.lr_min_ratio > 0.0 && self.lr_min_ratio <= 1.0)
-        {
+        if !(self.lr_min_ratio.is_finite() && self.lr_min_ratio > 0.0 && self.lr_min_ratio <= 1.0) {
             return invalid(format!(
                 "--daps-lr-min-ratio must lie in (0, 1], got {}",
                 self.lr_min_ratio
@@ -258,7 +257,9 @@ impl DapsConfig {
             }
         }
         if self.levels == 0 || self.ode_steps == 0 || self.langevin_steps == 0 {
-            return invalid("--daps-steps, --daps-ode-steps and --daps-langevin-steps must be at least 1");
+            return invalid(
+                "--daps-steps, --daps-ode-steps and --daps-langevin-steps must be at least 1",
+            );
         }
         Ok(())
     }
@@ -270,9 +271,7 @@ impl DapsConfig {
             None => poly7_grid(self.sigma_max, self.sigma_min, self.levels),
         };
         if v.is_empty() || v.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return invalid(format!(
-                "DAPS levels must be finite and > 0, got {v:?}"
-            ));
+            return invalid(format!("DAPS levels must be finite and > 0, got {v:?}"));
         }
         Ok(v)
     }

@@ -306,7 +306,12 @@ impl PosteriorSampler for LgdSampler {
 }
 
 /// ℓ(x) and ∇ℓ(x) for one image (see [`LgdLoss`]).
-fn loss_and_grad(op: &dyn Operator, loss: LgdLoss, x: &[f64], y: &[f64]) -> Result<(f64, Vec<f64>)> {
+fn loss_and_grad(
+    op: &dyn Operator,
+    loss: LgdLoss,
+    x: &[f64],
+    y: &[f64],
+) -> Result<(f64, Vec<f64>)> {
     let (l, g) = op.log_likelihood_and_grad_host(x, y)?;
     let c = match loss {
         LgdLoss::SquaredResidual => {
@@ -452,8 +457,14 @@ pub fn lgd_indexed(
                     cfg.draws,
                 )
             };
-            let (_, gj) =
-                mc_loss_and_grad(op, cfg.loss, cfg.lambda, xj, &ys[yj * ml..(yj + 1) * ml], &d)?;
+            let (_, gj) = mc_loss_and_grad(
+                op,
+                cfg.loss,
+                cfg.lambda,
+                xj,
+                &ys[yj * ml..(yj + 1) * ml],
+                &d,
+            )?;
             g.extend(gj.into_iter().map(|v| v as f32));
         }
         let g = Tensor::from_vec(g, x0.dims(), &device)?.to_dtype(DType::F32)?;

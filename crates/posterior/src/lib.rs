@@ -53,6 +53,7 @@ pub use method::{
 };
 pub use options::{MethodOptions, OptionDefault, OptionSpec, OptionType, OptionValue, Resolved};
 pub use pcs::{
-    exact_gaussian_host, misfit, pcs, pcs_host, pcs_seeded, pcs_seeded_tempered, PcsConfig, PcsMethod, PcsOutput,
+    exact_gaussian_host, misfit, pcs, pcs_host, pcs_seeded, pcs_seeded_tempered, PcsConfig,
+    PcsMethod, PcsOutput,
 };
 pub use stats::mean_and_std;

@@ -63,7 +63,11 @@ fn daps_law(
     let s2 = sigma_y * sigma_y;
     let mut m = vec![0.0; n];
     let mut c: Mat = (0..n)
-        .map(|i| (0..n).map(|j| if i == j { sigmas[0].powi(2) } else { 0.0 }).collect())
+        .map(|i| {
+            (0..n)
+                .map(|j| if i == j { sigmas[0].powi(2) } else { 0.0 })
+                .collect()
+        })
         .collect();
     for (k, &s) in sigmas.iter().enumerate() {
         // Affine ODE map per pixel.
@@ -133,7 +137,15 @@ fn sigma_lo(s: &Schedule) -> f64 {
     (1.0 / s.alphas_cumprod()[0] - 1.0).sqrt()
 }
 
-fn run(model: &GaussianPrior, s: &Schedule, op: &dyn Operator, y: &[f64], cfg: &DapsConfig, n: usize, seed: u64) -> (Vec<f64>, Vec<f64>, usize, f64) {
+fn run(
+    model: &GaussianPrior,
+    s: &Schedule,
+    op: &dyn Operator,
+    y: &[f64],
+    cfg: &DapsConfig,
+    n: usize,
+    seed: u64,
+) -> (Vec<f64>, Vec<f64>, usize, f64) {
     let yt = y_tensor(y);
     let p = Problem {
         model,
@@ -157,7 +169,10 @@ fn check(label: &str, m: &[f64], v: &[f64], want_m: &[f64], want_v: &[f64], n: u
         worst_v = worst_v.max((v[i] / want_v[i] - 1.0).abs() / se_v);
     }
     eprintln!("{label}: worst mean error {worst_m:.2} se, worst variance error {worst_v:.2} se");
-    assert!(worst_m <= Z && worst_v <= Z, "{label}: mean {m:?} vs {want_m:?}, var {v:?} vs {want_v:?}");
+    assert!(
+        worst_m <= Z && worst_v <= Z,
+        "{label}: mean {m:?} vs {want_m:?}, var {v:?} vs {want_v:?}"
+    );
 }
 
 /// Bias of a law against the posterior: max |mean error| in posterior std, variance ratios.
@@ -165,8 +180,13 @@ fn bias(label: &str, m: &[f64], v: &[f64], pm: &[f64], pv: &[f64]) {
     let em = (0..m.len())
         .map(|i| (m[i] - pm[i]).abs() / pv[i].sqrt())
         .fold(0.0, f64::max);
-    let ratios: Vec<String> = (0..m.len()).map(|i| format!("{:.3}", v[i] / pv[i])).collect();
-    eprintln!("{label}: bias vs posterior: max |mean error| {em:.3} posterior std, variance ratios [{}]", ratios.join(", "));
+    let ratios: Vec<String> = (0..m.len())
+        .map(|i| format!("{:.3}", v[i] / pv[i]))
+        .collect();
+    eprintln!(
+        "{label}: bias vs posterior: max |mean error| {em:.3} posterior std, variance ratios [{}]",
+        ratios.join(", ")
+    );
 }
 
 #[test]
@@ -216,10 +236,27 @@ fn reference_settings_follow_their_closed_form_law() {
         let sigmas = cfg.sigmas().unwrap();
         let (m, v, nfe, _) = run(&model, &s, &op, &y, &cfg, n, 5);
         assert_eq!(nfe, levels * ode);
-        let (lm, lc) = daps_law(&a, &y, sigma, &MU, &VAR, &sigmas, &sigmas, ode, sigma_lo(&s));
+        let (lm, lc) = daps_law(
+            &a,
+            &y,
+            sigma,
+            &MU,
+            &VAR,
+            &sigmas,
+            &sigmas,
+            ode,
+            sigma_lo(&s),
+        );
         let lv: Vec<f64> = (0..4).map(|i| lc[i][i]).collect();
         let label = format!("DAPS {levels} levels × {ode} ODE steps, r = σ, exact Langevin");
-        check(&format!("{label} vs its closed-form law"), &m, &v, &lm, &lv, n);
+        check(
+            &format!("{label} vs its closed-form law"),
+            &m,
+            &v,
+            &lm,
+            &lv,
+            n,
+        );
         bias(&format!("{label} (closed form)"), &lm, &lv, &pm, &pv);
         bias(&format!("{label} (chains)"), &m, &v, &pm, &pv);
     }
@@ -227,7 +264,10 @@ fn reference_settings_follow_their_closed_form_law() {
     // propagation itself).
     let var = [0.5; 4];
     let sig = poly7_grid(100.0, 0.05, 12);
-    let rs: Vec<f64> = sig.iter().map(|&k| (0.5 * k * k / (0.5 + k * k)).sqrt()).collect();
+    let rs: Vec<f64> = sig
+        .iter()
+        .map(|&k| (0.5 * k * k / (0.5 + k * k)).sqrt())
+        .collect();
     let (lm, lc) = daps_law(&a, &y, sigma, &MU, &var, &sig, &rs, 1, 0.0);
     let (qm, qc) = posterior(&a, &y, sigma, &MU, &var);
     for i in 0..4 {
@@ -246,7 +286,11 @@ fn reference_langevin_bias_is_recorded() {
     let (pm, pc) = posterior(&a, &y, sigma, &MU, &VAR);
     let pv: Vec<f64> = (0..4).map(|i| pc[i][i]).collect();
     let n = 1000;
-    for (lang, lr) in [(PcsMethod::Ula, 1e-4), (PcsMethod::Ula, 1e-2), (PcsMethod::Mala, 1e-2)] {
+    for (lang, lr) in [
+        (PcsMethod::Ula, 1e-4),
+        (PcsMethod::Ula, 1e-2),
+        (PcsMethod::Mala, 1e-2),
+    ] {
         let cfg = DapsConfig {
             levels: 50,
             ode_steps: 2,

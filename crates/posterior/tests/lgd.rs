@@ -8,7 +8,9 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::*;
 use genprior_inverse::{build_task, Operator, TaskOptions};
-use genprior_posterior::lgd::{lgd_indexed, mc_draws, mc_loss_and_grad, LgdConfig, LgdDraws, LgdLoss};
+use genprior_posterior::lgd::{
+    lgd_indexed, mc_draws, mc_loss_and_grad, LgdConfig, LgdDraws, LgdLoss,
+};
 use genprior_posterior::{
     build_sampler, dps, Chains, DpsConfig, DpsMisfit, MethodOptions, Problem,
 };
@@ -18,7 +20,10 @@ fn flat(t: &Tensor) -> Vec<f32> {
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn lgd_cfg(op: &dyn Operator, steps: usize, zeta: f64, lambda: f64, n: usize, r: f64) -> LgdConfig {
@@ -91,7 +96,15 @@ fn dense_g(a: &Mat, y: &[f64], lambda: f64, x: &[f64], draws: &[Vec<f64>]) -> f6
     (-mean.ln()).sqrt()
 }
 
-fn check_fd(label: &str, op: &dyn Operator, loss: LgdLoss, lambda: f64, x: &[f64], y: &[f64], draws: &[Vec<f64>]) {
+fn check_fd(
+    label: &str,
+    op: &dyn Operator,
+    loss: LgdLoss,
+    lambda: f64,
+    x: &[f64],
+    y: &[f64],
+    draws: &[Vec<f64>],
+) {
     let (_, g) = mc_loss_and_grad(op, loss, lambda, x, y, draws).unwrap();
     let h = 1e-6;
     let mut worst: f64 = 0.0;
@@ -121,10 +134,22 @@ fn monte_carlo_loss_and_its_gradient() {
             assert!(d.iter().flatten().all(|v| (0.0..0.3).contains(v)));
         }
         for lambda in [1e-3, 0.5, 40.0] {
-            let (g, _) = mc_loss_and_grad(&op, LgdLoss::SquaredResidual, lambda, &x, &y, &d).unwrap();
+            let (g, _) =
+                mc_loss_and_grad(&op, LgdLoss::SquaredResidual, lambda, &x, &y, &d).unwrap();
             let want = dense_g(&a, &y, lambda, &x, &d);
-            assert!((g - want).abs() < 1e-9 * (1.0 + want), "λ {lambda}: {g} vs {want}");
-            check_fd(&format!("cs, n = {n} {draws:?}, λ = {lambda}"), &op, LgdLoss::SquaredResidual, lambda, &x, &y, &d);
+            assert!(
+                (g - want).abs() < 1e-9 * (1.0 + want),
+                "λ {lambda}: {g} vs {want}"
+            );
+            check_fd(
+                &format!("cs, n = {n} {draws:?}, λ = {lambda}"),
+                &op,
+                LgdLoss::SquaredResidual,
+                lambda,
+                &x,
+                &y,
+                &d,
+            );
         }
     }
     // Nonlinear and non-Gaussian tasks.
@@ -174,7 +199,10 @@ fn gaussian_prior_bias_is_recorded() {
         .collect();
     let cov = inverse(&p);
     let rhs: Vec<f64> = (0..4)
-        .map(|i| a.iter().zip(&y).map(|(r, yk)| r[i] * yk).sum::<f64>() / (sigma * sigma) + MU[i] / VAR[i])
+        .map(|i| {
+            a.iter().zip(&y).map(|(r, yk)| r[i] * yk).sum::<f64>() / (sigma * sigma)
+                + MU[i] / VAR[i]
+        })
         .collect();
     let pm = matvec(&cov, &rhs);
     for (zeta, lambda, mc) in [(30.0, 1e-3, 5), (10.0, 1e-2, 5), (10.0, 1e-2, 1)] {
@@ -182,7 +210,9 @@ fn gaussian_prior_bias_is_recorded() {
         let (x, _) = lgd_indexed(&model, &s, &op, &yt, n, &cfg, 3, 0, &mut |_, _| {}).unwrap();
         let (m, v, _) = moments(&x);
         assert!(m.iter().chain(&v).all(|q| q.is_finite()));
-        let em = (0..4).map(|i| (m[i] - pm[i]).abs() / cov[i][i].sqrt()).fold(0.0, f64::max);
+        let em = (0..4)
+            .map(|i| (m[i] - pm[i]).abs() / cov[i][i].sqrt())
+            .fold(0.0, f64::max);
         let ratios: Vec<String> = (0..4).map(|i| format!("{:.3}", v[i] / cov[i][i])).collect();
         eprintln!(
             "LGD-MC 200 steps, ζ {zeta}, λ {lambda}, n {mc}: max |mean error| {em:.3} posterior std, variance ratios [{}]",
@@ -205,16 +235,26 @@ fn options_defaults_and_warm_start() {
             .settings()
     };
     let sr = st("sr2");
-    assert_eq!((sr["lgd_zeta"].as_f64(), sr["lgd_lambda"].as_f64()), (Some(30.0), Some(1e-3)));
+    assert_eq!(
+        (sr["lgd_zeta"].as_f64(), sr["lgd_lambda"].as_f64()),
+        (Some(30.0), Some(1e-3))
+    );
     assert_eq!(sr["lgd_steps"], 1000);
     assert_eq!(sr["lgd_mc_samples"], 5);
     assert_eq!(sr["lgd_r"], 0.05);
     let pr = st("phase-retrieval");
     assert_eq!(pr["lgd_zeta"].as_f64(), Some(400.0));
     let ob = st("one-bit");
-    assert_eq!((ob["lgd_zeta"].as_f64(), ob["lgd_lambda"].as_f64()), (Some(500.0), Some(2e-5)));
+    assert_eq!(
+        (ob["lgd_zeta"].as_f64(), ob["lgd_lambda"].as_f64()),
+        (Some(500.0), Some(2e-5))
+    );
     assert_eq!(ob["lgd_loss"], "NegLogLik");
-    let bad = build_sampler("lgd", &MethodOptions::new().with("lgd-lambda", 0.0), task("sr2").as_ref());
+    let bad = build_sampler(
+        "lgd",
+        &MethodOptions::new().with("lgd-lambda", 0.0),
+        task("sr2").as_ref(),
+    );
     assert!(bad.err().unwrap().to_string().contains("--lgd-lambda"));
     // DPnP with the LGD warm start: 500 steps by default, recorded; its NFE includes them.
     let op = task("sr2");
@@ -242,10 +282,19 @@ fn options_defaults_and_warm_start() {
         ..Default::default()
     })
     .unwrap();
-    let model = genprior_diffusion::analytic::GaussianPrior::isotropic(0.0, 0.3, [1, 4, 4], &s, &Device::Cpu).unwrap();
+    let model = genprior_diffusion::analytic::GaussianPrior::isotropic(
+        0.0,
+        0.3,
+        [1, 4, 4],
+        &s,
+        &Device::Cpu,
+    )
+    .unwrap();
     let x = Tensor::zeros((1, 1, 4, 4), DType::F32, &Device::Cpu).unwrap();
     use rand::SeedableRng;
-    let y = op.simulate(&x, &mut rand::rngs::StdRng::seed_from_u64(2)).unwrap();
+    let y = op
+        .simulate(&x, &mut rand::rngs::StdRng::seed_from_u64(2))
+        .unwrap();
     let p = Problem {
         model: &model,
         schedule: &s,
