@@ -81,8 +81,8 @@ use crate::pcs::{pcs_seeded_tempered, PcsConfig, PcsMethod};
 use crate::seeds;
 
 /// Sub-seed tags of DAPS's noise streams (distinct from the tags in `seeds`).
-const SEED_NOISE: u64 = 0x4441_5053_4e; // "DAPSN"
-const SEED_LANGEVIN: u64 = 0x4441_5053_4c; // "DAPSL"
+const SEED_NOISE: u64 = 0x0044_4150_534e; // "DAPSN"
+const SEED_LANGEVIN: u64 = 0x0044_4150_534c; // "DAPSL"
 
 /// The last point of every ODE grid before 0 (reference `sigma_min` of the diffusion scheduler).
 pub const ODE_SIGMA_MIN: f64 = 0.01;

@@ -48,7 +48,7 @@ use crate::options::{at_least_one, OptionDefault, OptionSpec, OptionType, Resolv
 use crate::seeds;
 
 /// Sub-seed tag of the Monte Carlo draws (distinct from the tags in `seeds`).
-const SEED_MC: u64 = 0x4c47_444d_43; // "LGDMC"
+const SEED_MC: u64 = 0x004c_4744_4d43; // "LGDMC"
 
 /// How the Monte Carlo perturbations are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

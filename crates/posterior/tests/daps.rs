@@ -48,6 +48,7 @@ fn posterior(a: &Mat, y: &[f64], sigma: f64, mu: &[f64], var: &[f64]) -> (Vec<f6
 /// The closed-form law (mean, covariance) of DAPS's output on the Gaussian prior with exact
 /// Langevin: x̂₀ = α∘x + β per pixel (the Euler ODE is affine for a Gaussian prior),
 /// x₀ʸ = P⁻¹(Aᵀy/σ² + x̂₀/r²) + N(0, P⁻¹), P = AᵀA/σ² + I/r², then x += σ_{k+1} z.
+#[allow(clippy::too_many_arguments)]
 fn daps_law(
     a: &Mat,
     y: &[f64],
