@@ -95,7 +95,7 @@ pub fn poly7_grid(hi: f64, lo: f64, n: usize) -> Vec<f64> {
     let (a, b) = (hi.powf(1.0 / POLY), lo.powf(1.0 / POLY));
     (0..n)
         .map(|i| {
-            if n == 1 {
+            if i == 0 {
                 hi
             } else if i + 1 == n {
                 lo
