@@ -63,6 +63,14 @@ fn tiny(_method: &str) -> Vec<&'static str> {
         "3",
         "--diffpir-steps",
         "3",
+        "--daps-steps",
+        "2",
+        "--daps-ode-steps",
+        "1",
+        "--daps-langevin-steps",
+        "3",
+        "--lgd-steps",
+        "3",
     ]
 }
 

@@ -430,7 +430,7 @@ impl PosteriorSampler for DapsSampler {
             nfe: out.nfe,
             backprop: false,
             mean_acceptance: Some(out.mean_acceptance),
-            trace: Value::Null,
+            trace: json!(out.trace),
         })
     }
 }
@@ -444,6 +444,8 @@ pub struct DapsOutput {
     pub nfe: usize,
     /// Mean Langevin acceptance (1 for ULA and exact).
     pub mean_acceptance: f64,
+    /// Per level: `{step, sigma, r, lr, acceptance, nfe}`.
+    pub trace: Vec<Value>,
 }
 
 /// D(x; σ) for VE-scaled `x`: the network's x̂₀ at the fractional timestep of σ (clamped to
@@ -532,6 +534,7 @@ pub fn daps(
     let mut x = noise.draw(&[c, h, w], &device)?.affine(sigmas[0], 0.0)?;
     let total = sigmas.len();
     let mut acc_sum = 0.0;
+    let mut trace = Vec::with_capacity(total);
     for (level, &sigma) in sigmas.iter().enumerate() {
         let x0hat = pf_ode(&mut den, &x, &ode_grid(sigma, cfg.ode_steps))?;
         let lr = langevin_lr(cfg.lr, cfg.lr_min_ratio, level, total);
@@ -567,6 +570,14 @@ pub fn daps(
             Some(&next) => (&x0y + noise.draw_like(&x0y)?.affine(next, 0.0)?)?,
             None => x0y,
         };
+        trace.push(json!({
+            "step": level + 1,
+            "sigma": sigma,
+            "r": rs[level],
+            "lr": lr,
+            "acceptance": acc,
+            "nfe": den.nfe(),
+        }));
         progress(MethodProgress::Step {
             step: level + 1,
             total,
@@ -577,6 +588,7 @@ pub fn daps(
         samples: x,
         nfe: den.nfe(),
         mean_acceptance: acc_sum / total as f64,
+        trace,
     })
 }
 
