@@ -43,7 +43,7 @@
 //!
 //! **Langevin = PCS.** Step (2) is [`crate::pcs`]'s Langevin move with a fixed step
 //! ([`pcs_seeded_tempered`]): x' = x + a(x̂₀ − x) + r²a β∇L + r sqrt(1 − e^{−2h/r²}) z,
-//! a = 1 − e^{−h/r²}, h = lr_k. To first order in h/r² (≤ 0.01 at the reference's
+//! a = 1 − e^{−h/r²}, h = lr_k. To first order in h/r² (at most 2.3e-4 at the reference's
 //! settings) this is the reference's Euler–Maruyama step x + h(∇log π) + sqrt(2h) z; the
 //! exponential integrator is exact for the Gaussian part. `daps-langevin` picks `ula` (the
 //! reference), `mala` (the same move Metropolis-adjusted) or `exact` (linear-Gaussian tasks:
