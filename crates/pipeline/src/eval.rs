@@ -60,6 +60,11 @@ pub fn budget() -> Vec<(&'static str, OptionValue, OptionValue)> {
         ("ddrm-steps", int(20), int(4)),
         // DDNM at the DPS budget too (the reference runs 100 steps).
         ("ddnm-steps", int(20), int(4)),
+        // DAPS at 20 levels × 1 ODE step (20 evaluations), LGD at the DPS budget.
+        ("daps-steps", int(20), int(2)),
+        ("daps-ode-steps", int(1), int(1)),
+        ("daps-langevin-steps", int(50), int(5)),
+        ("lgd-steps", int(20), int(4)),
         ("eta-min", OptionValue::Float(0.1), OptionValue::Float(0.1)),
         ("pcs-reg", OptionValue::Float(0.5), OptionValue::Float(0.5)),
         ("warm-start", "auto".into(), "auto".into()),

@@ -10,6 +10,14 @@
 //! ULA, or exact for linear-Gaussian tasks), DDS is [`crate::dds`] (DDIM on the refined grid by
 //! default, or DDPM).
 //!
+//! **Warm starts.** Every shipped reference config (`configs/*_pnp.yaml`) starts the chains
+//! from a 500-step guided DDPM run (`timestep_respacing: 500`): LGD-MC ([`crate::lgd`], with
+//! the task's `lgd` ζ and λ) on every task but coded phase retrieval on FFHQ, which uses DPS
+//! (`ps`, scale 0.8). genprior offers both ([`WarmStart::Lgd`], 500 steps by default, ζ and λ
+//! from [`crate::lgd::default_zeta_lambda`]; [`WarmStart::Dps`]), plus the classical baseline
+//! and pure noise; `warm-start auto` picks DPS for sign-ambiguous operators and the baseline
+//! otherwise (genprior's default, not the reference's).
+//!
 //! The K posterior samples run as one batch of K chains. All randomness comes from one seed:
 //! the warm start, PCS and DDS each use their own sub-seed of it, and within those each chain
 //! has its own stream, keyed by its index in the run (`first_index + i`) — PCS reseeds chain
@@ -26,6 +34,7 @@ use crate::denoiser::Denoiser;
 use crate::dps::{dps_indexed, DpsConfig, DPS_STEPS, ZETA};
 use crate::energy::{default_energy_timesteps, lowest_energy, sign_patterns};
 use crate::error::{invalid, Result};
+use crate::lgd::{lgd_indexed, LgdConfig, LGD_SHARED_OPTIONS};
 use crate::method::{
     Chains, MethodEntry, MethodProgress, PosteriorSampler, Problem, SamplerOutput,
 };
@@ -129,6 +138,8 @@ pub enum WarmStart {
     Noise,
     /// A DPS run (one per chain) with these settings.
     Dps(DpsConfig),
+    /// An LGD-MC run (one per chain) with these settings (the reference's warm start).
+    Lgd(LgdConfig),
     /// Per chain, the classical baseline with the per-channel sign pattern (of the 2^C, see
     /// [`crate::energy::sign_patterns`]) that has the lowest denoising energy under the prior,
     /// for measurements blind to each channel's sign (phase retrieval); 2^C·|T| extra network
@@ -262,6 +273,17 @@ fn start_points(
             )?;
             (out.samples, out.nfe)
         }
+        WarmStart::Lgd(lcfg) => lgd_indexed(
+            model,
+            schedule,
+            op,
+            y,
+            k,
+            lcfg,
+            seeds::derive(cfg.seed, seeds::WARM_START),
+            cfg.first_index,
+            &mut |s, t| progress(Progress::WarmStart { step: s, total: t }),
+        )?,
         WarmStart::BaselineSign => {
             let b = op
                 .baseline(y)?
@@ -454,12 +476,23 @@ pub const DPNP_OPTIONS: &[OptionSpec] = &[
     ),
     opt(
         "warm-start",
-        "DPnP: start from the classical baseline, pure noise, a DPS run (--dps-steps, --zeta), the baseline with the per-channel signs the prior prefers (baseline-sign: 2^C candidates scored by denoising energy), or auto (a DPS run for sign-ambiguous operators such as phase retrieval, the baseline otherwise)",
-        OptionType::Choice(&["baseline", "noise", "dps", "baseline-sign", "auto"]),
+        "DPnP: start from the classical baseline, pure noise, a DPS run (--dps-steps, --zeta), an LGD-MC run (--lgd-warm-steps, --lgd-zeta, ...; the reference's warm start), the baseline with the per-channel signs the prior prefers (baseline-sign: 2^C candidates scored by denoising energy), or auto (a DPS run for sign-ambiguous operators such as phase retrieval, the baseline otherwise)",
+        OptionType::Choice(&["baseline", "noise", "dps", "lgd", "baseline-sign", "auto"]),
         OptionDefault::Choice("baseline"),
     ),
     DPS_STEPS,
     ZETA,
+    opt(
+        "lgd-warm-steps",
+        "DPnP: ancestral DDPM steps of the LGD-MC warm start (reference: 500)",
+        OptionType::Integer,
+        OptionDefault::Integer(500),
+    ),
+    LGD_SHARED_OPTIONS[0],
+    LGD_SHARED_OPTIONS[1],
+    LGD_SHARED_OPTIONS[2],
+    LGD_SHARED_OPTIONS[3],
+    LGD_SHARED_OPTIONS[4],
 ];
 
 /// `dpnp-ddim`: DPnP with DDS-DDIM on the refined grid.
@@ -544,9 +577,12 @@ impl DpnpSampler {
             "auto" => "baseline".to_string(),
             _ => warm_name,
         };
+        let lgd_steps = at_least_one("lgd-warm-steps", opts.usize("lgd-warm-steps")?)?;
+        let lgd = LgdConfig::from_options(opts, op, lgd_steps)?;
         let warm_start = match warm_name.as_str() {
             "noise" => WarmStart::Noise,
             "dps" => WarmStart::Dps(dps.clone()),
+            "lgd" => WarmStart::Lgd(lgd.clone()),
             "baseline-sign" => WarmStart::BaselineSign,
             _ => WarmStart::Baseline,
         };
@@ -567,6 +603,11 @@ impl DpnpSampler {
             "warm_start": warm_name,
         });
         if let (Some(s), Value::Object(d)) = (settings.as_object_mut(), dps.settings()) {
+            s.extend(d);
+        }
+        if let (Some(s), Value::Object(d)) =
+            (settings.as_object_mut(), lgd.settings("lgd_warm_steps"))
+        {
             s.extend(d);
         }
         Ok(Self {
@@ -617,7 +658,10 @@ impl PosteriorSampler for DpnpSampler {
                 Progress::WarmStart { step, total } => MethodProgress::Inner {
                     step,
                     total,
-                    label: "DPS warm start".into(),
+                    label: match self.cfg.warm_start {
+                        WarmStart::Lgd(_) => "LGD-MC warm start".into(),
+                        _ => "DPS warm start".into(),
+                    },
                 },
                 Progress::Pcs { eta, .. } => MethodProgress::Inner {
                     step: 0,
@@ -652,7 +696,7 @@ impl PosteriorSampler for DpnpSampler {
             mean_acceptance: Some(out.mean_acceptance()),
             samples: out.samples,
             nfe: out.nfe,
-            backprop: matches!(self.cfg.warm_start, WarmStart::Dps(_)),
+            backprop: matches!(self.cfg.warm_start, WarmStart::Dps(_) | WarmStart::Lgd(_)),
             trace: json!(trace),
         })
     }

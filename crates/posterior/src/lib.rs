@@ -17,6 +17,8 @@
 //!   regulariser (a point estimate).
 //! - [`ddrm`]: DDRM (Kawar et al. 2022), variational sampling in the SVD basis of A.
 //! - [`ddnm`]: DDNM / DDNM⁺ (Wang et al. 2023), DDIM with a pseudo-inverse correction of x̂₀.
+//! - [`daps`]: DAPS (Zhang et al. 2025), decoupled noise annealing with a Langevin x₀ step.
+//! - [`lgd`]: LGD-MC (Song et al. 2023), DPS with a Monte Carlo loss.
 //! - [`stats`]: posterior mean and standard deviation of the samples.
 //!
 //! Every sampler sees the network only through [`genprior_diffusion::ScoreModel`] and its
@@ -24,6 +26,7 @@
 //! through [`genprior_inverse::Operator`], so the analytic Gaussian prior of the exactness
 //! tests plugs in exactly where a UNet does.
 
+pub mod daps;
 pub mod ddnm;
 pub mod ddrm;
 pub mod dds;
@@ -33,6 +36,7 @@ pub mod dpnp;
 pub mod dps;
 pub mod energy;
 pub mod error;
+pub mod lgd;
 pub mod method;
 pub mod options;
 pub mod pcs;
@@ -59,6 +63,7 @@ pub use method::{
 };
 pub use options::{MethodOptions, OptionDefault, OptionSpec, OptionType, OptionValue, Resolved};
 pub use pcs::{
-    exact_gaussian_host, misfit, pcs, pcs_host, pcs_seeded, PcsConfig, PcsMethod, PcsOutput,
+    exact_gaussian_host, misfit, pcs, pcs_host, pcs_seeded, pcs_seeded_tempered, PcsConfig,
+    PcsMethod, PcsOutput,
 };
 pub use stats::mean_and_std;

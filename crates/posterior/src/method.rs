@@ -117,6 +117,8 @@ pub fn methods() -> &'static [MethodEntry] {
         crate::reddiff::REDDIFF,
         crate::ddrm::DDRM,
         crate::ddnm::DDNM,
+        crate::daps::DAPS,
+        crate::lgd::LGD,
     ]
 }
 

@@ -167,6 +167,37 @@ pub fn pcs_seeded(
     cfg: &PcsConfig,
     chain_seeds: &[u64],
 ) -> Result<PcsOutput> {
+    pcs_seeded_tempered(op, y, x0, gamma, cfg, None, 1.0, chain_seeds)
+}
+
+/// [`pcs_seeded`] for the tempered target exp(β L(x; y) − ‖x − x₀‖²/(2γ²)), β = `weight`
+/// (1: the plain PCS target), with an optional fixed Langevin step `h` in place of the
+/// adaptive rule h(x) = scale·min(m², γ²)/(reg + √f(x)) (`scale` and `reg` are then unused).
+/// The move, the Metropolis correction and the exact sampler (at likelihood σ/√β) are
+/// otherwise unchanged. DAPS uses it for its reference step-size schedule and data weight.
+#[allow(clippy::too_many_arguments)]
+pub fn pcs_seeded_tempered(
+    op: &dyn Operator,
+    y: &Tensor,
+    x0: &Tensor,
+    gamma: f64,
+    cfg: &PcsConfig,
+    step: Option<f64>,
+    weight: f64,
+    chain_seeds: &[u64],
+) -> Result<PcsOutput> {
+    if let Some(h) = step {
+        if !(h > 0.0 && h.is_finite()) {
+            return Err(InverseError::InvalidArgument(format!(
+                "PCS needs a fixed step h > 0, got {h}"
+            )));
+        }
+    }
+    if !(weight > 0.0 && weight.is_finite()) {
+        return Err(InverseError::InvalidArgument(format!(
+            "PCS needs a likelihood weight β > 0, got {weight}"
+        )));
+    }
     let m = check_config(op, gamma, cfg)?;
     let b = op.check_image(x0)?;
     if chain_seeds.len() != b {
@@ -196,13 +227,14 @@ pub fn pcs_seeded(
             .map(|i| {
                 let j = if by == 1 { 0 } else { i };
                 let mut r = StdRng::seed_from_u64(seeds[i]);
-                pcs_host(
+                pcs_host_step(
                     op,
                     &ys[j * ml..(j + 1) * ml],
                     &xs[i * n..(i + 1) * n],
                     gamma,
                     m,
                     cfg,
+                    (step, weight),
                     &mut r,
                 )
             })
@@ -256,21 +288,52 @@ pub fn pcs_host(
     cfg: &PcsConfig,
     rng: &mut StdRng,
 ) -> Result<(Vec<f64>, f64)> {
+    pcs_host_step(op, y, x0, gamma, m, cfg, (None, 1.0), rng)
+}
+
+/// [`pcs_host`] with an optional fixed step (see [`pcs_seeded_with_step`]).
+#[allow(clippy::too_many_arguments)]
+fn pcs_host_step(
+    op: &dyn Operator,
+    y: &[f64],
+    x0: &[f64],
+    gamma: f64,
+    m: f64,
+    cfg: &PcsConfig,
+    (step, weight): (Option<f64>, f64),
+    rng: &mut StdRng,
+) -> Result<(Vec<f64>, f64)> {
+    let tempered = Tempered { step, weight };
     match cfg.method {
         PcsMethod::Exact => Ok((
-            exact_gaussian_host(op, y, x0, gamma, cfg.cg_max_iter, rng)?,
+            exact_gaussian_sigma(
+                op,
+                y,
+                x0,
+                gamma,
+                op.temperature() / weight.sqrt(),
+                cfg.cg_max_iter,
+                rng,
+            )?,
             1.0,
         )),
-        PcsMethod::Ula => langevin_host(op, y, x0, gamma, m, cfg, false, rng),
-        PcsMethod::Mala => langevin_host(op, y, x0, gamma, m, cfg, true, rng),
+        PcsMethod::Ula => langevin_host(op, y, x0, gamma, m, cfg, tempered, false, rng),
+        PcsMethod::Mala => langevin_host(op, y, x0, gamma, m, cfg, tempered, true, rng),
     }
 }
 
+/// A fixed step and a likelihood weight β (see [`pcs_seeded_tempered`]).
+#[derive(Clone, Copy)]
+struct Tempered {
+    step: Option<f64>,
+    weight: f64,
+}
+
 /// The move's parameters at a point with log-likelihood `l`: (a, s).
-fn move_params(l: f64, gamma: f64, m: f64, cfg: &PcsConfig) -> (f64, f64) {
+fn move_params(l: f64, gamma: f64, m: f64, cfg: &PcsConfig, step: Option<f64>) -> (f64, f64) {
     let g2 = gamma * gamma;
     let f = (-2.0 * m * m * l).max(0.0);
-    let h = cfg.scale * (m * m).min(g2) / (cfg.reg + f.sqrt());
+    let h = step.unwrap_or_else(|| cfg.scale * (m * m).min(g2) / (cfg.reg + f.sqrt()));
     let a = -(-h / g2).exp_m1();
     let s = gamma * (-(-2.0 * h / g2).exp_m1()).sqrt();
     (a, s)
@@ -284,13 +347,23 @@ fn langevin_host(
     gamma: f64,
     m: f64,
     cfg: &PcsConfig,
+    tempered: Tempered,
     adjust: bool,
     rng: &mut StdRng,
 ) -> Result<(Vec<f64>, f64)> {
+    let Tempered { step, weight } = tempered;
+    let lik = |v: &[f64]| -> Result<(f64, Vec<f64>)> {
+        let (l, mut g) = op.log_likelihood_and_grad_host(v, y)?;
+        if weight != 1.0 {
+            g.iter_mut().for_each(|gi| *gi *= weight);
+            return Ok((weight * l, g));
+        }
+        Ok((l, g))
+    };
     let n = x0.len();
     let g2 = gamma * gamma;
     let mut x = x0.to_vec();
-    let (mut lx, mut gx) = op.log_likelihood_and_grad_host(&x, y)?;
+    let (mut lx, mut gx) = lik(&x)?;
     let log_target = |l: f64, v: &[f64]| -> f64 {
         l - v
             .iter()
@@ -303,14 +376,14 @@ fn langevin_host(
     let mut prop = vec![0.0; n];
     let mut zsq;
     for _ in 0..cfg.steps {
-        let (a, s) = move_params(lx, gamma, m, cfg);
+        let (a, s) = move_params(lx, gamma, m, cfg, step);
         zsq = 0.0;
         for i in 0..n {
             let z: f64 = StandardNormal.sample(rng);
             zsq += z * z;
             prop[i] = x[i] + a * (x0[i] - x[i]) + g2 * a * gx[i] + s * z;
         }
-        let (lp, gp) = op.log_likelihood_and_grad_host(&prop, y)?;
+        let (lp, gp) = lik(&prop)?;
         if !adjust {
             std::mem::swap(&mut x, &mut prop);
             lx = lp;
@@ -321,7 +394,7 @@ fn langevin_host(
         if !lp.is_finite() || gp.iter().any(|v| !v.is_finite()) {
             continue;
         }
-        let (ap, sp) = move_params(lp, gamma, m, cfg);
+        let (ap, sp) = move_params(lp, gamma, m, cfg, step);
         // log q(x' | x) = −‖x' − μ(x)‖²/(2s²) − n ln s, with x' − μ(x) = s z
         let log_q_fwd = -0.5 * zsq - n as f64 * s.ln();
         let mut rev = 0.0;
@@ -351,13 +424,25 @@ pub fn exact_gaussian_host(
     cg_max_iter: usize,
     rng: &mut StdRng,
 ) -> Result<Vec<f64>> {
+    exact_gaussian_sigma(op, y, x0, gamma, op.temperature(), cg_max_iter, rng)
+}
+
+/// [`exact_gaussian_host`] with the likelihood σ given (σ/√β for a tempered target).
+fn exact_gaussian_sigma(
+    op: &dyn Operator,
+    y: &[f64],
+    x0: &[f64],
+    gamma: f64,
+    sigma: f64,
+    cg_max_iter: usize,
+    rng: &mut StdRng,
+) -> Result<Vec<f64>> {
     if !op.is_linear_gaussian() {
         return Err(InverseError::Unsupported(format!(
             "exact PCS needs a linear operator with a Gaussian likelihood; task `{}` is not",
             op.name()
         )));
     }
-    let sigma = op.temperature();
     if !(sigma > 0.0 && sigma.is_finite()) {
         return Err(InverseError::InvalidArgument(format!(
             "exact PCS needs a positive likelihood σ, got {sigma} (task `{}`)",
