@@ -117,12 +117,13 @@ fn check_outputs(out: &Path, task: &str, method: &str, with_truth: bool) {
         "diffpir" => assert_eq!(nfe, 2),
         _ => assert!(nfe >= 1, "{r}"),
     }
-    // Methods with an inner MCMC (DPnP's PCS) report its acceptance and one trace entry per
-    // outer step; the others report null.
+    // Methods with an inner MCMC (DPnP's PCS, DAPS's Langevin) report its acceptance and a
+    // trace, one entry per outer step (DPnP: 2) or level (DAPS: 3); the others report null.
     match r["mean_pcs_acceptance"].as_f64() {
         Some(a) => {
             assert!((0.0..=1.0).contains(&a), "{a}");
-            assert_eq!(r["outer_steps"].as_array().unwrap().len(), 2);
+            let steps = r["outer_steps"].as_array().unwrap().len();
+            assert_eq!(steps, if method == "daps" { 3 } else { 2 }, "{method}");
         }
         None => assert!(
             !method.starts_with("dpnp"),

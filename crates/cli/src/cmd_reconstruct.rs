@@ -39,7 +39,8 @@ pub struct ReconstructArgs {
     /// e.g. from `genprior degrade`; use the same --operator-seed and task options.
     #[arg(long)]
     pub measurement: Option<PathBuf>,
-    /// Posterior sampler: dpnp-ddim (DPnP with DDS-DDIM), dpnp-ddpm (DPnP with DDS-DDPM), dps.
+    /// Posterior sampler: DPnP with DDS-DDIM or DDS-DDPM, DPS, DiffPIR, ΠGDM, RED-diff, DDRM,
+    /// DDNM, DAPS or LGD-MC (each method's flags are listed below, prefixed by its name).
     #[arg(long, default_value = "dpnp-ddim", value_parser = clap::builder::PossibleValuesParser::new(genprior_posterior::method_names()))]
     pub method: String,
     /// Posterior samples K (run as one batch).

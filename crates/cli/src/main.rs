@@ -23,9 +23,9 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "genprior",
     version,
-    about = "Imaging inverse problems with generative priors: diffusion plug-and-play (DPnP), DPS, and ScaledGD low-rank recovery",
+    about = "Imaging inverse problems with generative priors: diffusion plug-and-play (DPnP) and its peers (DPS, DiffPIR, ΠGDM, RED-diff, DDRM, DDNM, DAPS, LGD-MC), batch runs on clusters, and ScaledGD low-rank recovery",
     long_about = "genprior solves imaging inverse problems y = A(x) + noise with pretrained unconditional \
-diffusion models as priors (diffusion plug-and-play, Xu & Chi 2024; DPS baseline), and low-rank \
+diffusion models as priors (diffusion plug-and-play, Xu & Chi 2024, and the peers it is compared with), and low-rank \
 matrix/tensor problems with scaled gradient descent (Tong, Ma & Chi).\n\n\
 Models: a local diffusers folder (config.json + diffusion_pytorch_model.safetensors|.bin) or a \
 Hugging Face Hub id such as google/ddpm-cifar10-32. Without --model the bundled MNIST prior \
@@ -42,7 +42,7 @@ enum Command {
     Inspect(cmd_model::InspectArgs),
     /// Raw network output for a batch: NPY in, NPY out (f32). The hook parity checks use.
     Predict(cmd_model::PredictArgs),
-    /// Reconstruct an image from measurements with a posterior sampler (--method: DPnP, DPS; writes PNGs + report.json).
+    /// Reconstruct an image from measurements with a posterior sampler (--method: DPnP, DPS, DiffPIR, ΠGDM, RED-diff, DDRM, DDNM, DAPS, LGD-MC; writes PNGs + report.json).
     Reconstruct(Box<cmd_reconstruct::ReconstructArgs>),
     /// Simulate a measurement y = A(x) + noise from a clean image (writes y.npy).
     Degrade(cmd_reconstruct::DegradeArgs),
