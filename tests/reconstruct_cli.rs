@@ -295,7 +295,7 @@ fn degrade_then_reconstruct_from_measurement() {
         "--seed".into(),
         "5".into(),
     ]);
-    extra.extend(tiny("dpnp-ddim").into_iter().map(String::from));
+    extra.extend(tiny("dpnp-ddim"));
     let o = bin()
         .args([
             "reconstruct",
@@ -317,7 +317,7 @@ fn degrade_then_reconstruct_from_measurement() {
     let out = tmp.join("from-measurement");
     let mut extra = task_args("sr4", &mask);
     extra.extend(["--measurement".to_string(), y.display().to_string()]);
-    extra.extend(tiny("dpnp-ddim").into_iter().map(String::from));
+    extra.extend(tiny("dpnp-ddim"));
     let o = run_reconstruct(&extra, &out);
     assert_success(&o);
     check_outputs(&out, "sr4", "dpnp-ddim", false);
@@ -331,7 +331,7 @@ fn bad_inputs_are_clear_errors() {
     let out = tmp.join("out");
     let with = |args: &[&str]| -> std::process::Output {
         let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        v.extend(tiny("dpnp-ddim").into_iter().map(String::from));
+        v.extend(tiny("dpnp-ddim"));
         run_reconstruct(&v, &out)
     };
     let c = clean.display().to_string();

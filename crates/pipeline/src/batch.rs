@@ -75,6 +75,9 @@ pub fn is_done(out: &Path, id: &str) -> bool {
     done_marker(out, id).is_file()
 }
 
+/// An item's task options (flag name → text).
+type Options = BTreeMap<String, String>;
+
 /// What the caller provides for the items of one task-option group.
 pub struct Group {
     pub op: Box<dyn Operator>,
@@ -99,7 +102,7 @@ pub struct BatchJob<'a> {
     /// Items per sampler call.
     pub micro_batch: usize,
     /// Builds the operator, sampler and report for an item's task options.
-    pub group: &'a dyn Fn(&BTreeMap<String, String>) -> Result<Group>,
+    pub group: &'a dyn Fn(&Options) -> Result<Group>,
     /// Set by a signal handler: finish the current micro-batch, then stop.
     pub stop: &'a AtomicBool,
 }
@@ -324,11 +327,29 @@ impl Tally<'_> {
 /// Runs the items of one block with the same options (some may be done already: they are
 /// recomputed so that the others share their sampler call exactly as in an uninterrupted run,
 /// but not rewritten).
-fn run_group(job: &BatchJob, items: &[Item], t: &mut Tally) -> Result<()> {
+fn run_group(
+    job: &BatchJob,
+    items: &[Item],
+    groups: &mut Vec<(Options, std::result::Result<Group, String>)>,
+    t: &mut Tally,
+) -> Result<()> {
     let pending = |it: &Item| !is_done(job.out, &it.id);
-    let g = match (job.group)(&items[0].options) {
+    // Operators and samplers are built once per distinct set of options.
+    let opts = &items[0].options;
+    let at = match groups.iter().position(|(o, _)| o == opts) {
+        Some(i) => i,
+        None => {
+            groups.push((
+                opts.clone(),
+                (job.group)(opts).map_err(|e| format!("{e:#}")),
+            ));
+            groups.len() - 1
+        }
+    };
+    let g = match &groups[at].1 {
         Ok(g) => g,
         Err(e) => {
+            let e = anyhow::anyhow!("{e}");
             for it in items.iter().filter(|it| pending(it)) {
                 t.fail(it, &e)?;
             }
@@ -354,7 +375,7 @@ fn run_group(job: &BatchJob, items: &[Item], t: &mut Tally) -> Result<()> {
         (t.on)(BatchEvent::MicroBatch {
             ids: part.iter().map(|l| l.item.id.as_str()).collect(),
         });
-        match run_micro_batch(job, &g, part, t.on) {
+        match run_micro_batch(job, g, part, t.on) {
             Ok(written) => {
                 for (id, report) in &written {
                     (t.on)(BatchEvent::ItemDone { id, report });
@@ -399,6 +420,7 @@ pub fn run_shard(job: &BatchJob, on: &mut dyn FnMut(BatchEvent)) -> Result<Shard
         on,
     };
     let blocks: Vec<&[Item]> = mine.chunks(job.micro_batch).collect();
+    let mut groups = Vec::new();
     for (b, block) in blocks.iter().enumerate() {
         if pending(block) == 0 {
             continue;
@@ -409,7 +431,7 @@ pub fn run_shard(job: &BatchJob, on: &mut dyn FnMut(BatchEvent)) -> Result<Shard
             break;
         }
         for group in runs(block, |a, b| a.options == b.options) {
-            run_group(job, group, &mut t)?;
+            run_group(job, group, &mut groups, &mut t)?;
         }
     }
     let outcome = t.outcome;
