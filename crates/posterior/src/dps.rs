@@ -274,11 +274,42 @@ pub fn dps_indexed(
             "DPS takes a measurement batch of 1 or of the chain count {k}, got {by}"
         ));
     }
-    let [c, h, w] = op.image_shape();
+    let mut guidance = |_: usize, x0: &Tensor| misfit_grad(op, x0, y, cfg.misfit);
+    let (samples, nfe) = guided_ddpm(
+        model,
+        schedule,
+        op.image_shape(),
+        k,
+        cfg.steps,
+        cfg.zeta,
+        (seed, first_index),
+        &mut guidance,
+        progress,
+    )?;
+    Ok(DpsOutput { samples, nfe })
+}
+
+/// The guided DDPM loop of the DPS-type methods (DPS, LGD-MC): x_T and the DDPM noise from
+/// DPS's streams (chains `first_index ..` of the run `seed`), and at each step i the DDPM
+/// update of x_t minus ζ·∇_{x_t}⟨x̂₀(x_t), g⟩ through the network, where
+/// `guidance(i, x̂₀)` gives g (the gradient of the method's loss with respect to x̂₀, treated
+/// as a constant). Returns the `(k, C, H, W)` samples and the network evaluations.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn guided_ddpm(
+    model: &dyn ScoreModel,
+    schedule: &Schedule,
+    [c, h, w]: [usize; 3],
+    k: usize,
+    steps: usize,
+    zeta: f64,
+    (seed, first_index): (u64, u64),
+    guidance: &mut dyn FnMut(usize, &Tensor) -> Result<Tensor>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Tensor, usize)> {
     let mut den = Denoiser::new(model, schedule);
     den.check_channels(c)?;
     let device = model.device().clone();
-    let plan = schedule.ddpm_plan(cfg.steps)?;
+    let plan = schedule.ddpm_plan(steps)?;
     let mut noise = BatchNoise::new(seeds::derive(seed, seeds::DPS), first_index, k);
     let mut x = noise.draw(&[c, h, w], &device)?;
     let n = plan.len();
@@ -295,17 +326,14 @@ pub fn dps_indexed(
         let x_prev = schedule
             .ddpm_step(&raw.detach(), pair.t, pair.prev, &x, z.as_ref())?
             .prev_sample;
-        let g = misfit_grad(op, &x0.detach(), y, cfg.misfit)?;
+        let g = guidance(i, &x0.detach())?;
         let loss = (x0 * g)?.sum_all()?;
         let grads = loss.backward()?;
         x = match grads.get(xv.as_tensor()) {
-            Some(gx) => (x_prev - gx.affine(cfg.zeta, 0.0)?)?,
+            Some(gx) => (x_prev - gx.affine(zeta, 0.0)?)?,
             None => x_prev,
         };
         progress(i + 1, n);
     }
-    Ok(DpsOutput {
-        samples: x,
-        nfe: den.nfe(),
-    })
+    Ok((x, den.nfe()))
 }

@@ -35,15 +35,15 @@
 //! stays at the baseline (PSNR 10.8 on `examples/digit.png`), while `--lgd-zeta 35` gives 21.8
 //! (DPS: 21.5). The defaults stay the reference's; pass `--lgd-zeta` on small images.
 
-use candle_core::{DType, Tensor, Var};
-use genprior_diffusion::{BatchNoise, Schedule, ScoreModel};
+use candle_core::{DType, Tensor};
+use genprior_diffusion::{Schedule, ScoreModel};
 use genprior_inverse::{Operator, ReferenceTask};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use serde_json::{json, Value};
 
-use crate::denoiser::Denoiser;
+use crate::dps::guided_ddpm;
 use crate::error::{invalid, Result};
 use crate::method::{
     Chains, MethodEntry, MethodProgress, PosteriorSampler, Problem, SamplerOutput,
@@ -422,29 +422,9 @@ pub fn lgd_indexed(
             "LGD-MC takes a measurement batch of 1 or of the chain count {k}, got {by}"
         ));
     }
-    let [c, h, w] = op.image_shape();
     let (n, ml) = (op.image_len(), op.measurement_len());
-    let mut den = Denoiser::new(model, schedule);
-    den.check_channels(c)?;
-    let device = model.device().clone();
-    let plan = schedule.ddpm_plan(cfg.steps)?;
-    let mut noise = BatchNoise::new(seeds::derive(seed, seeds::DPS), first_index, k);
-    let mut x = noise.draw(&[c, h, w], &device)?;
-    let total = plan.len();
-    for (i, pair) in plan.iter().enumerate() {
-        let ab = schedule.alpha_bar(pair.t)?;
-        let xv = Var::from_tensor(&x)?;
-        let raw = den.raw(xv.as_tensor(), pair.t as f64)?;
-        let (x0, _) = den.interpret(&raw, xv.as_tensor(), ab)?;
-        let z = if pair.t > 0 {
-            Some(noise.draw_like(&x)?)
-        } else {
-            None
-        };
-        let x_prev = schedule
-            .ddpm_step(&raw.detach(), pair.t, pair.prev, &x, z.as_ref())?
-            .prev_sample;
-        let x0h = genprior_inverse::host::to_host(&x0.detach())?;
+    let mut guidance = |i: usize, x0: &Tensor| -> Result<Tensor> {
+        let x0h = genprior_inverse::host::to_host(x0)?;
         let mut g = Vec::with_capacity(k * n);
         for (j, xj) in x0h.chunks_exact(n).enumerate() {
             let yj = if by == 1 { 0 } else { j };
@@ -471,14 +451,17 @@ pub fn lgd_indexed(
             )?;
             g.extend(gj.into_iter().map(|v| v as f32));
         }
-        let g = Tensor::from_vec(g, x0.dims(), &device)?.to_dtype(DType::F32)?;
-        let loss = (x0 * g)?.sum_all()?;
-        let grads = loss.backward()?;
-        x = match grads.get(xv.as_tensor()) {
-            Some(gx) => (x_prev - gx.affine(cfg.zeta, 0.0)?)?,
-            None => x_prev,
-        };
-        progress(i + 1, total);
-    }
-    Ok((x, den.nfe()))
+        Ok(Tensor::from_vec(g, x0.dims(), x0.device())?.to_dtype(DType::F32)?)
+    };
+    guided_ddpm(
+        model,
+        schedule,
+        op.image_shape(),
+        k,
+        cfg.steps,
+        cfg.zeta,
+        (seed, first_index),
+        &mut guidance,
+        progress,
+    )
 }
