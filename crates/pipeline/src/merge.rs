@@ -80,6 +80,9 @@ pub fn merge(out: &Path) -> Result<Value> {
             "ssim": r["reconstruction"]["ssim"],
             "baseline_psnr": r["baseline"]["psnr"],
             "baseline_ssim": r["baseline"]["ssim"],
+            "single_sample_psnr": r["calibration"]["single_sample"]["psnr"],
+            "interval_90_coverage": r["calibration"]["interval_90_coverage"],
+            "error_std_correlation": r["calibration"]["error_std_correlation"],
             "nfe_per_image": r["nfe_per_image"],
             "seconds_per_image": r["seconds_per_image"],
             "done_marker": done_marker(out, &it.id),
@@ -91,6 +94,9 @@ pub fn merge(out: &Path) -> Result<Value> {
         "ssim": mean_std(&col("ssim")),
         "baseline_psnr": mean_std(&col("baseline_psnr")),
         "baseline_ssim": mean_std(&col("baseline_ssim")),
+        "single_sample_psnr": mean_std(&col("single_sample_psnr")),
+        "interval_90_coverage": mean_std(&col("interval_90_coverage")),
+        "error_std_correlation": mean_std(&col("error_std_correlation")),
         "nfe_per_image": mean_std(&col("nfe_per_image")),
         "seconds_per_image": mean_std(&col("seconds_per_image")),
     });
@@ -127,7 +133,9 @@ fn markdown(s: &Value) -> String {
     let mut md = format!(
         "# Batch summary\n\n{} of {} items done; {} failed; {} missing.\n\n\
 | | PSNR (dB) | SSIM |\n|---|---|---|\n\
-| reconstruction (posterior mean) | {} | {} |\n| baseline | {} | {} |\n\n\
+| reconstruction (posterior mean) | {} | {} |\n| one sample | {} | |\n| baseline | {} | {} |\n\n\
+Calibration: {} of the ground-truth pixels inside the per-pixel 90 % interval (mean ± 1.645 std); \
+correlation of the per-pixel error with the std {}.\n\n\
 Network evaluations per image: {}; seconds per image: {}.\n",
         s["done"],
         s["items"],
@@ -135,8 +143,11 @@ Network evaluations per image: {}; seconds per image: {}.\n",
         s["missing"].as_array().map_or(0, Vec::len),
         fmt(&m["psnr"], 2),
         fmt(&m["ssim"], 3),
+        fmt(&m["single_sample_psnr"], 2),
         fmt(&m["baseline_psnr"], 2),
         fmt(&m["baseline_ssim"], 3),
+        fmt(&m["interval_90_coverage"], 3),
+        fmt(&m["error_std_correlation"], 2),
         fmt(&m["nfe_per_image"], 0),
         fmt(&m["seconds_per_image"], 2),
     );

@@ -61,6 +61,19 @@ fn finite_or_null(v: f64) -> Value {
     }
 }
 
+/// Pearson correlation of `a` and `b` (None when either is constant).
+fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma) * (x - ma);
+        sbb += (y - mb) * (y - mb);
+    }
+    (saa > 0.0 && sbb > 0.0).then(|| sab / (saa * sbb).sqrt())
+}
+
 /// What a reconstruction produced (host tensors, f32).
 pub struct Reconstruction {
     /// `(K, C, H, W)` posterior samples.
@@ -173,6 +186,37 @@ impl Reconstruction {
         Ok((score(&self.mean)?, score(&self.baseline)?))
     }
 
+    /// How far one sample and the posterior's spread can be trusted against `truth`: the
+    /// PSNR/SSIM of the first sample alone (what papers report), the fraction of ground-truth
+    /// pixels inside the per-pixel 90 % interval mean ± 1.645·std (a Gaussian interval: with
+    /// few samples empirical quantiles are too coarse), and the correlation over pixels between
+    /// the error |mean − truth| and the std. Null without a ground truth or with one sample.
+    pub fn calibration(&self, truth: Option<&Tensor>) -> Result<Value> {
+        let (Some(x), true) = (truth, self.samples.dim(0)? >= 2) else {
+            return Ok(Value::Null);
+        };
+        let b = genprior_inverse::to_unit_range(x)?;
+        let first = genprior_inverse::to_unit_range(&self.samples.narrow(0, 0, 1)?)?;
+        let psnr = genprior_inverse::psnr(&first, &b)?[0];
+        let ssim = genprior_inverse::ssim(&first, &b).ok().map(|v| v[0]);
+        let flat = |t: &Tensor| -> Result<Vec<f64>> {
+            Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+        };
+        let (m, sd, t) = (flat(&self.mean)?, flat(&self.std)?, flat(x)?);
+        let err: Vec<f64> = m.iter().zip(&t).map(|(a, b)| (a - b).abs()).collect();
+        let inside = err
+            .iter()
+            .zip(&sd)
+            .filter(|(e, s)| **e <= 1.645 * **s)
+            .count();
+        Ok(json!({
+            "single_sample": {"psnr": finite_or_null(psnr), "ssim": ssim},
+            "interval_90_coverage": inside as f64 / err.len() as f64,
+            "error_std_correlation": pearson(&err, &sd).map_or(Value::Null, finite_or_null),
+            "interval": "per pixel, posterior mean ± 1.645 × posterior std (Gaussian 90 %)",
+        }))
+    }
+
     /// Writes the output folder `dir` (which must exist, with a `samples/` subfolder):
     /// `reconstruction.png` (posterior mean), `samples/NNN.png` and `samples.npy` (f32, `(K, C, H,
     /// W)` in [-1, 1]), `std.png`, `baseline.png`,
@@ -225,6 +269,7 @@ impl Reconstruction {
             "outer_steps": self.trace,
             "reconstruction": rec,
             "baseline": base,
+            "calibration": self.calibration(truth)?,
             "measurement_png": wrote_measurement_png,
             "image_shape": op.image_shape(),
             "measurement_shape": y.dims()[1..].to_vec(),
@@ -234,5 +279,59 @@ impl Reconstruction {
         }
         write_json(&dir.join("report.json"), &report)?;
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+    use rand_distr::{Distribution, Normal};
+
+    /// Samples drawn exactly from N(truth, s²) with a per-pixel s: the 90 % interval covers
+    /// ~90 % of the pixels and the error grows with the std.
+    #[test]
+    fn calibration_of_exact_samples() {
+        let (k, n) = (400usize, 32 * 32);
+        let mut rng = StdRng::seed_from_u64(5);
+        let truth: Vec<f32> = (0..n).map(|_| rng.random_range(-0.5f32..0.5)).collect();
+        let sd: Vec<f32> = (0..n).map(|i| 0.01 + 0.1 * (i % 7) as f32 / 6.0).collect();
+        let mut v = Vec::with_capacity(k * n);
+        for _ in 0..k {
+            for i in 0..n {
+                v.push(truth[i] + Normal::new(0.0, sd[i]).unwrap().sample(&mut rng));
+            }
+        }
+        let samples = Tensor::from_vec(v, (k, 1, 32, 32), &Device::Cpu).unwrap();
+        // The truth drawn once more from the same law, so that the posterior mean is not it.
+        let t2: Vec<f32> = (0..n)
+            .map(|i| truth[i] + Normal::new(0.0, sd[i]).unwrap().sample(&mut rng))
+            .collect();
+        let truth = Tensor::from_vec(t2, (1, 1, 32, 32), &Device::Cpu).unwrap();
+        let (mean, std) = mean_and_std(&samples).unwrap();
+        let rec = Reconstruction {
+            baseline: mean.clone(),
+            samples,
+            mean,
+            std,
+            nfe: 0,
+            seconds: 0.0,
+            mean_acceptance: None,
+            trace: Value::Null,
+        };
+        let c = rec.calibration(Some(&truth)).unwrap();
+        let cov = c["interval_90_coverage"].as_f64().unwrap();
+        // 1,024 pixels: the binomial standard error of 0.9 is 0.0094.
+        assert!((cov - 0.9).abs() < 0.04, "{c}");
+        assert!(c["error_std_correlation"].as_f64().unwrap() > 0.3, "{c}");
+        assert!(c["single_sample"]["psnr"].as_f64().is_some(), "{c}");
+        // Overconfident samples (std shrunk ten times) cover far fewer pixels.
+        let narrow = Reconstruction {
+            std: rec.std.affine(0.1, 0.0).unwrap(),
+            ..rec
+        };
+        let c = narrow.calibration(Some(&truth)).unwrap();
+        assert!(c["interval_90_coverage"].as_f64().unwrap() < 0.3, "{c}");
+        assert!(narrow.calibration(None).unwrap().is_null());
     }
 }
