@@ -209,7 +209,10 @@ fn clear_partial(out: &Path, id: &str) -> Result<()> {
     let items = out.join("items");
     let prefix = format!(".tmp-{id}-");
     for e in std::fs::read_dir(&items)?.flatten() {
-        if e.file_name().to_string_lossy().starts_with(&prefix) {
+        // `.tmp-ID-PID` exactly: ids may contain '-', so `.tmp-a-b-7` is item a-b's, not a's.
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name.strip_prefix(&prefix).unwrap_or("");
+        if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
             std::fs::remove_dir_all(e.path())?;
         }
     }
@@ -498,4 +501,34 @@ pub fn read_run(out: &Path) -> Result<(Vec<Item>, Value)> {
     let items: Vec<Item> = serde_json::from_value(v["items"].clone())
         .with_context(|| format!("{}: bad items", path.display()))?;
     Ok((items, v["settings"].clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clearing_an_item_leaves_other_items_temporaries() {
+        let out = std::env::temp_dir().join(format!("genprior-clear-{}", std::process::id()));
+        let items = out.join("items");
+        for d in [".tmp-a-12", ".tmp-a-b-13", ".tmp-a-1-14", "a", "a-b"] {
+            std::fs::create_dir_all(items.join(d)).unwrap();
+        }
+        clear_partial(&out, "a").unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&items)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".tmp-a-1-14", ".tmp-a-b-13", "a-b"]);
+        std::fs::remove_dir_all(out).unwrap();
+    }
+
+    #[test]
+    fn item_seeds_differ_by_index_and_run() {
+        let s: std::collections::HashSet<u64> = (0..1000)
+            .flat_map(|i| [item_seed(0, i), item_seed(1, i)])
+            .collect();
+        assert_eq!(s.len(), 2000);
+    }
 }
