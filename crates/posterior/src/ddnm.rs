@@ -201,13 +201,7 @@ impl PosteriorSampler for DdnmSampler {
         progress: &mut dyn FnMut(MethodProgress),
     ) -> Result<SamplerOutput> {
         let (samples, nfe) = ddnm(p, chains, &self.cfg, progress)?;
-        Ok(SamplerOutput {
-            samples,
-            nfe,
-            backprop: false,
-            mean_acceptance: None,
-            trace: Value::Null,
-        })
+        Ok(SamplerOutput::new(samples, nfe, false))
     }
 }
 

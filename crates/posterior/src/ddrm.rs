@@ -232,13 +232,7 @@ impl PosteriorSampler for DdrmSampler {
         progress: &mut dyn FnMut(MethodProgress),
     ) -> Result<SamplerOutput> {
         let (samples, nfe) = ddrm(p, chains, &self.cfg, progress)?;
-        Ok(SamplerOutput {
-            samples,
-            nfe,
-            backprop: false,
-            mean_acceptance: None,
-            trace: Value::Null,
-        })
+        Ok(SamplerOutput::new(samples, nfe, false))
     }
 }
 

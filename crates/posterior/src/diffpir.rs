@@ -273,13 +273,7 @@ impl PosteriorSampler for DiffpirSampler {
         progress: &mut dyn FnMut(MethodProgress),
     ) -> Result<SamplerOutput> {
         let (samples, nfe) = diffpir(p, chains, &self.cfg, progress)?;
-        Ok(SamplerOutput {
-            samples,
-            nfe,
-            backprop: false,
-            mean_acceptance: None,
-            trace: Value::Null,
-        })
+        Ok(SamplerOutput::new(samples, nfe, false))
     }
 }
 

@@ -177,13 +177,7 @@ impl PosteriorSampler for DpsSampler {
                 })
             },
         )?;
-        Ok(SamplerOutput {
-            samples: out.samples,
-            nfe: out.nfe,
-            backprop: true,
-            mean_acceptance: None,
-            trace: Value::Null,
-        })
+        Ok(SamplerOutput::new(out.samples, out.nfe, true))
     }
 }
 

@@ -299,13 +299,7 @@ impl PosteriorSampler for LgdSampler {
                 })
             },
         )?;
-        Ok(SamplerOutput {
-            samples,
-            nfe,
-            backprop: true,
-            mean_acceptance: None,
-            trace: Value::Null,
-        })
+        Ok(SamplerOutput::new(samples, nfe, true))
     }
 }
 

@@ -80,6 +80,20 @@ pub struct SamplerOutput {
     pub trace: Value,
 }
 
+impl SamplerOutput {
+    /// The output of a method without an inner MCMC or a per-step record (no acceptance rate,
+    /// a null trace).
+    pub fn new(samples: Tensor, nfe: usize, backprop: bool) -> Self {
+        Self {
+            samples,
+            nfe,
+            backprop,
+            mean_acceptance: None,
+            trace: Value::Null,
+        }
+    }
+}
+
 /// A posterior sampler with its resolved configuration.
 pub trait PosteriorSampler {
     /// The registry name (`dpnp-ddim`, `dps`, ...).

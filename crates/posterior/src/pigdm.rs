@@ -243,13 +243,7 @@ impl PosteriorSampler for PigdmSampler {
         progress: &mut dyn FnMut(MethodProgress),
     ) -> Result<SamplerOutput> {
         let (samples, nfe) = pigdm(p, chains, &self.cfg, progress)?;
-        Ok(SamplerOutput {
-            samples,
-            nfe,
-            backprop: true,
-            mean_acceptance: None,
-            trace: Value::Null,
-        })
+        Ok(SamplerOutput::new(samples, nfe, true))
     }
 }
 

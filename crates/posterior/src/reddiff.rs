@@ -296,13 +296,7 @@ impl PosteriorSampler for ReddiffSampler {
         progress: &mut dyn FnMut(MethodProgress),
     ) -> Result<SamplerOutput> {
         let (samples, nfe) = reddiff(p, chains, &self.cfg, progress)?;
-        Ok(SamplerOutput {
-            samples,
-            nfe,
-            backprop: false,
-            mean_acceptance: None,
-            trace: Value::Null,
-        })
+        Ok(SamplerOutput::new(samples, nfe, false))
     }
 }
 
