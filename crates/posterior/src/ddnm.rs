@@ -46,18 +46,16 @@
 //! equals one call. [`ddnm_from_noise`] takes them explicitly.
 
 use candle_core::{DType, Tensor};
-use genprior_diffusion::BatchNoise;
 use genprior_inverse::host::{from_host, to_host};
 use serde_json::{json, Value};
 
-use crate::ddrm::{require_svd, spectral_measurements};
+use crate::ddrm::{replayed_draws, require_svd, spectral_measurements, stream_draws};
 use crate::denoiser::Denoiser;
 use crate::error::{invalid, Result};
 use crate::method::{
     Chains, MethodEntry, MethodProgress, PosteriorSampler, Problem, SamplerOutput,
 };
 use crate::options::{at_least_one, OptionDefault, OptionSpec, OptionType, Resolved};
-use crate::seeds;
 
 /// Sub-seed tag of DDNM's noise streams.
 const SEED_TAG: u64 = 0x4444_4E4D; // "DDNM"
@@ -262,14 +260,7 @@ pub fn ddnm(
     cfg: &DdnmConfig,
     progress: &mut dyn FnMut(MethodProgress),
 ) -> Result<(Tensor, usize)> {
-    let k = chains.count;
-    if k == 0 {
-        return invalid("DDNM needs at least one chain");
-    }
-    let [c, h, w] = p.op.image_shape();
-    let device = p.model.device().clone();
-    let mut noise = BatchNoise::new(seeds::derive(chains.seed, SEED_TAG), chains.first_index, k);
-    let mut draw = |_: usize| -> Result<Tensor> { Ok(noise.draw(&[c, h, w], &device)?) };
+    let (k, mut draw) = stream_draws("DDNM", p, chains, SEED_TAG)?;
     ddnm_core(p, cfg, k, &mut draw, progress)
 }
 
@@ -282,36 +273,8 @@ pub fn ddnm_from_noise(
     z_init: &Tensor,
     z_steps: &[Tensor],
 ) -> Result<Tensor> {
-    let [c, h, w] = p.op.image_shape();
-    let k = match z_init.dims() {
-        [k, cc, hh, ww] if *k > 0 && [*cc, *hh, *ww] == [c, h, w] => *k,
-        d => {
-            return invalid(format!(
-                "DDNM: the initial noise must be (K, {c}, {h}, {w}), got {d:?}"
-            ))
-        }
-    };
-    let want = ddnm_noise_draws(cfg) - 1;
-    if z_steps.len() != want {
-        return invalid(format!(
-            "DDNM with these settings takes {want} step noise tensors, got {}",
-            z_steps.len()
-        ));
-    }
-    if let Some(z) = z_steps.iter().find(|z| z.dims() != z_init.dims()) {
-        return invalid(format!(
-            "DDNM: every step noise must be shaped like the initial noise {:?}, got {:?}",
-            z_init.dims(),
-            z.dims()
-        ));
-    }
-    let mut draw = |i: usize| -> Result<Tensor> {
-        Ok(if i == 0 {
-            z_init.clone()
-        } else {
-            z_steps[i - 1].clone()
-        })
-    };
+    let want = ddnm_noise_draws(cfg).saturating_sub(1);
+    let (k, mut draw) = replayed_draws("DDNM", p.op, z_init, z_steps, want)?;
     Ok(ddnm_core(p, cfg, k, &mut draw, &mut |_| {})?.0)
 }
 

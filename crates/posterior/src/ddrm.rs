@@ -261,14 +261,7 @@ pub fn ddrm(
     cfg: &DdrmConfig,
     progress: &mut dyn FnMut(MethodProgress),
 ) -> Result<(Tensor, usize)> {
-    let k = chains.count;
-    if k == 0 {
-        return invalid("DDRM needs at least one chain");
-    }
-    let [c, h, w] = p.op.image_shape();
-    let device = p.model.device().clone();
-    let mut noise = BatchNoise::new(seeds::derive(chains.seed, SEED_TAG), chains.first_index, k);
-    let mut draw = |_: usize| -> Result<Tensor> { Ok(noise.draw(&[c, h, w], &device)?) };
+    let (k, mut draw) = stream_draws("DDRM", p, chains, SEED_TAG)?;
     ddrm_core(p, cfg, k, &mut draw, progress)
 }
 
@@ -287,38 +280,70 @@ pub fn ddrm_from_noise(
     z_init: &Tensor,
     z_steps: &[Tensor],
 ) -> Result<Tensor> {
+    let want = ddrm_noise_draws(cfg.steps).saturating_sub(1);
+    let (k, mut draw) = replayed_draws("DDRM", p.op, z_init, z_steps, want)?;
+    Ok(ddrm_core(p, cfg, k, &mut draw, &mut |_| {})?.0)
+}
+
+/// Per-chain standard-normal draws of the spectral methods (DDRM, DDNM) from the chains' own
+/// streams (sub-seed `tag`): draw i is one `(K, C, H, W)` normal. Returns K and the draw.
+pub(crate) fn stream_draws(
+    method: &str,
+    p: &Problem,
+    chains: &Chains,
+    tag: u64,
+) -> Result<(usize, impl FnMut(usize) -> Result<Tensor>)> {
+    let k = chains.count;
+    if k == 0 {
+        return invalid(format!("{method} needs at least one chain"));
+    }
     let [c, h, w] = p.op.image_shape();
+    let device = p.model.device().clone();
+    let mut noise = BatchNoise::new(seeds::derive(chains.seed, tag), chains.first_index, k);
+    Ok((k, move |_: usize| -> Result<Tensor> {
+        Ok(noise.draw(&[c, h, w], &device)?)
+    }))
+}
+
+/// Recorded draws of a spectral method, checked: `z_init` `(K, C, H, W)` for `op`'s images
+/// and `want` step tensors shaped alike; draw 0 is `z_init`, draw i the step tensor i − 1.
+/// Returns K and the draw.
+pub(crate) fn replayed_draws<'a>(
+    method: &str,
+    op: &dyn Operator,
+    z_init: &'a Tensor,
+    z_steps: &'a [Tensor],
+    want: usize,
+) -> Result<(usize, impl FnMut(usize) -> Result<Tensor> + 'a)> {
+    let [c, h, w] = op.image_shape();
     let k = match z_init.dims() {
         [k, cc, hh, ww] if *k > 0 && [*cc, *hh, *ww] == [c, h, w] => *k,
         d => {
             return invalid(format!(
-                "DDRM: the initial noise must be (K, {c}, {h}, {w}), got {d:?}"
+                "{method}: the initial noise must be (K, {c}, {h}, {w}), got {d:?}"
             ))
         }
     };
-    if z_steps.len() + 1 != ddrm_noise_draws(cfg.steps) {
+    if z_steps.len() != want {
         return invalid(format!(
-            "DDRM with {} steps takes {} step noise tensors, got {}",
-            cfg.steps,
-            ddrm_noise_draws(cfg.steps) - 1,
+            "{method} with these settings takes {want} step noise tensors, got {}",
             z_steps.len()
         ));
     }
     if let Some(z) = z_steps.iter().find(|z| z.dims() != z_init.dims()) {
         return invalid(format!(
-            "DDRM: every step noise must be shaped like the initial noise {:?}, got {:?}",
+            "{method}: every step noise must be shaped like the initial noise {:?}, got {:?}",
             z_init.dims(),
             z.dims()
         ));
     }
-    let mut draw = |i: usize| -> Result<Tensor> {
+    Ok((k, move |i: usize| -> Result<Tensor> {
         Ok(if i == 0 {
             z_init.clone()
         } else {
             z_steps[i - 1].clone()
         })
-    };
-    Ok(ddrm_core(p, cfg, k, &mut draw, &mut |_| {})?.0)
+    }))
 }
 
 /// σ_t = sqrt(1 − ᾱ)/sqrt(ᾱ).
