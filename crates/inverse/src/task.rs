@@ -185,6 +185,21 @@ pub struct OptionSpec {
 }
 
 impl OptionSpec {
+    /// An option (for `const` tables).
+    pub const fn new(
+        name: &'static str,
+        help: &'static str,
+        kind: OptionType,
+        default: OptionDefault,
+    ) -> Self {
+        Self {
+            name,
+            help,
+            kind,
+            default,
+        }
+    }
+
     /// Whether `default` fits `kind` (a registry consistency check).
     pub fn is_consistent(&self) -> bool {
         match (self.kind, self.default) {

@@ -318,71 +318,57 @@ impl DapsConfig {
     }
 }
 
-const fn opt(
-    name: &'static str,
-    help: &'static str,
-    kind: OptionType,
-    default: OptionDefault,
-) -> OptionSpec {
-    OptionSpec {
-        name,
-        help,
-        kind,
-        default,
-    }
-}
-
 /// Every option DAPS declares.
 pub const DAPS_OPTIONS: &[OptionSpec] = &[
-    opt(
+    OptionSpec::new(
         "daps-steps",
         "DAPS: annealing levels on the poly-7 grid from --daps-sigma-max to --daps-sigma-min (reference DAPS-1K: 200; a cheaper budget: 50 with --daps-ode-steps 2)",
         OptionType::Integer,
         OptionDefault::Integer(200),
     ),
-    opt(
+    OptionSpec::new(
         "daps-ode-steps",
         "DAPS: Euler steps of each level's probability-flow ODE, one network evaluation each (NFE = levels × ODE steps)",
         OptionType::Integer,
         OptionDefault::Integer(5),
     ),
-    opt(
+    OptionSpec::new(
         "daps-sigma-max",
         "DAPS: largest annealing level σ (VE units)",
         OptionType::Float,
         OptionDefault::Float(100.0),
     ),
-    opt(
+    OptionSpec::new(
         "daps-sigma-min",
         "DAPS: smallest annealing level σ (VE units)",
         OptionType::Float,
         OptionDefault::Float(0.1),
     ),
-    opt(
+    OptionSpec::new(
         "daps-langevin",
         "DAPS: the x₀ sampler (ula: unadjusted Langevin, the reference; mala: Metropolis-adjusted; exact: linear-Gaussian tasks only)",
         OptionType::Choice(&["ula", "mala", "exact"]),
         OptionDefault::Choice("ula"),
     ),
-    opt(
+    OptionSpec::new(
         "daps-langevin-steps",
         "DAPS: Langevin steps per level",
         OptionType::Integer,
         OptionDefault::Integer(100),
     ),
-    opt(
+    OptionSpec::new(
         "daps-lr",
         "DAPS: Langevin step size at the first level, decaying linearly to lr·lr-min-ratio (default by operator, the reference's: SR and deblur 1e-4, phase retrieval and inpainting 5e-5; otherwise 1e-4 for linear-Gaussian tasks, 5e-5 for others)",
         OptionType::Float,
         OptionDefault::Derived,
     ),
-    opt(
+    OptionSpec::new(
         "daps-lr-min-ratio",
         "DAPS: the last level's Langevin step as a fraction of --daps-lr",
         OptionType::Float,
         OptionDefault::Float(0.01),
     ),
-    opt(
+    OptionSpec::new(
         "daps-tau",
         "DAPS: the Langevin data term is (m/τ)²·L, i.e. ‖y − A(x)‖²/(2τ²) on Gaussian tasks (default: the reference's 0.01 on Gaussian-likelihood tasks, the task's own likelihood otherwise; τ = σ_y gives the untempered posterior)",
         OptionType::Float,

@@ -409,72 +409,58 @@ pub fn default_pcs_scale(op: &dyn Operator) -> f64 {
     }
 }
 
-const fn opt(
-    name: &'static str,
-    help: &'static str,
-    kind: OptionType,
-    default: OptionDefault,
-) -> OptionSpec {
-    OptionSpec {
-        name,
-        help,
-        kind,
-        default,
-    }
-}
-
 /// The options of both DPnP variants.
 pub const DPNP_OPTIONS: &[OptionSpec] = &[
-    opt(
+    OptionSpec::new(
         "outer-steps",
         "DPnP: outer steps K (k_start at η_max, then geometric from η_max to η_min)",
         OptionType::Integer,
         OptionDefault::Integer(16),
     ),
-    opt(
+    OptionSpec::new(
         "k-start",
         "DPnP: outer steps held at η_max before the geometric decrease",
         OptionType::Integer,
         OptionDefault::Integer(4),
     ),
-    opt("eta-max", "DPnP: largest η", OptionType::Float, OptionDefault::Float(0.4)),
-    opt(
+    OptionSpec::new("eta-max", "DPnP: largest η", OptionType::Float, OptionDefault::Float(0.4)),
+    OptionSpec::new(
         "eta-min",
         "DPnP: smallest (final) η",
         OptionType::Float,
         OptionDefault::Float(0.16),
     ),
-    opt(
+    OptionSpec::new(
         "dds-steps",
         "DPnP: at most this many network evaluations per DDS call (default: the full DDIM grid or every usable DDPM timestep; fewer is faster and less accurate)",
         OptionType::Integer,
         OptionDefault::Derived,
     ),
-    opt(
+    OptionSpec::new(
         "pcs",
         "DPnP: PCS sampler (mala: Metropolis-adjusted; ula: unadjusted, as the reference code; exact: linear-Gaussian operators only)",
         OptionType::Choice(&["mala", "ula", "exact"]),
         OptionDefault::Choice("mala"),
     ),
-    opt(
+    OptionSpec::new(
         "pcs-steps",
         "DPnP: Langevin steps per PCS call",
         OptionType::Integer,
         OptionDefault::Integer(1000),
     ),
-    opt(
+    OptionSpec::new(
         "pcs-scale",
         "DPnP: PCS step-size scale (default by operator: the reference's FFHQ values, phase retrieval 0.8, one-bit 0.2, super-resolution 0.6; 1.0 otherwise)",
         OptionType::Float,
         OptionDefault::Derived,
     ),
-    opt(
+    OptionSpec::new(
         "pcs-reg",
         "DPnP: PCS step-size regulariser: h = scale·min(m², η²)/(reg + √f(x)) (reference: 50, tuned for 256×256×3 images; small images have a small √f, so a smaller reg moves faster)",
         OptionType::Float,
         OptionDefault::Float(50.0),
     ),
-    opt(
+    OptionSpec::new(
         "warm-start",
         "DPnP: start from the classical baseline, pure noise, a DPS run (--dps-steps, --zeta), an LGD-MC run (--lgd-warm-steps, --lgd-zeta, ...; the reference's warm start), the baseline with the per-channel signs the prior prefers (baseline-sign: 2^C candidates scored by denoising energy), or auto (a DPS run for sign-ambiguous operators such as phase retrieval, the baseline otherwise)",
         OptionType::Choice(&["baseline", "noise", "dps", "lgd", "baseline-sign", "auto"]),
@@ -482,7 +468,7 @@ pub const DPNP_OPTIONS: &[OptionSpec] = &[
     ),
     DPS_STEPS,
     ZETA,
-    opt(
+    OptionSpec::new(
         "lgd-warm-steps",
         "DPnP: ancestral DDPM steps of the LGD-MC warm start (reference: 500)",
         OptionType::Integer,
