@@ -16,83 +16,27 @@
 //! Sampling tolerances: with N chains an empirical mean has standard error sqrt(v/N) and an
 //! empirical variance relative standard error sqrt(2/(N−1)); Z = 4 standard errors.
 
-use std::sync::Arc;
-
 use candle_core::{Device, Tensor};
 use genprior_diffusion::analytic::GaussianPrior;
-use genprior_diffusion::{Schedule, SchedulerConfig};
+use genprior_diffusion::Schedule;
 use genprior_inverse::physics::{
     gaussian_kernel, Blur, Identity, Inpainting, SrKernel, SuperResolution,
 };
-use genprior_inverse::{build_task, Gaussian, NoiseModel, Operator, TaskOptions};
+use genprior_inverse::{build_task, Operator, TaskOptions};
 use genprior_posterior::ddrm::{ddrm, ddrm_from_noise, ddrm_timesteps, DdrmConfig};
 use genprior_posterior::{build_sampler, Chains, MethodOptions, MethodProgress, Problem};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 
+mod common;
+
+use common::diagonal::{denoise, flat, half_mask, noise, prior_moments, randn, tensor};
+use common::schedule;
+
 const Z: f64 = 4.0;
 const SHAPE: [usize; 3] = [1, 4, 4];
 const SIGMA: f64 = 0.1;
-
-fn schedule() -> Schedule {
-    Schedule::new(SchedulerConfig {
-        clip_sample: false,
-        ..SchedulerConfig::default()
-    })
-    .unwrap()
-}
-
-fn prior_moments(n: usize) -> (Vec<f64>, Vec<f64>) {
-    let mean = (0..n).map(|i| 0.1 * (i % 3) as f64 - 0.1).collect();
-    let var = (0..n).map(|i| 0.1 + 0.05 * (i % 4) as f64).collect();
-    (mean, var)
-}
-
-fn noise(sigma: f64) -> Arc<dyn NoiseModel> {
-    Arc::new(Gaussian::with_sigma(sigma).unwrap())
-}
-
-fn half_mask(shape: [usize; 3]) -> Vec<f64> {
-    let n: usize = shape.iter().product();
-    (0..n).map(|i| ((i * 5) % 7 < 4) as u8 as f64).collect()
-}
-
-fn tensor(v: &[f64], dims: &[usize]) -> Tensor {
-    Tensor::from_vec(
-        v.iter().map(|&a| a as f32).collect::<Vec<_>>(),
-        dims,
-        &Device::Cpu,
-    )
-    .unwrap()
-}
-
-fn flat(t: &Tensor) -> Vec<f64> {
-    t.flatten_all()
-        .unwrap()
-        .to_dtype(candle_core::DType::F64)
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap()
-}
-
-fn randn(n: usize, rng: &mut StdRng) -> Vec<f64> {
-    (0..n).map(|_| rng.sample(StandardNormal)).collect()
-}
-
-/// x̂₀ and ε̂ of the Gaussian prior N(μ, diag v) at x_t, noise level ᾱ, in f64.
-fn denoise(mu: &[f64], var: &[f64], x: &[f64], ab: f64) -> (Vec<f64>, Vec<f64>) {
-    let x0: Vec<f64> = (0..x.len())
-        .map(|i| {
-            let g = ab.sqrt() * var[i] / (ab * var[i] + 1.0 - ab);
-            mu[i] + g * (x[i] - ab.sqrt() * mu[i])
-        })
-        .collect();
-    let eps = (0..x.len())
-        .map(|i| (x[i] - ab.sqrt() * x0[i]) / (1.0 - ab).sqrt())
-        .collect();
-    (x0, eps)
-}
 
 /// An independent f64 DDRM (the module docs' rule) for one chain, from the operator's SVD.
 #[allow(clippy::too_many_arguments)]

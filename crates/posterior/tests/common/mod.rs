@@ -2,6 +2,8 @@
 //! a 3 × 4 compressed-sensing problem with its dense algebra, and sample moments.
 #![allow(dead_code)]
 
+pub mod diagonal;
+
 use candle_core::{Device, Tensor};
 use genprior_diffusion::analytic::GaussianPrior;
 use genprior_diffusion::{Schedule, SchedulerConfig};
