@@ -27,8 +27,9 @@ pub struct ReconstructArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub task: TaskArgs,
-    /// Clean image (PNG, the model's size and channels): the measurement is simulated from it
-    /// with --seed, and metrics are reported against it.
+    /// Clean image (PNG, the model's size and channels; or .npy in [-1, 1], e.g. a complex
+    /// (H, W) array for a 2-channel MRI model): the measurement is simulated from it with
+    /// --seed, and metrics are reported against it.
     #[arg(
         long,
         conflicts_with = "measurement",
@@ -91,7 +92,7 @@ pub fn degrade(args: DegradeArgs) -> Result<()> {
     let (c, h, w) = (x.dim(1)?, x.dim(2)?, x.dim(3)?);
     let op = args.task.build([c, h, w])?;
     let y = simulate(op.as_ref(), &x, args.seed)?;
-    common::write_npy(&y, &args.out)?;
+    genprior_pipeline::reconstruct::write_measurement(op.as_ref(), &y, &args.out)?;
     eprintln!("wrote {} (shape {:?})", args.out.display(), y.dims());
     Ok(())
 }
@@ -118,7 +119,25 @@ fn load_truth(args: &ReconstructArgs, c: usize, size: usize) -> Result<Option<Te
     let Some(p) = &args.input else {
         return Ok(None);
     };
-    let x = images::load_image(p, Some(c), &Device::Cpu)?;
+    let x = if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+        // An array in [-1, 1]: (C, H, W) or (1, C, H, W); a complex (H, W) array reads as
+        // (2, H, W), the real and imaginary parts of a complex image.
+        let t = common::read_npy(p, "clean image", &Device::Cpu)?;
+        let t = if t.rank() == 3 { t.unsqueeze(0)? } else { t };
+        if t.rank() != 4 || t.dim(0)? != 1 || t.dim(1)? != c {
+            bail!(
+                "{}: an image array of shape {:?} does not fit the model's {c} channel(s): expected ({c}, H, W){}",
+                p.display(),
+                t.dims(),
+                if c == 2 { " or a complex (H, W) array" } else { "" }
+            );
+        }
+        t
+    } else if c == 2 {
+        bail!("{}: a 2-channel (complex) model takes a complex .npy image, not a PNG", p.display());
+    } else {
+        images::load_image(p, Some(c), &Device::Cpu)?
+    };
     let (h, w) = (x.dim(2)?, x.dim(3)?);
     if (h, w) != (size, size) {
         bail!(
@@ -191,14 +210,20 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
     let (schedule, source) = (&prior.schedule, &prior.info.source);
     let net = prior.net.as_ref();
     let c = net.in_channels();
-    if c != 1 && c != 3 {
-        bail!("the model has {c} channels; PNG input/output supports 1 (grayscale) or 3 (RGB)");
+    if !(1..=3).contains(&c) {
+        bail!("the model has {c} channels; genprior reconstructs 1 (grayscale), 2 (complex: real and imaginary part, MRI) or 3 (RGB) channels");
     }
     let size = net
         .sample_size()
         .context("the model config has no square sample_size; cannot tell the image size")?;
     let truth = load_truth(&args, c, size)?;
     let op = args.task.build([c, size, size])?;
+    if c == 2 && !op.complex_image() {
+        bail!(
+            "the model has 2 channels, which genprior reads as complex images (real, imaginary); task `{}` does not take complex images (mri and mri-multicoil do)",
+            args.task.task
+        );
+    }
     let (y, measurement_source) = measurement(&args, op.as_ref(), truth.as_ref())?;
     let sampler = build_sampler(&args.method, &method_opts, op.as_ref())?;
     eprintln!(

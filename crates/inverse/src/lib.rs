@@ -32,7 +32,7 @@ pub mod task;
 
 pub use error::{InverseError, Result};
 pub use metrics::{psnr, ssim, to_unit_range};
-pub use noise::{Gaussian, LogisticSign, MeasurementGrad, NoiseModel};
+pub use noise::{Gaussian, LogisticSign, MeasurementGrad, NoiseModel, Poisson, Transmission};
 pub use operator::{Operator, ReferenceTask};
 pub use svd::OperatorSvd;
 pub use task::{

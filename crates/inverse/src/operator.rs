@@ -86,6 +86,17 @@ pub trait Operator: Send + Sync {
     fn sign_ambiguous(&self) -> bool {
         false
     }
+    /// Whether an image is complex: 2 channels holding its real and imaginary parts (MRI).
+    /// Viewers show the magnitude, and metrics are computed on it.
+    fn complex_image(&self) -> bool {
+        false
+    }
+    /// Whether a measurement is complex, stored planar: axis 0 of
+    /// [`Operator::measurement_shape`] has length 2 (real part, imaginary part), and files
+    /// hold it as a complex `.npy` of the remaining axes.
+    fn complex_measurement(&self) -> bool {
+        false
+    }
     /// The reference task of the DPS / DPnP papers this operator corresponds to, if any.
     fn reference_task(&self) -> Option<ReferenceTask> {
         None

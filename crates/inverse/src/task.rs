@@ -24,11 +24,11 @@ use std::sync::Arc;
 use candle_core::Tensor;
 
 use crate::error::{InverseError, Result};
-use crate::noise::{Gaussian, NoiseModel};
+use crate::noise::{Gaussian, NoiseModel, Poisson};
 use crate::operator::Operator;
 use crate::physics::{
-    blur, compressed_sensing, denoise, inpainting, one_bit, phase_retrieval, super_resolution,
-    tomography,
+    blur, compressed_sensing, denoise, inpainting, mri, one_bit, phase_retrieval,
+    super_resolution, tomography,
 };
 
 /// Every task, one line per operator file, in the order `--help` and `task_names()` list them.
@@ -40,11 +40,18 @@ pub const ENTRIES: &[&[TaskEntry]] = &[
     one_bit::ENTRIES,
     compressed_sensing::ENTRIES,
     tomography::ENTRIES,
+    mri::ENTRIES,
     denoise::ENTRIES,
 ];
 
 /// The default σ of the additive Gaussian measurement noise (images in [-1, 1]).
 pub const DEFAULT_NOISE_SIGMA: f64 = 0.05;
+
+/// The `noise` choices.
+pub const NOISE_MODELS: &[&str] = &["gaussian", "poisson", "poisson-gaussian", "transmission"];
+
+/// The default of `photons`.
+pub const DEFAULT_PHOTONS: f64 = 1e4;
 
 /// Options every task takes. `noise-sigma`'s default is the entry's
 /// [`TaskEntry::default_noise_sigma`] (see [`TaskEntry::options`]).
@@ -60,6 +67,18 @@ pub const COMMON_OPTIONS: &[OptionSpec] = &[
         help: "σ the likelihood uses, if not the noise σ (the DPnP reference uses 0.15 for σ = 0.2).",
         kind: OptionType::Float,
         default: OptionDefault::Derived,
+    },
+    OptionSpec {
+        name: "noise",
+        help: "measurement noise model: additive Gaussian (σ = --noise-sigma); poisson (photon counts, --photons at white); poisson-gaussian (counts plus Gaussian read noise of σ = --noise-sigma); transmission (ct only: X-ray counts, --photons per ray, --attenuation). Not every task takes every model.",
+        kind: OptionType::Choice(NOISE_MODELS),
+        default: OptionDefault::Choice("gaussian"),
+    },
+    OptionSpec {
+        name: "photons",
+        help: "photon-count scale of the Poisson models: expected counts of a white pixel (poisson, poisson-gaussian) or per ray without an object (transmission).",
+        kind: OptionType::Float,
+        default: OptionDefault::Float(DEFAULT_PHOTONS),
     },
     OptionSpec {
         name: "operator-seed",
@@ -612,11 +631,51 @@ impl TaskOptions {
         self.integer("operator-seed")
     }
 
-    /// The Gaussian noise model of `noise-sigma` and `likelihood-sigma`.
+    /// The Gaussian noise model of `noise-sigma` and `likelihood-sigma`, for tasks that take
+    /// no other; errors if `noise` asks for another model.
     pub fn gaussian_noise(&self) -> Result<Arc<dyn NoiseModel>> {
+        let model = self.choice("noise")?;
+        if model != "gaussian" {
+            return Err(self.err(format!(
+                "this task takes only --noise gaussian, got `{model}`"
+            )));
+        }
         let g = Gaussian::new(self.noise_sigma()?, self.likelihood_sigma()?)
             .map_err(|e| self.err(inner_message(e)))?;
         Ok(Arc::new(g))
+    }
+
+    /// The noise model chosen by `noise` for tasks whose A(x) is in image units (so that
+    /// (A(x) + 1)/2 is a light intensity): Gaussian, Poisson or Poisson–Gaussian (see
+    /// [`crate::noise::poisson`]). `transmission` is built by the `ct` task itself.
+    pub fn intensity_noise(&self) -> Result<Arc<dyn NoiseModel>> {
+        let model = self.choice("noise")?;
+        if model == "gaussian" {
+            return self.gaussian_noise();
+        }
+        if self.values.contains_key("likelihood-sigma") {
+            return Err(self.err(format!(
+                "--likelihood-sigma applies to Gaussian noise only, not to --noise {model}"
+            )));
+        }
+        let photons = self.float("photons")?;
+        let built = match model.as_str() {
+            "poisson" => {
+                if self.values.contains_key("noise-sigma") {
+                    return Err(self.err(
+                        "--noise poisson has no additive noise; for Gaussian read noise on top use --noise poisson-gaussian --noise-sigma S".into(),
+                    ));
+                }
+                Poisson::new(photons)
+            }
+            "poisson-gaussian" => Poisson::with_read_noise(photons, self.noise_sigma()?),
+            _ => {
+                return Err(self.err(format!(
+                    "--noise {model} is not available for this task (transmission is for ct)"
+                )))
+            }
+        };
+        Ok(Arc::new(built.map_err(|e| self.err(inner_message(e)))?))
     }
 
     /// Checks what every task needs: σ values finite and ≥ 0, required options present.

@@ -200,7 +200,7 @@ fn registry_tasks() {
         }
         let op = build_task(&o, SHAPE).unwrap();
         match task {
-            "phase-retrieval" | "ct" => {
+            "phase-retrieval" | "ct" | "mri" | "mri-multicoil" => {
                 assert!(op.svd().is_none(), "{task} should have no SVD")
             }
             // One-bit's forward map is the identity (its nonlinearity is the logistic sign

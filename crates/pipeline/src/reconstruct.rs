@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::{json, Value};
 
-use crate::files::{write_json, write_npy};
+use crate::files::{write_json, write_npy, write_npy_complex};
 use crate::images::save_image;
 
 /// A simulated measurement of the clean images `x` (`(B, C, H, W)`), all noise from `seed`
@@ -53,6 +53,42 @@ pub fn metrics(img: &Tensor, truth: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
     ))
 }
 
+/// What a viewer shows and the metrics score: for an operator with complex images (2
+/// channels = real, imaginary part; MRI) the magnitude, as one channel 2·min(|x|, 1) − 1 in
+/// [-1, 1] (so [`genprior_inverse::to_unit_range`] gives |x| clipped to [0, 1]); any other
+/// image as it is. Works on `(B, C, H, W)` batches.
+pub fn viewable(complex: bool, x: &Tensor) -> Result<Tensor> {
+    if !complex {
+        return Ok(x.clone());
+    }
+    if x.dim(1)? != 2 {
+        bail!(
+            "a complex image has 2 channels (real, imaginary), got shape {:?}",
+            x.dims()
+        );
+    }
+    let mag = x.sqr()?.sum_keepdim(1)?.sqrt()?;
+    Ok(mag.clamp(0.0, 1.0)?.affine(2.0, -1.0)?)
+}
+
+/// Writes a measurement `y` (`(1, ...)` or unbatched) as `.npy`: a complex measurement
+/// ([`Operator::complex_measurement`]) as `complex64` of its shape without the (real,
+/// imaginary) axis, any other as f32 with the batch axis.
+pub fn write_measurement(op: &dyn Operator, y: &Tensor, path: &Path) -> Result<()> {
+    if !op.complex_measurement() {
+        return write_npy(y, path);
+    }
+    let y = if y.rank() == op.measurement_shape().len() + 1 {
+        if y.dim(0)? != 1 {
+            bail!("one complex measurement per file, got a batch of {}", y.dim(0)?);
+        }
+        y.squeeze(0)?
+    } else {
+        y.clone()
+    };
+    write_npy_complex(&y, path)
+}
+
 fn finite_or_null(v: f64) -> Value {
     if v.is_finite() {
         json!(v)
@@ -89,6 +125,8 @@ pub struct Reconstruction {
     pub mean_acceptance: Option<f64>,
     /// The sampler's per-step record.
     pub trace: Value,
+    /// Whether the images are complex (see [`viewable`]): PNGs and scores use the magnitude.
+    pub complex_image: bool,
 }
 
 /// Runs `sampler` on `problem` for `chains`, and summarises the samples.
@@ -145,17 +183,28 @@ pub fn reconstruct_many(
                 seconds,
                 mean_acceptance: out.mean_acceptance,
                 trace: out.trace.clone(),
+                complex_image: problem.op.complex_image(),
             })
         })
         .collect()
 }
 
-/// Image-like measurement to write as PNG: `(1, C, h, w)` with the image's channel count.
+/// Image-like measurement to write as PNG: `(1, C, h, w)` with the image's channel count, or
+/// for complex k-space a 1-channel log-magnitude image.
 /// Measurements of nonlinear operators (phase-retrieval magnitudes, ≥ 0) are scaled by their
 /// maximum to [-1, 1]; linear ones far outside the image range (a CT sinogram's line
 /// integrals) are divided by their maximum absolute value; the rest are shown as they are.
 fn measurement_image(op: &dyn Operator, y: &Tensor, c: usize) -> Result<Option<Tensor>> {
     let ms = op.measurement_shape();
+    if op.complex_measurement() && ms.len() >= 3 {
+        // k-space: log(1 + |y|) (root-sum-of-squares over coils), scaled by its maximum.
+        let (h, w) = (ms[ms.len() - 2], ms[ms.len() - 1]);
+        let y = y.to_dtype(DType::F32)?.reshape((2, (), h, w))?;
+        let mag = y.sqr()?.sum(0)?.sum_keepdim(0)?.sqrt()?;
+        let logm = (mag + 1.0)?.log()?;
+        let mx = logm.max_all()?.to_scalar::<f32>()?.max(1e-12) as f64;
+        return Ok(Some(logm.affine(2.0 / mx, -1.0)?.unsqueeze(0)?));
+    }
     if ms.len() != 3 || ms[0] != c || !(c == 1 || c == 3) {
         return Ok(None);
     }
@@ -176,9 +225,9 @@ impl Reconstruction {
         let Some(x) = truth else {
             return Ok((Value::Null, Value::Null));
         };
-        let b = genprior_inverse::to_unit_range(x)?;
+        let b = genprior_inverse::to_unit_range(&viewable(self.complex_image, x)?)?;
         let score = |img: &Tensor| -> Result<Value> {
-            let a = genprior_inverse::to_unit_range(img)?;
+            let a = genprior_inverse::to_unit_range(&viewable(self.complex_image, img)?)?;
             let p = genprior_inverse::psnr(&a, &b)?[0];
             let s = genprior_inverse::ssim(&a, &b).ok().map(|v| v[0]);
             Ok(json!({"psnr": finite_or_null(p), "ssim": s}))
@@ -195,8 +244,11 @@ impl Reconstruction {
         let (Some(x), true) = (truth, self.samples.dim(0)? >= 2) else {
             return Ok(Value::Null);
         };
-        let b = genprior_inverse::to_unit_range(x)?;
-        let first = genprior_inverse::to_unit_range(&self.samples.narrow(0, 0, 1)?)?;
+        let b = genprior_inverse::to_unit_range(&viewable(self.complex_image, x)?)?;
+        let first = genprior_inverse::to_unit_range(&viewable(
+            self.complex_image,
+            &self.samples.narrow(0, 0, 1)?,
+        )?)?;
         let psnr = genprior_inverse::psnr(&first, &b)?[0];
         let ssim = genprior_inverse::ssim(&first, &b).ok().map(|v| v[0]);
         let flat = |t: &Tensor| -> Result<Vec<f64>> {
@@ -232,23 +284,38 @@ impl Reconstruction {
     ) -> Result<Value> {
         let k = self.samples.dim(0)?;
         let c = op.image_shape()[0];
-        let std_max = self.std.max_all()?.to_scalar::<f32>()? as f64;
+        let cx = self.complex_image;
+        // A complex image's std is the root-sum-of-squares of its two channels' std.
+        let std = if cx {
+            self.std.sqr()?.sum_keepdim(1)?.sqrt()?
+        } else {
+            self.std.clone()
+        };
+        let std_max = std.max_all()?.to_scalar::<f32>()? as f64;
         let std_scale = if std_max > 0.0 { std_max } else { 1.0 };
-        save_image(&self.mean, dir.join("reconstruction.png"))?;
+        save_image(&viewable(cx, &self.mean)?, dir.join("reconstruction.png"))?;
         for i in 0..k {
             save_image(
-                &self.samples.narrow(0, i, 1)?,
+                &viewable(cx, &self.samples.narrow(0, i, 1)?)?,
                 dir.join("samples").join(format!("{i:03}.png")),
             )?;
         }
         // std / scale ∈ [0, 1] shown as black → white.
+        save_image(&std.affine(2.0 / std_scale, -1.0)?, dir.join("std.png"))?;
         save_image(
-            &self.std.affine(2.0 / std_scale, -1.0)?,
-            dir.join("std.png"),
+            &viewable(cx, &self.baseline.clamp(-1.0, 1.0)?)?,
+            dir.join("baseline.png"),
         )?;
-        save_image(&self.baseline.clamp(-1.0, 1.0)?, dir.join("baseline.png"))?;
-        write_npy(&self.samples, &dir.join("samples.npy"))?;
-        write_npy(y, &dir.join("measurement.npy"))?;
+        if cx {
+            // (K, 2, H, W) → planar (2, K, H, W) → complex64 (K, H, W).
+            write_npy_complex(
+                &self.samples.transpose(0, 1)?.contiguous()?,
+                &dir.join("samples.npy"),
+            )?;
+        } else {
+            write_npy(&self.samples, &dir.join("samples.npy"))?;
+        }
+        write_measurement(op, y, &dir.join("measurement.npy"))?;
         let wrote_measurement_png = match measurement_image(op, y, c)? {
             Some(img) => {
                 save_image(&img, dir.join("measurement.png"))?;
@@ -271,6 +338,8 @@ impl Reconstruction {
             "baseline": base,
             "calibration": self.calibration(truth)?,
             "measurement_png": wrote_measurement_png,
+            "complex_image": cx,
+            "complex_measurement": op.complex_measurement(),
             "image_shape": op.image_shape(),
             "measurement_shape": y.dims()[1..].to_vec(),
         });
@@ -318,6 +387,7 @@ mod tests {
             seconds: 0.0,
             mean_acceptance: None,
             trace: Value::Null,
+            complex_image: false,
         };
         let c = rec.calibration(Some(&truth)).unwrap();
         let cov = c["interval_90_coverage"].as_f64().unwrap();

@@ -5,14 +5,17 @@
 //!
 //! One file per model: [`gaussian`] (additive white Gaussian noise, with a likelihood σ that may
 //! differ from the simulation σ) and [`logistic_sign`] (one-bit quantisation with logistic
-//! dither). A new model (e.g. Poisson) is one new file implementing [`NoiseModel`] plus its
+//! dither), [`poisson`] (photon counting: low-light Poisson and Poisson–Gaussian, and CT
+//! transmission). A new model is one new file implementing [`NoiseModel`] plus its
 //! `pub mod`/`pub use` lines here; no operator changes.
 
 pub mod gaussian;
 pub mod logistic_sign;
+pub mod poisson;
 
 pub use gaussian::Gaussian;
 pub use logistic_sign::LogisticSign;
+pub use poisson::{Poisson, Transmission};
 
 use rand::rngs::StdRng;
 
@@ -77,5 +80,11 @@ pub trait NoiseModel: Send + Sync + std::fmt::Debug {
     /// model's values must be ±1). Called after the shape and finiteness checks.
     fn check_measurement(&self, _y: &[f64]) -> std::result::Result<(), String> {
         Ok(())
+    }
+    /// An estimate of the noise-free z from a measurement y, in the units of z, for classical
+    /// baselines that invert a linear A: y itself (the default) for models whose y is z plus
+    /// zero-mean noise; the post-log sinogram for [`Transmission`] counts.
+    fn linearized(&self, y: &[f64]) -> Vec<f64> {
+        y.to_vec()
     }
 }

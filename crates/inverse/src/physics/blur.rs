@@ -119,7 +119,7 @@ fn build_gauss(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>> 
         o.task(),
         shape,
         k,
-        o.gaussian_noise()?,
+        o.intensity_noise()?,
     )?))
 }
 
@@ -136,7 +136,7 @@ fn build_motion(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>>
         o.task(),
         shape,
         k,
-        o.gaussian_noise()?,
+        o.intensity_noise()?,
     )?))
 }
 

@@ -39,7 +39,7 @@ fn build_cs(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
         shape,
         o.float("cs-ratio")?,
         o.operator_seed()?,
-        o.gaussian_noise()?,
+        o.intensity_noise()?,
     )?))
 }
 

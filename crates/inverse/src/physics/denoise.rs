@@ -25,7 +25,7 @@ fn build_denoise(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>
     Ok(Box::new(Identity::new(
         o.task(),
         shape,
-        o.gaussian_noise()?,
+        o.intensity_noise()?,
         None,
     )?))
 }

@@ -71,7 +71,7 @@ fn build_box(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
         shape,
         b,
         b,
-        o.gaussian_noise()?,
+        o.intensity_noise()?,
     )?))
 }
 
@@ -80,7 +80,7 @@ fn build_random(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>>
         shape,
         o.float("keep-fraction")?,
         o.operator_seed()?,
-        o.gaussian_noise()?,
+        o.intensity_noise()?,
     )?))
 }
 
@@ -101,7 +101,7 @@ fn build_mask(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
         task,
         shape,
         &to_host(m)?,
-        o.gaussian_noise()?,
+        o.intensity_noise()?,
     )?))
 }
 

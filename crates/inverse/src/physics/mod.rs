@@ -5,6 +5,7 @@ pub mod blur;
 pub mod compressed_sensing;
 pub mod denoise;
 pub mod inpainting;
+pub mod mri;
 pub mod one_bit;
 pub mod phase_retrieval;
 pub mod super_resolution;
@@ -14,6 +15,7 @@ pub use blur::{gaussian_kernel, motion_kernel, Blur, Kernel2d, DEFAULT_BLUR_KERN
 pub use compressed_sensing::CompressedSensing;
 pub use denoise::Identity;
 pub use inpainting::Inpainting;
+pub use mri::{MaskPattern, Mri, MriBaseline};
 pub use one_bit::one_bit;
 pub use phase_retrieval::PhaseRetrieval;
 pub use super_resolution::{imresize_matrix, SrKernel, SuperResolution};

@@ -28,6 +28,13 @@ pub const ENTRIES: &[TaskEntry] = &[TaskEntry {
 }];
 
 fn build_one_bit(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
+    if o.choice("noise")? != "gaussian" {
+        return Err(InverseError::InvalidOption {
+            task: "one-bit".into(),
+            msg: "one-bit's noise is its logistic dither (set by --tau); --noise does not apply"
+                .into(),
+        });
+    }
     Ok(Box::new(one_bit(shape, o.float("tau")?, o.noise_sigma()?)?))
 }
 

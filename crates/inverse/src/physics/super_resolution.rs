@@ -44,7 +44,7 @@ fn build_sr(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
         shape,
         factor,
         kernel,
-        o.gaussian_noise()?,
+        o.intensity_noise()?,
     )?))
 }
 

@@ -71,6 +71,12 @@ pub const ENTRIES: &[TaskEntry] = &[TaskEntry {
             default: OptionDefault::Float(180.0),
         },
         OptionSpec {
+            name: "attenuation",
+            help: "with --noise transmission: attenuation μ per pixel length of a white pixel (the object's attenuation is μ(x + 1)/2; default 4/D for D detector bins, so a white chord across the detector keeps e^−4 of the photons).",
+            kind: OptionType::Float,
+            default: OptionDefault::Derived,
+        },
+        OptionSpec {
             name: "fbp-filter",
             help: "filter of the filtered back-projection baseline: the ramp, or the ramp times a Hann window.",
             kind: OptionType::Choice(FBP_FILTERS),
@@ -94,14 +100,37 @@ const TASK: &str = "ct";
 fn build_ct(o: &TaskOptions, shape: [usize; 3]) -> Result<Box<dyn Operator>> {
     let filter = FbpFilter::parse(&o.choice("fbp-filter")?)?;
     let angles = o.size_opt("angles")?.unwrap_or(DEFAULT_ANGLES);
-    Ok(Box::new(Tomography::new(
-        shape,
-        angles,
-        o.float("angle-range")?,
-        filter,
-        o.gaussian_noise()?,
-    )?))
+    let transmission = o.choice("noise")? == "transmission";
+    let gaussian = if transmission {
+        // Replaced below, once the chord lengths A(1) are known.
+        Arc::new(crate::noise::Gaussian::with_sigma(0.0)?) as Arc<dyn NoiseModel>
+    } else {
+        o.gaussian_noise()?
+    };
+    let op = Tomography::new(shape, angles, o.float("angle-range")?, filter, gaussian)?;
+    if !transmission {
+        return Ok(Box::new(op));
+    }
+    for name in ["noise-sigma", "likelihood-sigma"] {
+        if o.given(name)?.is_some() {
+            return Err(invalid(format!(
+                "--{name} does not apply to --noise transmission (its noise is the photon count, set by --photons)"
+            )));
+        }
+    }
+    let mu = match o.float_opt("attenuation")? {
+        Some(v) => v,
+        None => DEFAULT_ATTENUATION_CHORD / op.n_det as f64,
+    };
+    let offset = op.forward_host(&vec![1.0; op.image_len()])?;
+    let noise = crate::noise::Transmission::new(o.float("photons")?, mu, offset)
+        .map_err(|e| invalid(crate::task::inner_message(e)))?;
+    Ok(Box::new(op.with_noise(Arc::new(noise))))
 }
+
+/// With `--noise transmission`, the default attenuation μ makes a white chord as long as the
+/// detector (D pixels) attenuate by e^{−4}: μ = 4/D.
+pub const DEFAULT_ATTENUATION_CHORD: f64 = 4.0;
 
 /// The filter of the FBP baseline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +218,13 @@ impl Tomography {
         let step = angle_range_deg / n_angles as f64;
         let angles = (0..n_angles).map(|k| k as f64 * step).collect();
         Self::with_angles(shape, angles, filter, noise)
+    }
+
+    /// The same geometry with another noise model (e.g. [`crate::noise::Transmission`], which
+    /// needs the chord lengths A(1) of this operator).
+    pub fn with_noise(mut self, noise: Arc<dyn NoiseModel>) -> Self {
+        self.noise = noise;
+        self
     }
 
     /// `ct` at the given angles in degrees (any finite values, in any order).
@@ -484,7 +520,7 @@ impl Operator for Tomography {
         Ok(out)
     }
     fn baseline_host(&self, y: &[f64]) -> Result<Vec<f64>> {
-        let mut out = self.fbp(y)?;
+        let mut out = self.fbp(&self.noise.linearized(y))?;
         clip_unit(&mut out);
         Ok(out)
     }
