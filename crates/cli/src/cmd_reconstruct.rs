@@ -134,7 +134,10 @@ fn load_truth(args: &ReconstructArgs, c: usize, size: usize) -> Result<Option<Te
         }
         t
     } else if c == 2 {
-        bail!("{}: a 2-channel (complex) model takes a complex .npy image, not a PNG", p.display());
+        bail!(
+            "{}: a 2-channel (complex) model takes a complex .npy image, not a PNG",
+            p.display()
+        );
     } else {
         images::load_image(p, Some(c), &Device::Cpu)?
     };

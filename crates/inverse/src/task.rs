@@ -27,8 +27,8 @@ use crate::error::{InverseError, Result};
 use crate::noise::{Gaussian, NoiseModel, Poisson};
 use crate::operator::Operator;
 use crate::physics::{
-    blur, compressed_sensing, denoise, inpainting, mri, one_bit, phase_retrieval,
-    super_resolution, tomography,
+    blur, compressed_sensing, denoise, inpainting, mri, one_bit, phase_retrieval, super_resolution,
+    tomography,
 };
 
 /// Every task, one line per operator file, in the order `--help` and `task_names()` list them.

@@ -63,7 +63,10 @@ fn npy_header(bytes: &[u8]) -> Result<(String, bool, Vec<usize>, usize)> {
             .find(&format!("'{key}'"))
             .with_context(|| format!(".npy header has no '{key}': {header}"))?;
         let rest = &header[i + key.len() + 2..];
-        let rest = rest.trim_start().strip_prefix(':').context("bad .npy header")?;
+        let rest = rest
+            .trim_start()
+            .strip_prefix(':')
+            .context("bad .npy header")?;
         Ok(rest.trim_start())
     };
     let descr = field("descr")?;
@@ -95,7 +98,9 @@ fn read_complex_npy(path: &Path) -> Result<Option<Tensor>> {
     let width = match descr.as_str() {
         "<c8" => 4,
         "<c16" => 8,
-        d if d.contains('c') => bail!("complex dtype {d} is not supported (use little-endian complex64 or complex128)"),
+        d if d.contains('c') => {
+            bail!("complex dtype {d} is not supported (use little-endian complex64 or complex128)")
+        }
         _ => return Ok(None),
     };
     if fortran && shape.len() > 1 {
@@ -104,7 +109,10 @@ fn read_complex_npy(path: &Path) -> Result<Option<Tensor>> {
     let n: usize = shape.iter().product();
     let data = &bytes[offset..];
     if data.len() < 2 * width * n {
-        bail!("truncated data: {} bytes for {n} complex values", data.len());
+        bail!(
+            "truncated data: {} bytes for {n} complex values",
+            data.len()
+        );
     }
     let value = |i: usize| -> f64 {
         let b = &data[i * width..(i + 1) * width];
@@ -140,11 +148,14 @@ pub fn write_npy_complex(t: &Tensor, path: &Path) -> Result<()> {
         1 => format!("({},)", shape[0]),
         _ => format!(
             "({})",
-            shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
-    let mut header =
-        format!("{{'descr': '<c8', 'fortran_order': False, 'shape': {shape_text}, }}");
+    let mut header = format!("{{'descr': '<c8', 'fortran_order': False, 'shape': {shape_text}, }}");
     // Pad so that the data starts at a multiple of 64 bytes, ending with a newline.
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');

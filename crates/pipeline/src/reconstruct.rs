@@ -80,7 +80,10 @@ pub fn write_measurement(op: &dyn Operator, y: &Tensor, path: &Path) -> Result<(
     }
     let y = if y.rank() == op.measurement_shape().len() + 1 {
         if y.dim(0)? != 1 {
-            bail!("one complex measurement per file, got a batch of {}", y.dim(0)?);
+            bail!(
+                "one complex measurement per file, got a batch of {}",
+                y.dim(0)?
+            );
         }
         y.squeeze(0)?
     } else {
