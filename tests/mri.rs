@@ -405,13 +405,40 @@ fn complex_images_end_to_end() {
         }
     }
     let x = tmp.join("x.npy");
-    write_npy_complex(&Tensor::from_vec(planar, (2, h, w), &Device::Cpu).unwrap(), &x).unwrap();
+    write_npy_complex(
+        &Tensor::from_vec(planar, (2, h, w), &Device::Cpu).unwrap(),
+        &x,
+    )
+    .unwrap();
     let out = tmp.join("out");
     let o = bin()
-        .args(["reconstruct", "--device", "cpu", "--samples", "3", "--model"])
+        .args([
+            "reconstruct",
+            "--device",
+            "cpu",
+            "--samples",
+            "3",
+            "--model",
+        ])
         .arg(&model)
-        .args(["--task", "mri", "--method", "dpnp-ddpm", "--outer-steps", "2"])
-        .args(["--k-start", "1", "--eta-max", "0.03", "--eta-min", "0.02", "--pcs", "exact"])
+        .args([
+            "--task",
+            "mri",
+            "--method",
+            "dpnp-ddpm",
+            "--outer-steps",
+            "2",
+        ])
+        .args([
+            "--k-start",
+            "1",
+            "--eta-max",
+            "0.03",
+            "--eta-min",
+            "0.02",
+            "--pcs",
+            "exact",
+        ])
         .arg("--input")
         .arg(&x)
         .arg("--out")
@@ -424,14 +451,26 @@ fn complex_images_end_to_end() {
     assert_eq!(r["image_shape"], serde_json::json!([2, 16, 16]));
     assert!(r["reconstruction"]["psnr"].as_f64().is_some(), "{r}");
     let samples = read_npy(&out.join("samples.npy"), "samples", &Device::Cpu).unwrap();
-    assert_eq!(samples.dims(), &[2, 3, 16, 16], "complex (K, H, W) = planar (2, K, H, W)");
-    for f in ["reconstruction.png", "baseline.png", "std.png", "samples/000.png"] {
+    assert_eq!(
+        samples.dims(),
+        &[2, 3, 16, 16],
+        "complex (K, H, W) = planar (2, K, H, W)"
+    );
+    for f in [
+        "reconstruction.png",
+        "baseline.png",
+        "std.png",
+        "samples/000.png",
+    ] {
         let img = image::open(out.join(f)).unwrap();
         assert_eq!(img.color().channel_count(), 1, "{f}: a magnitude image");
     }
     // The magnitude PNG of the zero-filled baseline: bright disk, dark outside.
     let b = image::open(out.join("baseline.png")).unwrap().to_luma8();
-    assert!(b.get_pixel(8, 8)[0] > b.get_pixel(0, 0)[0] + 60, "disk visible");
+    assert!(
+        b.get_pixel(8, 8)[0] > b.get_pixel(0, 0)[0] + 60,
+        "disk visible"
+    );
 
     // A PNG for a complex model, or a complex model on a real task, is a clear error.
     let e = bin()

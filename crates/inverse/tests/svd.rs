@@ -200,8 +200,16 @@ fn registry_tasks() {
         }
         let op = build_task(&o, SHAPE).unwrap();
         match task {
-            "phase-retrieval" | "ct" | "mri" | "mri-multicoil" => {
+            "phase-retrieval" | "ct" | "mri-multicoil" => {
                 assert!(op.svd().is_none(), "{task} should have no SVD")
+            }
+            // Single-coil MRI: complex images (this shape) and real ones, odd sizes too.
+            "mri" => {
+                check(op.as_ref(), "mri, complex image");
+                for shape in [[1, 16, 16], [1, 15, 12], [2, 15, 12]] {
+                    let op = build_task(&o, shape).unwrap();
+                    check(op.as_ref(), &format!("mri {shape:?}"));
+                }
             }
             // One-bit's forward map is the identity (its nonlinearity is the logistic sign
             // noise model): the SVD of A exists; SVD samplers reject it as non-Gaussian.

@@ -39,6 +39,8 @@
 //! **Exact Gaussian PCS**: AᴴA is FFT-diagonal for single-coil (F ᴴ M F; for a real image
 //! Fᴴ ½(M + M̃) F with M̃ the mask mirrored through the zero frequency, since a real image's
 //! spectrum is Hermitian), so (αAᵀA + βI)⁻¹ is direct; multi-coil uses conjugate gradients.
+//! The same structure gives single-coil MRI an exact SVD ([`MriSvd`]), so DDRM and DDNM run on
+//! `mri`; multi-coil has none.
 
 use std::sync::Arc;
 
@@ -54,6 +56,7 @@ use crate::host::to_host;
 use crate::linalg::norm2;
 use crate::noise::NoiseModel;
 use crate::operator::{clip_unit, noise_check_measurement, Operator};
+use crate::svd::{FourierSvd, OperatorSvd};
 use crate::task::{
     inner_message, OptionDefault, OptionSpec, OptionType, TaskEntry, TaskOptions,
     DEFAULT_NOISE_SIGMA,
@@ -448,6 +451,8 @@ pub struct Mri {
     baseline: MriBaseline,
     fft: Fft2,
     noise: Arc<dyn NoiseModel>,
+    /// Single-coil only: A = U S Vᵀ (see [`MriSvd`]).
+    svd: Option<MriSvd>,
 }
 
 impl std::fmt::Debug for Mri {
@@ -511,7 +516,8 @@ impl Mri {
                 0.5 * (a + b)
             })
             .collect();
-        Ok(Self {
+        let single = maps.is_none();
+        let mut op = Self {
             name,
             shape,
             mask,
@@ -520,7 +526,28 @@ impl Mri {
             baseline,
             fft: Fft2::new(h, w),
             noise,
-        })
+            svd: None,
+        };
+        if single {
+            op.svd = Some(MriSvd::new(&op)?);
+        }
+        Ok(op)
+    }
+
+    /// The same operator without its SVD (what [`MriSvd`] keeps to apply A and Aᵀ).
+    fn without_svd(&self) -> Self {
+        let [_, h, w] = self.shape;
+        Self {
+            name: self.name,
+            shape: self.shape,
+            mask: self.mask.clone(),
+            sym_mask: self.sym_mask.clone(),
+            maps: self.maps.clone(),
+            baseline: self.baseline,
+            fft: Fft2::new(h, w),
+            noise: self.noise.clone(),
+            svd: None,
+        }
     }
 
     /// Number of coils (1 for single-coil).
@@ -763,6 +790,9 @@ impl Operator for Mri {
         self.ifft_c(&mut v);
         Some(Ok(self.planar_of(&v)))
     }
+    fn svd(&self) -> Option<&dyn OperatorSvd> {
+        self.svd.as_ref().map(|s| s as &dyn OperatorSvd)
+    }
     fn baseline_host(&self, y: &[f64]) -> Result<Vec<f64>> {
         let mut x = match self.baseline {
             MriBaseline::ZeroFilled => self.adjoint_host(y)?,
@@ -775,5 +805,130 @@ impl Operator for Mri {
         };
         clip_unit(&mut x);
         Ok(x)
+    }
+}
+
+/// The singular value decomposition A = U S Vᵀ of single-coil MRI, for the SVD-based samplers
+/// (DDRM, DDNM):
+/// - complex images (2 channels): V = Fᴴ (the planar real form of the unitary centred DFT is
+///   orthogonal), s = M on the real and on the imaginary coordinate of each frequency, and
+///   U = I restricted to the sampled entries (the measurement is M ⊙ F x itself);
+/// - real images (1 channel): AᵀA = Fᴴ ½(M + M̃) F is a real circulant (the centring shifts
+///   commute with it), so V is [`FourierSvd`]'s real orthonormal Fourier basis with
+///   s = √(½(M + M̃)) ∈ {0, 1/√2, 1}, and U = A V S⁻¹ on the range (Uᵀ = S⁻¹ Vᵀ Aᵀ), which is
+///   orthonormal because VᵀAᵀAV = S².
+struct MriSvd {
+    s: Vec<f64>,
+    /// `Some` for real images: the real Fourier basis.
+    real_basis: Option<FourierSvd>,
+    /// The operator without its SVD, for A, Aᵀ and the centred FFTs.
+    op: Box<Mri>,
+}
+
+impl MriSvd {
+    fn new(op: &Mri) -> Result<Self> {
+        let [c, h, w] = op.shape;
+        let inner = Box::new(op.without_svd());
+        if c == 2 {
+            let m: Vec<f64> = op.mask.iter().map(|&v| v as u8 as f64).collect();
+            let s = m.iter().chain(&m).copied().collect();
+            return Ok(Self {
+                s,
+                real_basis: None,
+                op: inner,
+            });
+        }
+        // The circulant's spectrum in rustfft's (uncentred) order: uncentred (i, j) is centred
+        // (i + ⌊h/2⌋, j + ⌊w/2⌋).
+        let khat: Vec<Complex64> = (0..h * w)
+            .map(|k| {
+                let (i, j) = (k / w, k % w);
+                let centred = ((i + h / 2) % h) * w + (j + w / 2) % w;
+                Complex64::new(op.sym_mask[centred].sqrt(), 0.0)
+            })
+            .collect();
+        let basis = FourierSvd::new(1, h, w, &khat)?;
+        Ok(Self {
+            s: basis.singular_values().to_vec(),
+            real_basis: Some(basis),
+            op: inner,
+        })
+    }
+
+    fn n(&self) -> usize {
+        self.op.image_len()
+    }
+
+    fn on_range(&self, mut v: Vec<f64>, divide: bool) -> Vec<f64> {
+        v.iter_mut().zip(&self.s).for_each(|(a, &s)| {
+            *a = if s == 0.0 {
+                0.0
+            } else if divide {
+                *a / s
+            } else {
+                *a
+            }
+        });
+        v
+    }
+}
+
+impl OperatorSvd for MriSvd {
+    fn image_len(&self) -> usize {
+        self.n()
+    }
+    fn measurement_len(&self) -> usize {
+        self.op.measurement_len()
+    }
+    fn singular_values(&self) -> &[f64] {
+        &self.s
+    }
+    fn v_adjoint(&self, x: &[f64]) -> Result<Vec<f64>> {
+        check_len("Vᵀ input", x.len(), self.n())?;
+        match &self.real_basis {
+            Some(b) => b.v_adjoint(x),
+            None => {
+                let mut z = self.op.complex_of(x);
+                self.op.fft_c(&mut z);
+                Ok(self.op.planar_of(&z))
+            }
+        }
+    }
+    fn v(&self, xbar: &[f64]) -> Result<Vec<f64>> {
+        check_len("V input", xbar.len(), self.n())?;
+        match &self.real_basis {
+            Some(b) => b.v(xbar),
+            None => {
+                let mut z = self.op.complex_of(xbar);
+                self.op.ifft_c(&mut z);
+                Ok(self.op.planar_of(&z))
+            }
+        }
+    }
+    fn u_adjoint(&self, y: &[f64]) -> Result<Vec<f64>> {
+        check_len("Uᵀ input", y.len(), self.measurement_len())?;
+        match &self.real_basis {
+            Some(b) => Ok(self.on_range(b.v_adjoint(&self.op.adjoint_host(y)?)?, true)),
+            None => Ok(self.on_range(y.to_vec(), false)),
+        }
+    }
+    fn u(&self, ybar: &[f64]) -> Result<Vec<f64>> {
+        check_len("U input", ybar.len(), self.n())?;
+        match &self.real_basis {
+            Some(b) => self
+                .op
+                .forward_host(&b.v(&self.on_range(ybar.to_vec(), true))?),
+            None => Ok(self.on_range(ybar.to_vec(), false)),
+        }
+    }
+}
+
+fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(InverseError::Unsupported(format!(
+            "MRI SVD: {what} has {got} values, expected {want}"
+        )))
     }
 }
