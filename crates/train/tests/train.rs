@@ -136,16 +136,17 @@ fn gradients_match_f64_autograd_and_finite_differences() {
     }
 }
 
-/// A tiny model trained for 300 steps on 64 digits (16×16) lowers the loss on fixed held-out
-/// batches (steps never used in training) by at least 3×.
+/// A tiny model (8/16 channels, 16×16) trained for 300 steps on 64 digits lowers the loss on
+/// fixed held-out batches (steps never used in training) by at least 5× (measured: 1.19 →
+/// 0.085, 14×).
 #[test]
 fn training_lowers_the_loss_on_digits() {
     let dir = tmpdir("digits");
-    let cfg = tiny_config(&dir, 16, [16, 32]);
+    let cfg = tiny_config(&dir, 16, [8, 16]);
     let opts = TrainOptions {
         steps: 300,
-        batch: 16,
-        lr: 2e-3,
+        batch: 8,
+        lr: 3e-3,
         warmup: 20,
         ema_decay: 0.99,
         seed: 3,
@@ -175,7 +176,7 @@ fn training_lowers_the_loss_on_digits() {
         before / after,
         start.elapsed().as_secs_f64()
     );
-    assert!(before / after > 3.0, "loss {before} → {after}");
+    assert!(before / after > 5.0, "loss {before} → {after}");
 }
 
 /// Checkpoint after 3 steps, resume, 3 more: every weight, EMA and Adam moment equals the
