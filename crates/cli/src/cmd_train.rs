@@ -90,6 +90,10 @@ pub struct TrainArgs {
     /// continuation is bit-identical to an uninterrupted run.
     #[arg(long)]
     pub resume: bool,
+    /// Print the time per step spent in each network op (genprior's op profiler; the first
+    /// step is not counted).
+    #[arg(long)]
+    pub profile: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -263,6 +267,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let start = Instant::now();
     let first = tr.step();
     let mut smooth: Option<f64> = None;
+    let mut profiled_from: Option<Instant> = None;
     while tr.step() < args.steps {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -277,6 +282,11 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             }
         };
         let dt = t0.elapsed().as_secs_f64();
+        if args.profile && stats.step == first + 1 {
+            genprior_nn::profile::take();
+            genprior_nn::profile::enable(true);
+            profiled_from = Some(Instant::now());
+        }
         log.append(&stats, dt)?;
         let sm = smooth.map_or(stats.loss, |v| 0.98 * v + 0.02 * stats.loss);
         smooth = Some(sm);
@@ -291,6 +301,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         }
     }
     bar.finish_and_clear();
+    if let Some(t0) = profiled_from {
+        genprior_nn::profile::enable(false);
+        print_profile(tr.step() - first - 1, t0.elapsed().as_secs_f64());
+    }
     run.save(&tr, &log)?;
     let done = tr.step() - first;
     let secs = start.elapsed().as_secs_f64();
@@ -311,4 +325,27 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         args.out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The op profiler's table per step, largest first (nested scopes overlap their parent).
+fn print_profile(steps: u64, secs: f64) {
+    if steps == 0 {
+        return;
+    }
+    let n = steps as f64;
+    let mut ops = genprior_nn::profile::take();
+    ops.sort_by(|a, b| b.1.total_cmp(&a.1));
+    eprintln!(
+        "profile over {steps} step(s), {:.3} s/step (nested scopes such as conv/kernel-grad inside train/forward+backward overlap their parent):",
+        secs / n
+    );
+    eprintln!("  {:<26} {:>10} {:>7} {:>8}", "op", "s/step", "share", "calls");
+    for (name, s, calls) in ops {
+        eprintln!(
+            "  {name:<26} {:>10.4} {:>6.1}% {:>8.1}",
+            s / n,
+            100.0 * s / secs,
+            calls as f64 / n
+        );
+    }
 }

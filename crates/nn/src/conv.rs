@@ -491,6 +491,7 @@ fn kernel_grad(
     p: usize,
     s: usize,
 ) -> candle_core::Result<Tensor> {
+    let _t = profile::scope("conv/kernel-grad");
     // (Cin, B, H, W) ⋆ (Cout, B, Ho, Wo) with dilation s → (Cin, Cout, ≥kh, ≥kw).
     let xt = x.detach().transpose(0, 1)?.contiguous()?;
     let gt = grad.transpose(0, 1)?.contiguous()?;

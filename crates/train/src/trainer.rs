@@ -523,7 +523,11 @@ impl Trainer {
     /// gradient is an error and leaves the state untouched.
     pub fn train_step(&mut self) -> Result<StepStats> {
         let s = self.step;
-        let (loss, mut grads) = self.loss_and_grads(s)?;
+        let (loss, mut grads) = {
+            let _t = genprior_nn::profile::scope("train/forward+backward");
+            self.loss_and_grads(s)?
+        };
+        let _t = genprior_nn::profile::scope("train/clip+adamw+ema");
         if !loss.is_finite() {
             return Err(TrainError::Diverged(format!(
                 "the loss became {loss} at step {}; the state of step {s} is kept (lower --lr?)",
