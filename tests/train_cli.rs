@@ -54,7 +54,11 @@ fn read(p: PathBuf) -> Vec<u8> {
 fn trains_a_model_that_sample_uses_and_resume_is_bit_identical() {
     let dir = temp_dir("train");
     let full = dir.join("full");
-    let o = train(&dir, &full, &["--steps", "6", "--checkpoint-every", "3", "--flip"]);
+    let o = train(
+        &dir,
+        &full,
+        &["--steps", "6", "--checkpoint-every", "3", "--flip"],
+    );
     assert_success(&o);
     for f in [
         "config.json",
@@ -74,7 +78,17 @@ fn trains_a_model_that_sample_uses_and_resume_is_bit_identical() {
     // The folder is a model: genprior sample loads it.
     let png = dir.join("s.png");
     let o = bin()
-        .args(["sample", "--device", "cpu", "--sampler", "ddim", "--steps", "4", "--num", "2"])
+        .args([
+            "sample",
+            "--device",
+            "cpu",
+            "--sampler",
+            "ddim",
+            "--steps",
+            "4",
+            "--num",
+            "2",
+        ])
         .arg("--model")
         .arg(&full)
         .arg("--out")
@@ -86,22 +100,43 @@ fn trains_a_model_that_sample_uses_and_resume_is_bit_identical() {
 
     // 3 steps, then resumed to 6: the same files as the uninterrupted run.
     let part = dir.join("part");
-    assert_success(&train(&dir, &part, &["--steps", "3", "--checkpoint-every", "3", "--flip"]));
+    assert_success(&train(
+        &dir,
+        &part,
+        &["--steps", "3", "--checkpoint-every", "3", "--flip"],
+    ));
     // Without --resume an existing run is never overwritten.
     let o = train(&dir, &part, &["--steps", "6", "--flip"]);
     assert_clean_error(&o, &["--resume"]);
     let o = train(
         &dir,
         &part,
-        &["--steps", "6", "--checkpoint-every", "3", "--flip", "--resume"],
+        &[
+            "--steps",
+            "6",
+            "--checkpoint-every",
+            "3",
+            "--flip",
+            "--resume",
+        ],
     );
     assert_success(&o);
-    for f in ["checkpoint.safetensors", "diffusion_pytorch_model.safetensors", "config.json"] {
-        assert_eq!(read(full.join(f)), read(part.join(f)), "{f} differs after --resume");
+    for f in [
+        "checkpoint.safetensors",
+        "diffusion_pytorch_model.safetensors",
+        "config.json",
+    ] {
+        assert_eq!(
+            read(full.join(f)),
+            read(part.join(f)),
+            "{f} differs after --resume"
+        );
     }
     let strip = |s: String| -> Vec<String> {
         // Rows minus the timing column.
-        s.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect()
+        s.lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect()
     };
     assert_eq!(
         strip(csv),
@@ -118,7 +153,14 @@ fn sigterm_writes_a_final_checkpoint() {
     let out = dir.join("run");
     let mut child = bin()
         .args(["train", "--device", "cpu", "--size", "8", "--batch", "3"])
-        .args(["--steps", "1000000", "--checkpoint-every", "100000", "--sample-every", "0"])
+        .args([
+            "--steps",
+            "1000000",
+            "--checkpoint-every",
+            "100000",
+            "--sample-every",
+            "0",
+        ])
         .arg("--arch")
         .arg(tiny_arch(&dir))
         .arg("--images")
@@ -148,7 +190,13 @@ fn sigterm_writes_a_final_checkpoint() {
     let o = train(
         &dir,
         &out,
-        &["--steps", &(rows + 1).to_string(), "--resume", "--sample-every", "0"],
+        &[
+            "--steps",
+            &(rows + 1).to_string(),
+            "--resume",
+            "--sample-every",
+            "0",
+        ],
     );
     assert_success(&o);
     let after = std::fs::read_to_string(&csv).unwrap().lines().count() - 1;

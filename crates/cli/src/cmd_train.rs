@@ -131,14 +131,14 @@ fn load_images(path: &Path, channels: usize, size: usize) -> Result<Tensor> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(path)
         .with_context(|| format!("cannot list {}", path.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("png"))
-        })
+        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
         .collect();
     files.sort();
     if files.is_empty() {
-        bail!("--images {}: the folder holds no .png files", path.display());
+        bail!(
+            "--images {}: the folder holds no .png files",
+            path.display()
+        );
     }
     let mut all = Vec::with_capacity(files.len());
     for f in &files {
@@ -193,7 +193,8 @@ impl Run<'_> {
             &mut |_| {},
         )?;
         let dir = self.out.join("samples");
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join(format!("step_{:06}.png", tr.step()));
         images::save_grid(&out.images.to_device(&Device::Cpu)?, &path)?;
         Ok(path)
@@ -221,7 +222,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         );
     }
     if args.device.dtype != "f32" {
-        bail!("training runs in f32 (--dtype {} is for inference)", args.device.dtype);
+        bail!(
+            "training runs in f32 (--dtype {} is for inference)",
+            args.device.dtype
+        );
     }
     let data = Dataset::from_tensor(&load_images(&args.images, args.channels, args.size)?)?;
     std::fs::create_dir_all(&args.out)
@@ -232,10 +236,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     } else {
         Trainer::new(value, unet, opts, data, &device, DType::F32)?
     };
-    let mut log = LossLog::open(
-        &args.out.join("loss.csv"),
-        args.resume.then_some(tr.step()),
-    )?;
+    let mut log = LossLog::open(&args.out.join("loss.csv"), args.resume.then_some(tr.step()))?;
     eprintln!(
         "training {} ({} parameters) on {} image(s) of {}×{}×{}; batch {}, {} steps{}",
         args.arch,
@@ -291,7 +292,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         let sm = smooth.map_or(stats.loss, |v| 0.98 * v + 0.02 * stats.loss);
         smooth = Some(sm);
         bar.set_position(stats.step);
-        bar.set_message(format!("loss {:.4} (avg {sm:.4})  {:.2} s/step", stats.loss, dt));
+        bar.set_message(format!(
+            "loss {:.4} (avg {sm:.4})  {:.2} s/step",
+            stats.loss, dt
+        ));
         if stats.step % args.checkpoint_every == 0 && stats.step < args.steps {
             run.save(&tr, &log)?;
         }
@@ -339,7 +343,10 @@ fn print_profile(steps: u64, secs: f64) {
         "profile over {steps} step(s), {:.3} s/step (nested scopes such as conv/kernel-grad inside train/forward+backward overlap their parent):",
         secs / n
     );
-    eprintln!("  {:<26} {:>10} {:>7} {:>8}", "op", "s/step", "share", "calls");
+    eprintln!(
+        "  {:<26} {:>10} {:>7} {:>8}",
+        "op", "s/step", "share", "calls"
+    );
     for (name, s, calls) in ops {
         eprintln!(
             "  {name:<26} {:>10.4} {:>6.1}% {:>8.1}",

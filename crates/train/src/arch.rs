@@ -12,29 +12,35 @@ use crate::error::{config, io_err, Result};
 pub const ARCHS: [&str; 2] = ["small", "base"];
 
 fn builtin(name: &str) -> Option<Value> {
-    let (channels, layers, groups, head_dim, down, up): (&[usize], usize, usize, usize, &[&str], &[&str]) =
-        match name {
-            // The recipe of models/mnist-ddpm-32 (scripts/train_mnist_prior.py): 1.1 M
-            // parameters at 1 channel, attention only at the lowest resolution.
-            "small" => (
-                &[32, 64, 64],
-                1,
-                8,
-                8,
-                &["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"],
-                &["AttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
-            ),
-            // Twice the width, two resnets per level, attention at the two lowest resolutions.
-            "base" => (
-                &[64, 128, 128],
-                2,
-                16,
-                32,
-                &["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
-                &["AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
-            ),
-            _ => return None,
-        };
+    let (channels, layers, groups, head_dim, down, up): (
+        &[usize],
+        usize,
+        usize,
+        usize,
+        &[&str],
+        &[&str],
+    ) = match name {
+        // The recipe of models/mnist-ddpm-32 (scripts/train_mnist_prior.py): 1.1 M
+        // parameters at 1 channel, attention only at the lowest resolution.
+        "small" => (
+            &[32, 64, 64],
+            1,
+            8,
+            8,
+            &["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"],
+            &["AttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
+        ),
+        // Twice the width, two resnets per level, attention at the two lowest resolutions.
+        "base" => (
+            &[64, 128, 128],
+            2,
+            16,
+            32,
+            &["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
+            &["AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+        ),
+        _ => return None,
+    };
     Some(json!({
         "_class_name": "UNet2DModel",
         "act_fn": "silu",
@@ -95,7 +101,8 @@ pub fn arch_config(arch: &str, size: usize, channels: usize) -> Result<(Value, U
             v
         }
     };
-    let field = |v: &Value, k: &str, default: u64| v.get(k).and_then(Value::as_u64).unwrap_or(default);
+    let field =
+        |v: &Value, k: &str, default: u64| v.get(k).and_then(Value::as_u64).unwrap_or(default);
     for key in ["in_channels", "out_channels"] {
         let got = field(&value, key, 3) as usize;
         if got != channels {

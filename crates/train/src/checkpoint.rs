@@ -118,7 +118,8 @@ impl Trainer {
         }
         if meta.unet_config != config_json {
             return Err(bad(
-                "it was trained with another architecture (--arch / --size / --channels differ)".into(),
+                "it was trained with another architecture (--arch / --size / --channels differ)"
+                    .into(),
             ));
         }
         let mut same = opts.clone();
@@ -144,14 +145,7 @@ impl Trainer {
                 meta.step, opts.steps
             )));
         }
-        let mut tr = Trainer::new(
-            config_json,
-            unet,
-            meta.options.clone(),
-            data,
-            device,
-            dtype,
-        )?;
+        let mut tr = Trainer::new(config_json, unet, meta.options.clone(), data, device, dtype)?;
         tr.set_total_steps(opts.steps)?;
         let mut file = candle_core::safetensors::load_buffer(&bytes, device)
             .map_err(|e| bad(format!("unreadable tensors ({e})")))?;

@@ -161,7 +161,11 @@ pub fn plot_losses(rows: &[(u64, f64)], path: &Path) -> Result<()> {
         let (x0, x1) = (first.0.min(0.0), last.0.max(first.0 + 1.0));
         let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
         let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-        let (lo, hi) = if hi - lo < 1e-9 { (lo - 0.5, hi + 0.5) } else { (lo, hi) };
+        let (lo, hi) = if hi - lo < 1e-9 {
+            (lo - 0.5, hi + 0.5)
+        } else {
+            (lo, hi)
+        };
         let map = |(x, y): (f64, f64)| {
             (
                 left + (x - x0) / (x1 - x0) * pw,
@@ -186,14 +190,41 @@ pub fn plot_losses(rows: &[(u64, f64)], path: &Path) -> Result<()> {
         for pair in smooth.windows(2) {
             line(&mut img, map(pair[0]), map(pair[1]), [20, 60, 160]);
         }
-        text(&mut img, 4, top as i64, &format!("{:.3}", 10f64.powf(hi)), 2);
-        text(&mut img, 4, (top + ph) as i64 - 10, &format!("{:.3}", 10f64.powf(lo)), 2);
-        text(&mut img, (left + pw) as i64 - 60, (top + ph) as i64 + 10, &format!("{}", last.0), 2);
-        text(&mut img, left as i64, (top + ph) as i64 + 10, &format!("{x0}"), 2);
+        text(
+            &mut img,
+            4,
+            top as i64,
+            &format!("{:.3}", 10f64.powf(hi)),
+            2,
+        );
+        text(
+            &mut img,
+            4,
+            (top + ph) as i64 - 10,
+            &format!("{:.3}", 10f64.powf(lo)),
+            2,
+        );
+        text(
+            &mut img,
+            (left + pw) as i64 - 60,
+            (top + ph) as i64 + 10,
+            &format!("{}", last.0),
+            2,
+        );
+        text(
+            &mut img,
+            left as i64,
+            (top + ph) as i64 + 10,
+            &format!("{x0}"),
+            2,
+        );
     }
     let mut bytes = Vec::new();
     image::DynamicImage::ImageRgb8(img)
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
         .map_err(|e| crate::TrainError::Io {
             path: path.to_path_buf(),
             source: std::io::Error::other(e),

@@ -103,13 +103,19 @@ impl TrainOptions {
             return config(format!("--lr must be positive, got {}", self.lr));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return config(format!("--weight-decay must be ≥ 0, got {}", self.weight_decay));
+            return config(format!(
+                "--weight-decay must be ≥ 0, got {}",
+                self.weight_decay
+            ));
         }
         if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
             return config(format!("--grad-clip must be ≥ 0, got {}", self.grad_clip));
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
-            return config(format!("--ema-decay must lie in [0, 1), got {}", self.ema_decay));
+            return config(format!(
+                "--ema-decay must lie in [0, 1), got {}",
+                self.ema_decay
+            ));
         }
         for (n, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(0.0..1.0).contains(&b) {
@@ -165,7 +171,10 @@ impl Dataset {
     /// From a `(N, C, H, W)` tensor; values must be finite and in [-1, 1].
     pub fn from_tensor(t: &Tensor) -> Result<Self> {
         let dims = t.dims4().map_err(|_| {
-            TrainError::Data(format!("expected images (N, C, H, W), got shape {:?}", t.dims()))
+            TrainError::Data(format!(
+                "expected images (N, C, H, W), got shape {:?}",
+                t.dims()
+            ))
         })?;
         let pixels = t
             .to_device(&Device::Cpu)?
@@ -254,9 +263,7 @@ pub struct Trainer {
 }
 
 fn uniform(rng: &mut ChaCha8Rng, n: usize, bound: f32) -> Vec<f32> {
-    (0..n)
-        .map(|_| rng.random_range(-bound..bound))
-        .collect()
+    (0..n).map(|_| rng.random_range(-bound..bound)).collect()
 }
 
 impl Trainer {
@@ -279,7 +286,9 @@ impl Trainer {
             ));
         }
         if h != w {
-            return Err(TrainError::Data(format!("training images must be square, got {h}×{w}")));
+            return Err(TrainError::Data(format!(
+                "training images must be square, got {h}×{w}"
+            )));
         }
         let schedule = Schedule::new(opts.scheduler_config())?;
         // The parameter list: ask the architecture which tensors it needs.
@@ -310,10 +319,19 @@ impl Trainer {
             names.push(name.clone());
             params.push(Var::from_tensor(&t)?);
         }
-        let ema = params.iter().map(|p| p.as_detached_tensor().copy()).collect::<candle_core::Result<Vec<_>>>()?;
+        let ema = params
+            .iter()
+            .map(|p| p.as_detached_tensor().copy())
+            .collect::<candle_core::Result<Vec<_>>>()?;
         let zeros = |p: &Var| p.as_tensor().zeros_like();
-        let m = params.iter().map(zeros).collect::<candle_core::Result<Vec<_>>>()?;
-        let v = params.iter().map(zeros).collect::<candle_core::Result<Vec<_>>>()?;
+        let m = params
+            .iter()
+            .map(zeros)
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let v = params
+            .iter()
+            .map(zeros)
+            .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self {
             config_json,
             unet,
@@ -349,7 +367,9 @@ impl Trainer {
             ));
         }
         if self.opts.lr_schedule == LrSchedule::Cosine && steps != self.opts.steps {
-            return config("a cosine learning-rate schedule depends on --steps: resume with the same --steps");
+            return config(
+                "a cosine learning-rate schedule depends on --steps: resume with the same --steps",
+            );
         }
         self.opts.steps = steps;
         Ok(())
@@ -480,7 +500,11 @@ impl Trainer {
 
     /// The EMA tensors by name.
     pub fn ema_tensors(&self) -> Vec<(String, Tensor)> {
-        self.names.iter().cloned().zip(self.ema.iter().cloned()).collect()
+        self.names
+            .iter()
+            .cloned()
+            .zip(self.ema.iter().cloned())
+            .collect()
     }
 
     /// The DDPM loss `mean((ε_θ(x_t, t) − ε)²)` of `batch` with the network built from
@@ -489,8 +513,8 @@ impl Trainer {
         let model = self.model_with(tensors)?;
         let dt = model.dtype();
         let xt = Tensor::from_slice(&batch.xt, batch.dims.as_slice(), &self.device)?;
-        let noise = Tensor::from_slice(&batch.noise, batch.dims.as_slice(), &self.device)?
-            .to_dtype(dt)?;
+        let noise =
+            Tensor::from_slice(&batch.noise, batch.dims.as_slice(), &self.device)?.to_dtype(dt)?;
         let t: Vec<f32> = batch.t.iter().map(|&v| v as f32).collect();
         let t = Tensor::from_vec(t, batch.t.len(), &self.device)?;
         let pred = model.forward_native(&xt, &t)?;

@@ -34,7 +34,11 @@ fn tmpdir(name: &str) -> PathBuf {
 fn digits(n: usize) -> Dataset {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mnist-test-100.npy");
     let t = Tensor::read_npy(root).unwrap().narrow(0, 0, n).unwrap();
-    let t = t.to_dtype(DType::F32).unwrap().affine(1.0 / 127.5, -1.0).unwrap();
+    let t = t
+        .to_dtype(DType::F32)
+        .unwrap()
+        .affine(1.0 / 127.5, -1.0)
+        .unwrap();
     let t = t.avg_pool2d(2).unwrap();
     Dataset::from_tensor(&t).unwrap()
 }
@@ -43,7 +47,9 @@ fn random_data(n: usize, size: usize, seed: u64) -> Dataset {
     let mut s = seed;
     let v: Vec<f32> = (0..n * size * size)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect();
@@ -56,7 +62,12 @@ fn trainer(cfg: &Path, size: usize, data: Dataset, opts: TrainOptions, dtype: DT
 }
 
 fn flat(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 /// The f32 gradients (genprior's CPU kernels: Winograd/GEMM convolutions, fused group norm,
@@ -80,15 +91,29 @@ fn gradients_match_f64_autograd_and_finite_differences() {
     for ((name, a), b) in t32.names().iter().zip(&g32).zip(&g64) {
         let (a, b) = (flat(a), flat(b));
         let scale = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-3);
-        let err = a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((x - y).abs())) / scale;
+        let err = a
+            .iter()
+            .zip(&b)
+            .fold(0f64, |m, (x, y)| m.max((x - y).abs()))
+            / scale;
         worst = worst.max(err);
-        assert!(err < 2e-3, "{name}: f32 kernels vs f64 candle ops, relative error {err}");
+        assert!(
+            err < 2e-3,
+            "{name}: f32 kernels vs f64 candle ops, relative error {err}"
+        );
     }
-    eprintln!("worst relative gradient error f32 vs f64: {worst:.2e} over {} tensors", g32.len());
+    eprintln!(
+        "worst relative gradient error f32 vs f64: {worst:.2e} over {} tensors",
+        g32.len()
+    );
 
     // Finite differences in f64 on a few entries of every kind of parameter.
     let batch = t64.batch(0);
-    let base: Vec<Tensor> = t64.params().iter().map(|p| p.as_detached_tensor()).collect();
+    let base: Vec<Tensor> = t64
+        .params()
+        .iter()
+        .map(|p| p.as_detached_tensor())
+        .collect();
     let picks = [
         "conv_in.weight",
         "conv_in.bias",
@@ -248,13 +273,29 @@ fn resume_equals_uninterrupted() {
         lr: 5e-4,
         ..opts.clone()
     };
-    let e = Trainer::resume(&ck, value.clone(), unet.clone(), other, data, &Device::Cpu, DType::F32)
-        .err()
-        .unwrap();
+    let e = Trainer::resume(
+        &ck,
+        value.clone(),
+        unet.clone(),
+        other,
+        data,
+        &Device::Cpu,
+        DType::F32,
+    )
+    .err()
+    .unwrap();
     assert!(e.to_string().contains("other options"), "{e}");
-    let e = Trainer::resume(&ck, value, unet, opts, random_data(5, 8, 9), &Device::Cpu, DType::F32)
-        .err()
-        .unwrap();
+    let e = Trainer::resume(
+        &ck,
+        value,
+        unet,
+        opts,
+        random_data(5, 8, 9),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .err()
+    .unwrap();
     assert!(e.to_string().contains("other images"), "{e}");
 }
 
@@ -287,7 +328,14 @@ fn export_loads_as_a_diffusers_folder() {
     let t = Tensor::new(&[5f32, 900.0], &Device::Cpu).unwrap();
     let y1 = net.forward(&x, &t).unwrap();
     let y2 = tr.ema_model().unwrap().forward(&x, &t).unwrap();
-    let d = (y1 - y2).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let d = (y1 - y2)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert_eq!(d, 0.0);
     let s = genprior_diffusion::Schedule::from_file(out.join("scheduler_config.json")).unwrap();
     assert_eq!(s.config().beta_schedule, "squaredcos_cap_v2");

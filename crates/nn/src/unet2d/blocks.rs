@@ -188,8 +188,7 @@ impl Attention {
             candle_core::DType::F16 | candle_core::DType::BF16 => candle_core::DType::F32,
             d => d,
         };
-        let probs =
-            crate::norm::softmax_last_dim(&scores.to_dtype(internal)?)?.to_dtype(dtype)?;
+        let probs = crate::norm::softmax_last_dim(&scores.to_dtype(internal)?)?.to_dtype(dtype)?;
         let out = strided_matmul(&v, &probs.t()?)?; // (B·heads, d, n_query)
         let out = out.reshape((b, c, n, 1))?;
         let out = self.to_out.forward_add(&out, &x.reshape((b, c, n, 1))?)?;
