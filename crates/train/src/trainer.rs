@@ -411,20 +411,18 @@ impl Trainer {
         &self.data
     }
 
-    fn permutation(&self, epoch: u64) -> Vec<u32> {
+    /// Image `pos` of epoch `epoch`'s permutation (the current epoch's is cached).
+    fn image_at(&self, epoch: u64, pos: usize) -> usize {
         let mut cache = self.perm.borrow_mut();
-        if let Some((e, p)) = cache.as_ref() {
-            if *e == epoch {
-                return p.clone();
-            }
+        if cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            use rand::seq::SliceRandom;
+            let mut rng = ChaCha8Rng::seed_from_u64(self.opts.seed ^ PERM_KEY);
+            rng.set_stream(epoch);
+            let mut p: Vec<u32> = (0..self.data.len() as u32).collect();
+            p.shuffle(&mut rng);
+            *cache = Some((epoch, p));
         }
-        use rand::seq::SliceRandom;
-        let mut rng = ChaCha8Rng::seed_from_u64(self.opts.seed ^ PERM_KEY);
-        rng.set_stream(epoch);
-        let mut p: Vec<u32> = (0..self.data.len() as u32).collect();
-        p.shuffle(&mut rng);
-        *cache = Some((epoch, p.clone()));
-        p
+        cache.as_ref().map_or(0, |(_, p)| p[pos] as usize)
     }
 
     /// The inputs of (0-based) step `s`: a pure function of the seed, the data and `s`.
@@ -444,7 +442,7 @@ impl Trainer {
             flips.push(self.opts.flip && rng.random::<bool>());
             let i = s * b as u64 + j as u64;
             let (epoch, pos) = (i / n as u64, (i % n as u64) as usize);
-            let img = self.permutation(epoch)[pos] as usize;
+            let img = self.image_at(epoch, pos);
             let src = &self.data.pixels[img * per..(img + 1) * per];
             let dst = &mut x0[j * per..(j + 1) * per];
             if flips[j] {
