@@ -82,7 +82,7 @@ def torch_steps(args, root, config):
             d = min(0.999, (1 + s) / (10 + s))
             for k, v in model.state_dict().items():
                 ema[k].mul_(d).add_(v, alpha=1 - d)
-        float(loss)
+        float(loss.detach())
         times.append(time.perf_counter() - t0)
     return times[args.warmup:]
 
