@@ -10,6 +10,7 @@ mod cmd_lowrank;
 mod cmd_model;
 mod cmd_reconstruct;
 mod cmd_sample;
+mod cmd_train;
 mod common;
 mod method_args;
 mod progress;
@@ -66,6 +67,9 @@ enum Command {
     /// Merge a batch output folder's item reports into summary.json / summary.md (and list the
     /// items that are missing or failed).
     Merge(cmd_batch::MergeArgs),
+    /// Train a diffusion prior (diffusers UNet2DModel, DDPM ε-objective) on your own images;
+    /// writes a model folder that --model accepts, checkpoints, loss.csv and sample grids.
+    Train(Box<cmd_train::TrainArgs>),
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -82,6 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(a) => ok(cmd_bench::run(a)),
         Command::Eval(a) => ok(cmd_eval::run(*a)),
         Command::Merge(a) => ok(cmd_batch::merge(a)),
+        Command::Train(a) => cmd_train::run(*a),
     }
 }
 

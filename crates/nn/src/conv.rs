@@ -20,7 +20,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Shape
 
 use std::sync::Arc;
 
-use crate::kernels::conv::{conv2d_forward, conv2d_input_grad, ConvGeom};
+use crate::kernels::conv::{conv2d_forward, conv2d_input_grad, conv2d_kernel_grad, ConvGeom};
 use crate::kernels::winograd::{self, transform_kernel};
 use crate::{cpu_f32, profile};
 
@@ -483,6 +483,44 @@ fn flip_transpose(w: &[f32], co: usize, ci: usize) -> Vec<f32> {
     out
 }
 
+/// `∂L/∂w` from the input (arg 1) and `∂L/∂y` (arg 2) on the kernels: im2col bands and GEMMs.
+struct KernelGradOp {
+    geom: ConvGeom,
+}
+
+impl CustomOp2 for KernelGradOp {
+    fn name(&self) -> &'static str {
+        "genprior-conv2d-kernel-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.geom;
+        let x = cpu_f32(s1, l1, "conv2d input")?;
+        let gy = cpu_f32(s2, l2, "conv2d output gradient")?;
+        let (ho, wo) = g.out_hw();
+        if l1.shape().dims() != [g.batch, g.cin, g.h, g.w]
+            || l2.shape().dims() != [g.batch, g.cout, ho, wo]
+        {
+            candle_core::bail!(
+                "conv2d kernel gradient: input {:?} and gradient {:?} do not match {g:?}",
+                l1.shape(),
+                l2.shape()
+            );
+        }
+        let dw = conv2d_kernel_grad(g, x, gy);
+        Ok((
+            CpuStorage::F32(dw),
+            Shape::from((g.cout, g.cin, g.kh, g.kw)),
+        ))
+    }
+}
+
 /// ∂L/∂w of y = conv2d(x, w, p, s) given ∂L/∂y.
 fn kernel_grad(
     x: &Tensor,
@@ -491,7 +529,28 @@ fn kernel_grad(
     p: usize,
     s: usize,
 ) -> candle_core::Result<Tensor> {
-    // (Cin, B, H, W) ⋆ (Cout, B, Ho, Wo) with dilation s → (Cin, Cout, ≥kh, ≥kw).
+    let _t = profile::scope("conv/kernel-grad");
+    if fast_path(x, grad) {
+        let (batch, cin, h, w) = x.dims4()?;
+        let (_, cout, _, _) = grad.dims4()?;
+        let geom = ConvGeom {
+            batch,
+            cin,
+            h,
+            w,
+            cout,
+            kh,
+            kw,
+            stride: s,
+            padding: p,
+        };
+        geom.check().map_err(candle_core::Error::msg)?;
+        return x
+            .detach()
+            .contiguous()?
+            .apply_op2_no_bwd(&grad.contiguous()?, &KernelGradOp { geom });
+    }
+    // Elsewhere: (Cin, B, H, W) ⋆ (Cout, B, Ho, Wo) with dilation s → (Cin, Cout, ≥kh, ≥kw).
     let xt = x.detach().transpose(0, 1)?.contiguous()?;
     let gt = grad.transpose(0, 1)?.contiguous()?;
     let g = xt.conv2d(&gt, p, 1, s, 1)?;

@@ -254,6 +254,19 @@ impl WeightStore {
         Ok(n)
     }
 
+    /// The names and shapes handed out so far by a random-weight store (empty for a file):
+    /// the parameter list of the architecture it was built for, in name order.
+    pub fn requested_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        match &self.backend {
+            Backend::Random { shapes, .. } => shapes
+                .borrow()
+                .iter()
+                .map(|(n, s)| (n.clone(), s.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     fn shape_of(&self, name: &str) -> Result<Vec<usize>> {
         match &self.backend {
             Backend::Safetensors(st) => Ok(st.get(name)?.shape().to_vec()),

@@ -342,6 +342,70 @@ pub fn conv2d_forward(
 ///
 /// Work is split over (image, input-channel range) tasks: each computes its own rows of
 /// `col` and adds them into its own gradient planes, so tasks never write the same memory.
+/// `∂L/∂w` (Co × Ci × kh × kw) of `y = conv2d(x, w)` from `x` and `∂L/∂y`:
+/// `Σ_b gy_b (Co × P) · col_bᵀ (P × K)`, a band of output rows at a time. The images and bands
+/// are summed in a fixed order with a multi-threaded GEMM, so the result is deterministic.
+pub fn conv2d_kernel_grad(g: &ConvGeom, x: &[f32], gy: &[f32]) -> Vec<f32> {
+    let (ho, wo) = g.out_hw();
+    let (k, pout, pin) = (g.k(), ho * wo, g.h * g.w);
+    assert_eq!(x.len(), g.batch * g.cin * pin, "conv2d input size");
+    assert_eq!(
+        gy.len(),
+        g.batch * g.cout * pout,
+        "conv2d output-gradient size"
+    );
+    let mut dw = vec![0f32; g.cout * k];
+    let par = parallelism(super::threads());
+    let pointwise = g.is_pointwise();
+    let max_rows = (COL_BUDGET / (k * wo).max(1)).clamp(1, ho);
+    let band = if pointwise {
+        ho
+    } else {
+        ho.div_ceil(ho.div_ceil(max_rows))
+    };
+    let mut col = if pointwise {
+        Vec::new()
+    } else {
+        vec![0f32; k * band * wo]
+    };
+    let mut first = true;
+    for b in 0..g.batch {
+        let xb = &x[b * g.cin * pin..(b + 1) * g.cin * pin];
+        let gyb = &gy[b * g.cout * pout..(b + 1) * g.cout * pout];
+        let mut oy0 = 0;
+        while oy0 < ho {
+            let oy1 = (oy0 + band).min(ho);
+            let np = (oy1 - oy0) * wo;
+            let colp: &[f32] = if pointwise {
+                xb
+            } else {
+                im2col(g, xb, oy0, oy1, &mut col[..k * np]);
+                &col[..k * np]
+            };
+            // dw (Co × K) += gy[:, band] (Co × np) · colᵀ (np × K).
+            // SAFETY: dw holds Co × K floats; gy's band and col hold Co × np and K × np.
+            unsafe {
+                gemm_f32(
+                    g.cout,
+                    k,
+                    np,
+                    dw.as_mut_ptr(),
+                    (k, 1),
+                    !first,
+                    gyb.as_ptr().add(oy0 * wo),
+                    (pout, 1),
+                    colp.as_ptr(),
+                    (1, np),
+                    par,
+                );
+            }
+            first = false;
+            oy0 = oy1;
+        }
+    }
+    dw
+}
+
 pub fn conv2d_input_grad(g: &ConvGeom, gy: &[f32], w: &[f32]) -> Vec<f32> {
     let (ho, wo) = g.out_hw();
     let (k, pout, pin) = (g.k(), ho * wo, g.h * g.w);

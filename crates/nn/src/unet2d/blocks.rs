@@ -183,8 +183,12 @@ impl Attention {
         );
         let scores = strided_matmul(&q.t()?, &k)?; // (B·heads, n_query, n_key), already scaled
         let dtype = scores.dtype();
-        let probs = crate::norm::softmax_last_dim(&scores.to_dtype(candle_core::DType::F32)?)?
-            .to_dtype(dtype)?;
+        // Half precision takes its softmax in f32; f32 and f64 keep their own precision.
+        let internal = match dtype {
+            candle_core::DType::F16 | candle_core::DType::BF16 => candle_core::DType::F32,
+            d => d,
+        };
+        let probs = crate::norm::softmax_last_dim(&scores.to_dtype(internal)?)?.to_dtype(dtype)?;
         let out = strided_matmul(&v, &probs.t()?)?; // (B·heads, d, n_query)
         let out = out.reshape((b, c, n, 1))?;
         let out = self.to_out.forward_add(&out, &x.reshape((b, c, n, 1))?)?;

@@ -295,6 +295,13 @@ impl UNet2DModel {
     /// scalar tensor; fractional values allowed for positional/fourier embeddings).
     /// Input and output are f32; the network itself runs in the model dtype.
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
+        Ok(self.forward_native(x, t)?.to_dtype(DType::F32)?)
+    }
+
+    /// [`Self::forward`] with the output left in the model dtype (f32 for half-precision
+    /// models with a Fourier embedding): training in f64 and its gradient checks need the
+    /// loss without an f32 rounding of the output.
+    pub fn forward_native(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
         let (b, c, h, wd) = x.dims4().map_err(|_| {
             NnError::Input(format!(
                 "expected a (batch, channels, height, width) input, got shape {:?}",
@@ -345,9 +352,13 @@ impl UNet2DModel {
         }
         // diffusers applies SiLU here whatever act_fn says.
         let h = self.conv_norm_out.forward_silu(&h)?;
-        let mut out = self.conv_out.forward(&h)?.to_dtype(DType::F32)?;
+        let mut out = self.conv_out.forward(&h)?;
         if self.config.time_embedding()? == TimeEmbedding::Fourier {
-            out = out.broadcast_div(&t.reshape((b, 1, 1, 1))?)?;
+            // Divided in f32 for half-precision models, as before this method existed.
+            if matches!(out.dtype(), DType::F16 | DType::BF16) {
+                out = out.to_dtype(DType::F32)?;
+            }
+            out = out.broadcast_div(&t.reshape((b, 1, 1, 1))?.to_dtype(out.dtype())?)?;
         }
         Ok(out)
     }
