@@ -46,8 +46,8 @@ pub(crate) mod seeds;
 pub mod stats;
 
 pub use dds::{
-    dds, dds_ddim, dds_ddpm, dds_nfe, dds_nfe_with_budget, dds_sample, dds_with_budget, DdimGrid,
-    DdsMethod,
+    dds, dds_ddim, dds_ddpm, dds_ddpm_on_levels, dds_nfe, dds_nfe_with_budget, dds_sample,
+    dds_with_budget, ddpm_levels, DdimGrid, DdpmLevel, DdsMethod,
 };
 pub use denoiser::Denoiser;
 pub use dpnp::{
@@ -63,7 +63,7 @@ pub use method::{
 };
 pub use options::{MethodOptions, OptionDefault, OptionSpec, OptionType, OptionValue, Resolved};
 pub use pcs::{
-    exact_gaussian_host, misfit, pcs, pcs_host, pcs_seeded, pcs_seeded_tempered, PcsConfig,
-    PcsMethod, PcsOutput,
+    exact_gaussian_host, misfit, pcs, pcs_host, pcs_seeded, pcs_seeded_tempered, step_scale,
+    PcsConfig, PcsMethod, PcsOutput,
 };
 pub use stats::mean_and_std;
