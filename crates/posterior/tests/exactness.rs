@@ -311,6 +311,7 @@ fn dpnp_annealed_reaches_pi_eta_min_and_dps_error_is_recorded() {
         steps: 1000,
         zeta: 0.3,
         misfit: DpsMisfit::Norm,
+        temperature: 1.0,
     };
     let d = dps(&model, &s, &op, &yt, k, &dcfg, 5, &mut |_, _| {}).unwrap();
     let (zm, zv, r) = errors(&d.samples, &pm, &pv);
