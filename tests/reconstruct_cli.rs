@@ -506,8 +506,18 @@ fn protocols_set_the_reference_values_and_explicit_flags_win() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    for k in ["eta-max", "eta-min", "k-start", "outer-steps", "pcs-steps", "lgd-warm-steps"] {
-        assert!(over.contains(&k), "{k} not reported as overridden: {over:?}");
+    for k in [
+        "eta-max",
+        "eta-min",
+        "k-start",
+        "outer-steps",
+        "pcs-steps",
+        "lgd-warm-steps",
+    ] {
+        assert!(
+            over.contains(&k),
+            "{k} not reported as overridden: {over:?}"
+        );
     }
     assert!(!over.contains(&"pcs-m"));
 
@@ -523,14 +533,22 @@ fn protocols_set_the_reference_values_and_explicit_flags_win() {
     assert_eq!(r["parameters"]["zeta"], 0.6);
     assert_eq!(r["parameters"]["noise_sigma"], 0.2);
     assert_eq!(r["parameters"]["task"]["noise_sigma"], 0.2);
-    extra.extend(["--noise-sigma".into(), "0.1".into(), "--zeta".into(), "2".into()]);
+    extra.extend([
+        "--noise-sigma".into(),
+        "0.1".into(),
+        "--zeta".into(),
+        "2".into(),
+    ]);
     let out = tmp.join("dps-sr4-flags");
     assert_success(&run_reconstruct(&extra, &out));
     let r = report(&out);
     assert_eq!(r["parameters"]["zeta"], 2.0);
     assert_eq!(r["parameters"]["noise_sigma"], 0.1);
     let over = r["protocol"]["overridden_by_flags"].to_string();
-    assert!(over.contains("noise-sigma") && over.contains("zeta"), "{over}");
+    assert!(
+        over.contains("noise-sigma") && over.contains("zeta"),
+        "{over}"
+    );
 
     // --method wins over the protocol's method; the protocol's DPnP options still apply.
     let out = tmp.join("dpnp-ddpm-sr4");

@@ -329,10 +329,7 @@ fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
 /// table for other schedules.
 fn reference_alphas_cumprod(schedule: &Schedule) -> Vec<f64> {
     let cfg = schedule.config();
-    if cfg.beta_schedule == "linear"
-        && cfg.trained_betas.is_none()
-        && !cfg.rescale_betas_zero_snr
-    {
+    if cfg.beta_schedule == "linear" && cfg.trained_betas.is_none() && !cfg.rescale_betas_zero_snr {
         let betas = linspace(cfg.beta_start, cfg.beta_end, cfg.num_train_timesteps);
         let mut acc = 1.0;
         betas

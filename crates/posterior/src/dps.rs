@@ -333,8 +333,7 @@ pub fn dps_indexed(
             cfg.temperature
         ));
     }
-    let mut guidance =
-        |_: usize, x0: &Tensor| misfit_grad(op, x0, y, cfg.misfit, cfg.temperature);
+    let mut guidance = |_: usize, x0: &Tensor| misfit_grad(op, x0, y, cfg.misfit, cfg.temperature);
     let (samples, nfe) = guided_ddpm(
         model,
         schedule,

@@ -48,8 +48,8 @@ pub(crate) mod seeds;
 pub mod stats;
 
 pub use dds::{
-    dds, dds_ddim, dds_ddpm, dds_ddpm_on_levels, dds_nfe, dds_nfe_with_budget, dds_sample,
-    dds_with_budget, ddpm_levels, DdimGrid, DdpmLevel, DdsMethod,
+    ddpm_levels, dds, dds_ddim, dds_ddpm, dds_ddpm_on_levels, dds_nfe, dds_nfe_with_budget,
+    dds_sample, dds_with_budget, DdimGrid, DdpmLevel, DdsMethod,
 };
 pub use denoiser::Denoiser;
 pub use dpnp::{

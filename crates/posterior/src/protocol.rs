@@ -244,16 +244,29 @@ mod tests {
     #[test]
     fn the_reference_values_per_task() {
         let sr = protocol("dpnp-imagenet", op("sr4").as_ref()).unwrap();
-        assert!(matches!(sr.method_options.get("pcs-scale"), Some(OptionValue::Float(v)) if *v == 1000.0));
-        assert!(matches!(sr.method_options.get("lgd-zeta"), Some(OptionValue::Float(v)) if *v == 60.0));
-        assert_eq!(sr.task_options, vec![("noise-sigma", 0.2), ("likelihood-sigma", 0.15)]);
+        assert!(
+            matches!(sr.method_options.get("pcs-scale"), Some(OptionValue::Float(v)) if *v == 1000.0)
+        );
+        assert!(
+            matches!(sr.method_options.get("lgd-zeta"), Some(OptionValue::Float(v)) if *v == 60.0)
+        );
+        assert_eq!(
+            sr.task_options,
+            vec![("noise-sigma", 0.2), ("likelihood-sigma", 0.15)]
+        );
         let ob = protocol("dpnp-ffhq", op("one-bit").as_ref()).unwrap();
-        assert!(matches!(ob.method_options.get("likelihood-temperature"), Some(OptionValue::Float(v)) if (*v - 0.2592).abs() < 1e-12));
-        assert!(matches!(ob.method_options.get("pcs-m"), Some(OptionValue::Float(v)) if *v == 0.36));
+        assert!(
+            matches!(ob.method_options.get("likelihood-temperature"), Some(OptionValue::Float(v)) if (*v - 0.2592).abs() < 1e-12)
+        );
+        assert!(
+            matches!(ob.method_options.get("pcs-m"), Some(OptionValue::Float(v)) if *v == 0.36)
+        );
         assert_eq!(ob.task_options, vec![("tau", 0.4)]);
         let d = protocol("dps-ffhq", op("one-bit").as_ref()).unwrap();
         assert_eq!(d.method, "dps");
-        assert!(matches!(d.method_options.get("dps-misfit"), Some(OptionValue::Choice(c)) if c == "mean-neg-log-lik"));
+        assert!(
+            matches!(d.method_options.get("dps-misfit"), Some(OptionValue::Choice(c)) if c == "mean-neg-log-lik")
+        );
         let s = build_sampler("dps", &d.method_options, op("one-bit").as_ref()).unwrap();
         assert_eq!(s.settings()["dps_misfit"], "MeanNegLogLik");
         assert_eq!(s.settings()["zeta"], 100.0);

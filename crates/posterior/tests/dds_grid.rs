@@ -60,7 +60,10 @@ fn the_reference_grid_matches_the_transcribed_builder() {
             assert!((p.alpha_bar / ab - 1.0).abs() < 1e-6);
         }
     }
-    assert!(saw_early_end, "the fixture should exercise the early-end branch");
+    assert!(
+        saw_early_end,
+        "the fixture should exercise the early-end branch"
+    );
     // A default DPnP run (η schedule of configs/diffusion_config_pnp.yaml).
     let etas = EtaSchedule::default().etas().unwrap();
     let nfe: usize = etas
@@ -116,7 +119,9 @@ fn ddpm_from_eta_removes_the_first_step_bias() {
         .filter(|&t| ab[t] > 1.0 / (1.0 + e2))
         .map(|t| (1.0 / ab[t] - 1.0).sqrt())
         .collect();
-    let from_eta: Vec<f64> = std::iter::once(eta).chain(integer.iter().copied()).collect();
+    let from_eta: Vec<f64> = std::iter::once(eta)
+        .chain(integer.iter().copied())
+        .collect();
     eprintln!(
         "η = {eta}: first integer level σ = {:.4} ({:.1} % of η²)",
         integer[0],
@@ -152,8 +157,14 @@ fn ddpm_from_eta_removes_the_first_step_bias() {
             var / var_true,
             var / vd
         );
-        assert!(z_mean < 4.0, "{method:?}: mean off its law by {z_mean:.1} SE");
-        assert!(z_impl < 4.0, "{method:?}: variance off its law by {z_impl:.1} SE");
+        assert!(
+            z_mean < 4.0,
+            "{method:?}: mean off its law by {z_mean:.1} SE"
+        );
+        assert!(
+            z_impl < 4.0,
+            "{method:?}: variance off its law by {z_impl:.1} SE"
+        );
         assert!(
             (m - mean_true).abs() < 4.0 * (var_true / total).sqrt(),
             "{method:?}: mean {m} vs the posterior's {mean_true}"
@@ -162,6 +173,14 @@ fn ddpm_from_eta_removes_the_first_step_bias() {
     }
     // From σ = η the variance is the closed form's; from the first integer level (the
     // reference code's start) it falls short by ~4 %, many standard errors.
-    assert!(zs[0] < 4.0, "from η: variance off the posterior by {:.1} SE", zs[0]);
-    assert!(zs[1] > 4.0, "the reference start should show its bias ({:.1} SE)", zs[1]);
+    assert!(
+        zs[0] < 4.0,
+        "from η: variance off the posterior by {:.1} SE",
+        zs[0]
+    );
+    assert!(
+        zs[1] > 4.0,
+        "the reference start should show its bias ({:.1} SE)",
+        zs[1]
+    );
 }

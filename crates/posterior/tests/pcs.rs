@@ -469,7 +469,10 @@ fn a_tempered_gaussian_likelihood_is_the_posterior_at_sigma2_times_t() {
         let shift = (0..4)
             .map(|i| (mean[i] - mean1[i]).abs() / (var[i] / N_CHAINS as f64).sqrt())
             .fold(0.0, f64::max);
-        assert!(shift > 10.0 * Z, "T = {t}: the test cannot tell T from 1 ({shift})");
+        assert!(
+            shift > 10.0 * Z,
+            "T = {t}: the test cannot tell T from 1 ({shift})"
+        );
         let exact = PcsConfig {
             method: PcsMethod::Exact,
             likelihood_temperature: t,
@@ -555,6 +558,11 @@ fn the_one_bit_step_is_the_reference_codes() {
     };
     let out = genprior_posterior::pcs_seeded(&op, &yt, &xt, gamma, &plain, &[seed]).unwrap();
     let other = out.samples.flatten_all().unwrap().to_vec1::<f64>().unwrap();
-    let d = (0..6).map(|i| (other[i] - want[i]).abs()).fold(0.0, f64::max);
-    assert!(d > 1e-4, "the untempered step should differ from the reference's ({d})");
+    let d = (0..6)
+        .map(|i| (other[i] - want[i]).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        d > 1e-4,
+        "the untempered step should differ from the reference's ({d})"
+    );
 }
