@@ -571,14 +571,14 @@ impl DpnpSampler {
         let pcs_name = opts.choice("pcs")?;
         let pcs_method: PcsMethod = pcs_name.parse()?;
         let likelihood_temperature = opts.f64("likelihood-temperature")?;
-        if !(likelihood_temperature > 0.0) {
+        if !(likelihood_temperature.is_finite() && likelihood_temperature > 0.0) {
             return invalid(format!(
                 "--likelihood-temperature must be a finite number > 0, got {likelihood_temperature}"
             ));
         }
         let pcs_m = opts.opt_f64("pcs-m")?;
         if let Some(m) = pcs_m {
-            if !(m > 0.0) {
+            if !(m.is_finite() && m > 0.0) {
                 return invalid(format!("--pcs-m must be a finite number > 0, got {m}"));
             }
         }
