@@ -10,6 +10,17 @@
 //! ULA, or exact for linear-Gaussian tasks), DDS is [`crate::dds`] (DDIM on the refined grid by
 //! default, or DDPM).
 //!
+//! **Likelihood temperature.** `likelihood-temperature` T makes the PCS target
+//! exp(L(x; y)/T − ‖x − x_k‖²/(2η_k²)) (MALA, ULA and exact PCS alike; [`crate::pcs`](mod@crate::pcs)), so
+//! the chain targets the tempered posterior ∝ p(x)·e^{L/T}; `pcs-m` sets the m of the step
+//! rule. The reference one-bit configs use T = 2m² with m = 0.36 / 0.38 (`--protocol`). The
+//! warm start is not tempered (nor is it in the reference).
+//!
+//! **Grids.** `dds-grid refined` (default) runs DDS-DDIM on genprior's exact refined grid and
+//! DDS-DDPM from σ = η; `dds-grid reference` runs the reference code's grids
+//! ([`crate::dds::DdimGrid::reference`]: 2,423 NFE per default run against 2,823), see
+//! [`crate::dds`].
+//!
 //! **Warm starts.** Every shipped reference config (`configs/*_pnp.yaml`) starts the chains
 //! from a 500-step guided DDPM run (`timestep_respacing: 500`): LGD-MC ([`crate::lgd`], with
 //! the task's `lgd` ζ and λ) on every task but coded phase retrieval on FFHQ, which uses DPS
@@ -642,6 +653,8 @@ impl DpnpSampler {
         {
             s.extend(d);
         }
+        // The PCS target's T (the DPS warm start's guidance is untempered).
+        settings["likelihood_temperature"] = json!(likelihood_temperature);
         Ok(Self {
             method,
             cfg: DpnpConfig {

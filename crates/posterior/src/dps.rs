@@ -142,7 +142,7 @@ impl DpsConfig {
             "dps_steps": self.steps,
             "zeta": self.zeta,
             "dps_misfit": format!("{:?}", self.misfit),
-            "dps_likelihood_temperature": self.temperature,
+            "likelihood_temperature": self.temperature,
         })
     }
 }
