@@ -279,3 +279,124 @@ fn idx_files_are_read_and_padded() {
         .unwrap();
     assert_clean_error(&o, &["truncated or corrupt IDX"]);
 }
+
+#[test]
+fn several_samples_per_image_report_the_mean_the_single_sample_and_calibration() {
+    let out = temp_dir("eval-samples");
+    let run = |samples: &str, dir: &str| {
+        let o = bin()
+            .args([
+                "eval",
+                "--quick",
+                "--device",
+                "cpu",
+                "--tasks",
+                "denoise,sr4",
+                "--methods",
+                "baseline,dpnp-ddpm,dps",
+                "--samples",
+                samples,
+                "--out",
+            ])
+            .arg(out.join(dir))
+            .output()
+            .unwrap();
+        assert_success(&o);
+        o
+    };
+    let o = run("3", "three");
+    assert!(stderr(&o).contains("90 % coverage"), "{}", stderr(&o));
+    run("1", "one");
+    let read = |dir: &str, pair: &str| -> Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(out.join(dir).join("results").join(format!("{pair}.json")))
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let nums = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap_or(f64::NAN))
+            .collect()
+    };
+    for pair in ["denoise__dpnp-ddpm", "denoise__dps", "sr4__dpnp-ddpm"] {
+        let r = read("three", pair);
+        assert_eq!(r["samples_per_image"], 3, "{pair}");
+        let (psnr, single) = (nums(&r["psnr"]), nums(&r["single_sample_psnr"]));
+        assert_eq!(single.len(), 4);
+        // The posterior mean and one sample are different images.
+        assert!(
+            psnr.iter().zip(&single).any(|(a, b)| (a - b).abs() > 1e-6),
+            "{pair}"
+        );
+        let cov = nums(&r["interval_90_coverage"]);
+        assert_eq!(cov.len(), 4);
+        assert!(
+            cov.iter().all(|c| (0.0..=1.0).contains(c)),
+            "{pair}: {cov:?}"
+        );
+        let cor = nums(&r["error_std_correlation"]);
+        assert!(
+            cor.iter().all(|c| c.is_nan() || (-1.0..=1.0).contains(c)),
+            "{cor:?}"
+        );
+        let m = r["interval_90_coverage_mean"].as_f64().unwrap();
+        assert!((m - cov.iter().sum::<f64>() / 4.0).abs() < 1e-12);
+        // Image 0's first sample is chain 0 of the run, as with one sample per image.
+        let r1 = read("one", pair);
+        assert_eq!(r1["samples_per_image"], 1);
+        let p1 = nums(&r1["psnr"]);
+        assert_eq!(p1, nums(&r1["single_sample_psnr"]));
+        assert!(r1["interval_90_coverage"].is_null());
+        assert!(
+            (p1[0] - single[0]).abs() < 1e-3,
+            "{pair}: {} vs {}",
+            p1[0],
+            single[0]
+        );
+        // The reconstructions file holds the posterior means the scores are of.
+        let x = candle_core::Tensor::read_npy(
+            out.join("three/reconstructions")
+                .join(format!("{pair}.npy")),
+        )
+        .unwrap();
+        assert_eq!(x.dims()[0], 4);
+    }
+    // The baseline is one image per measurement: no calibration.
+    let b = read("three", "sr4__baseline");
+    assert_eq!(b["samples_per_image"], 1);
+    assert!(b["interval_90_coverage"].is_null());
+    let md = std::fs::read_to_string(out.join("three/summary.md")).unwrap();
+    assert!(
+        md.contains("PSNR, 1 sample") && md.contains("90 % coverage"),
+        "{md}"
+    );
+    assert!(md.contains("| sr4 | dps | 3 |"), "{md}");
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("three/summary.json")).unwrap())
+            .unwrap();
+    let row = summary["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["task"] == "denoise" && r["method"] == "dps")
+        .unwrap();
+    assert!(row["interval_90_coverage_mean"].as_f64().is_some(), "{row}");
+    assert!(row["single_sample_psnr_mean"].as_f64().is_some(), "{row}");
+    let o = bin()
+        .args([
+            "eval",
+            "--quick",
+            "--device",
+            "cpu",
+            "--samples",
+            "0",
+            "--out",
+        ])
+        .arg(out.join("zero"))
+        .output()
+        .unwrap();
+    assert_clean_error(&o, &["--samples"]);
+}

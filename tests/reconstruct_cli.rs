@@ -468,3 +468,115 @@ fn bad_inputs_are_clear_errors() {
     assert_clean_error(&o, &["unknown task"]);
     std::fs::remove_dir_all(tmp).ok();
 }
+
+fn report(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn protocols_set_the_reference_values_and_explicit_flags_win() {
+    let tmp = temp_dir("reconstruct-protocol");
+    let (clean, mask) = inputs(&tmp);
+    let input = ["--input".to_string(), clean.display().to_string()];
+    // DPnP on one-bit, FFHQ: the reference's tempered target, step rule, grid and warm start;
+    // tiny()'s explicit budgets and η win over the protocol's.
+    let out = tmp.join("dpnp-one-bit");
+    let mut extra = task_args("one-bit", &mask);
+    extra.extend(input.clone());
+    extra.extend(["--protocol".into(), "dpnp-ffhq".into()]);
+    extra.extend(tiny("dpnp-ddim"));
+    let o = run_reconstruct(&extra, &out);
+    assert_success(&o);
+    check_outputs(&out, "one-bit", "dpnp-ddim", true);
+    let r = report(&out);
+    let p = &r["parameters"];
+    assert_eq!(r["protocol"]["name"], "dpnp-ffhq");
+    assert!((p["likelihood_temperature"].as_f64().unwrap() - 2.0 * 0.36 * 0.36).abs() < 1e-12);
+    assert_eq!(p["pcs_m"], 0.36);
+    assert_eq!(p["pcs"], "ula");
+    assert_eq!(p["pcs_scale"], 0.2);
+    assert_eq!(p["pcs_reg"], 50.0);
+    assert_eq!(p["dds_grid"], "reference");
+    assert_eq!(p["warm_start"], "lgd");
+    assert_eq!(p["lgd_zeta"], 500.0);
+    assert_eq!(p["lgd_lambda"], 2e-5);
+    assert_eq!(p["lgd_draws"], "uniform");
+    assert_eq!(p["task"]["tau"], 0.4);
+    // Explicit flags win, and the report says which.
+    assert_eq!(p["eta_max"], 0.03);
+    assert_eq!(p["outer_steps"], 2);
+    let over: Vec<&str> = r["protocol"]["overridden_by_flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for k in [
+        "eta-max",
+        "eta-min",
+        "k-start",
+        "outer-steps",
+        "pcs-steps",
+        "lgd-warm-steps",
+    ] {
+        assert!(
+            over.contains(&k),
+            "{k} not reported as overridden: {over:?}"
+        );
+    }
+    assert!(!over.contains(&"pcs-m"));
+
+    // DPS on sr4: the protocol's method and ζ, its noise σ 0.2 unless --noise-sigma is given.
+    let out = tmp.join("dps-sr4");
+    let mut extra = task_args("sr4", &mask);
+    extra.extend(input.clone());
+    extra.extend(["--protocol".into(), "dps-ffhq".into()]);
+    extra.extend(tiny("dps"));
+    assert_success(&run_reconstruct(&extra, &out));
+    check_outputs(&out, "sr4", "dps", true);
+    let r = report(&out);
+    assert_eq!(r["parameters"]["zeta"], 0.6);
+    assert_eq!(r["parameters"]["noise_sigma"], 0.2);
+    assert_eq!(r["parameters"]["task"]["noise_sigma"], 0.2);
+    extra.extend([
+        "--noise-sigma".into(),
+        "0.1".into(),
+        "--zeta".into(),
+        "2".into(),
+    ]);
+    let out = tmp.join("dps-sr4-flags");
+    assert_success(&run_reconstruct(&extra, &out));
+    let r = report(&out);
+    assert_eq!(r["parameters"]["zeta"], 2.0);
+    assert_eq!(r["parameters"]["noise_sigma"], 0.1);
+    let over = r["protocol"]["overridden_by_flags"].to_string();
+    assert!(
+        over.contains("noise-sigma") && over.contains("zeta"),
+        "{over}"
+    );
+
+    // --method wins over the protocol's method; the protocol's DPnP options still apply.
+    let out = tmp.join("dpnp-ddpm-sr4");
+    let mut extra = task_args("sr4", &mask);
+    extra.extend(input);
+    extra.extend([
+        "--protocol".into(),
+        "dpnp-imagenet".into(),
+        "--method".into(),
+        "dpnp-ddpm".into(),
+    ]);
+    extra.extend(tiny("dpnp-ddpm"));
+    assert_success(&run_reconstruct(&extra, &out));
+    check_outputs(&out, "sr4", "dpnp-ddpm", true);
+    let r = report(&out);
+    assert_eq!(r["parameters"]["pcs_scale"], 1000.0);
+    assert_eq!(r["parameters"]["dds"], "DdpmReference");
+    assert_eq!(r["parameters"]["task"]["likelihood_sigma"], 0.15);
+    assert_eq!(r["protocol"]["method_overridden_by_flag"], "dpnp-ddpm");
+
+    // The help says which wins.
+    let help = stdout(&bin().args(["reconstruct", "--help"]).output().unwrap());
+    let h = flag_help(&help, "protocol").expect("--protocol in the help");
+    assert!(h.contains("flags given explicitly win"), "{h}");
+    std::fs::remove_dir_all(tmp).ok();
+}

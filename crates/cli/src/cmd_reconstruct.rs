@@ -42,8 +42,19 @@ pub struct ReconstructArgs {
     pub measurement: Option<PathBuf>,
     /// Posterior sampler: DPnP with DDS-DDIM or DDS-DDPM, DPS, DiffPIR, ΠGDM, RED-diff, DDRM,
     /// DDNM, DAPS or LGD-MC (each method's flags are listed below, prefixed by its name).
-    #[arg(long, default_value = "dpnp-ddim", value_parser = clap::builder::PossibleValuesParser::new(genprior_posterior::method_names()))]
-    pub method: String,
+    /// [default: dpnp-ddim, or the --protocol's method]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(genprior_posterior::method_names()))]
+    pub method: Option<String>,
+    /// Reproduce a published protocol: dpnp-ffhq / dpnp-imagenet (the DPnP reference configs:
+    /// DPnP-DDIM on the reference grid, η 0.4 → 0.16 over 16 steps, unadjusted Langevin PCS with
+    /// the task's scale, noise σ 0.2 with likelihood σ 0.15 on Gaussian tasks, one-bit τ 0.4 with
+    /// m 0.36 / 0.38 as likelihood temperature 2m² and --pcs-m m, the 500-step DPS / LGD-MC
+    /// warm start with the configs' ζ and λ) or dps-ffhq (DPS, 1000 steps, ζ 0.6 SR, 0.8 phase
+    /// retrieval, 100 on one-bit with the mean softplus loss). It sets the method and every
+    /// task and method option it names; flags given explicitly win over the protocol's values.
+    /// Everything lands in report.json (`protocol`, and the resolved values in `parameters`).
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(genprior_posterior::PROTOCOLS))]
+    pub protocol: Option<String>,
     /// Posterior samples K (run as one batch).
     #[arg(long, default_value_t = 4)]
     pub samples: usize,
@@ -174,6 +185,72 @@ fn measurement(
     }
 }
 
+/// What a run resolves to once a `--protocol` (if any) is applied under the explicit flags.
+pub(crate) struct Resolved {
+    pub task: TaskArgs,
+    pub method: String,
+    pub method_opts: genprior_posterior::MethodOptions,
+    /// The protocol's values and which of them explicit flags overrode (`report.json`).
+    pub protocol: Option<Value>,
+}
+
+/// Applies `protocol` (a name of [`genprior_posterior::PROTOCOLS`]) for images of `shape`:
+/// its task options where the task declares them and no flag was given, its method unless
+/// `--method` was given, its method options under the explicitly given ones.
+pub(crate) fn resolve(
+    task: &TaskArgs,
+    method: Option<&str>,
+    given: &MethodArgs,
+    protocol: Option<&str>,
+    shape: [usize; 3],
+) -> Result<Resolved> {
+    let Some(name) = protocol else {
+        let method = method.unwrap_or("dpnp-ddim").to_string();
+        return Ok(Resolved {
+            task: task.clone(),
+            method_opts: given.options_for(&method)?,
+            method,
+            protocol: None,
+        });
+    };
+    let op = task.build(shape)?;
+    let p = genprior_posterior::protocol(name, op.as_ref())?;
+    let specs = genprior_inverse::find_task(&task.task)?.options();
+    let mut overrides = std::collections::BTreeMap::new();
+    let mut overridden: Vec<String> = Vec::new();
+    for (k, v) in &p.task_options {
+        if !specs.iter().any(|s| s.name == *k) {
+            continue;
+        }
+        if task.given_float(k).is_some() {
+            overridden.push(k.to_string());
+        } else {
+            overrides.insert(k.to_string(), format!("{v}"));
+        }
+    }
+    let task = task.with_overrides(&overrides, std::path::Path::new("."))?;
+    let method = method.unwrap_or(p.method).to_string();
+    let entry = genprior_posterior::method(&method)?;
+    let mut opts = p.method_options.declared_by(entry.options);
+    for (k, v) in given.options_for(&method)?.iter() {
+        if opts.get(k).is_some() {
+            overridden.push(k.to_string());
+        }
+        opts.set(k, v.clone());
+    }
+    let mut report = p.to_json();
+    report["overridden_by_flags"] = json!(overridden);
+    if method != p.method {
+        report["method_overridden_by_flag"] = json!(method);
+    }
+    Ok(Resolved {
+        task,
+        method,
+        method_opts: opts,
+        protocol: Some(report),
+    })
+}
+
 /// The run's description for `report.json` (the results are added when it is written):
 /// task, method, seed, model and every parameter (task options, the sampler's settings).
 pub(crate) fn run_report(
@@ -188,7 +265,8 @@ pub(crate) fn run_report(
     let mut parameters = json!({
         "task": task,
         "noise_sigma": task.noise_sigma(),
-        "likelihood_temperature": op.temperature(),
+        // The likelihood's σ (Gaussian tasks) or τ (one-bit): the m of L = −f/(2m²).
+        "likelihood_m": op.temperature(),
         "device": device.device,
         "dtype": device.dtype,
     });
@@ -206,7 +284,11 @@ pub(crate) fn run_report(
 
 pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
     validate(&args)?;
-    let method_opts = args.method_opts.options_for(&args.method)?;
+    // Unknown method flags fail before the model loads.
+    if args.protocol.is_none() {
+        args.method_opts
+            .options_for(args.method.as_deref().unwrap_or("dpnp-ddim"))?;
+    }
     std::fs::create_dir_all(args.out.join("samples"))
         .with_context(|| format!("cannot create the output folder {}", args.out.display()))?;
     let prior = common::load_prior(&args.model, args.random_weights.as_deref())?;
@@ -220,18 +302,31 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
         .sample_size()
         .context("the model config has no square sample_size; cannot tell the image size")?;
     let truth = load_truth(&args, c, size)?;
-    let op = args.task.build([c, size, size])?;
+    let run = resolve(
+        &args.task,
+        args.method.as_deref(),
+        &args.method_opts,
+        args.protocol.as_deref(),
+        [c, size, size],
+    )?;
+    let op = run.task.build([c, size, size])?;
     if c == 2 && !op.complex_image() {
         bail!(
             "the model has 2 channels, which genprior reads as complex images (real, imaginary); task `{}` does not take complex images (mri and mri-multicoil do)",
-            args.task.task
+            run.task.task
         );
     }
     let (y, measurement_source) = measurement(&args, op.as_ref(), truth.as_ref())?;
-    let sampler = build_sampler(&args.method, &method_opts, op.as_ref())?;
+    let sampler = build_sampler(&run.method, &run.method_opts, op.as_ref())?;
     eprintln!(
-        "model: {source}; task {} on {c}x{size}x{size}; method {}; {} sample(s)",
-        args.task.task, args.method, args.samples
+        "model: {source}; task {} on {c}x{size}x{size}; method {}{}; {} sample(s)",
+        run.task.task,
+        run.method,
+        args.protocol
+            .as_deref()
+            .map(|p| format!(" (protocol {p})"))
+            .unwrap_or_default(),
+        args.samples
     );
     let problem = Problem {
         model: net,
@@ -244,19 +339,22 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<()> {
     let rec = run_sampler(&problem, sampler.as_ref(), &chains, &mut |e| bars.update(e))?;
     bars.finish();
     let mut report = run_report(
-        &args.task,
+        &run.task,
         &args.model.device,
-        &args.method,
+        &run.method,
         args.seed,
         op.as_ref(),
         sampler.as_ref(),
         source,
     );
     report["measurement_source"] = json!(measurement_source);
+    if let Some(p) = run.protocol {
+        report["protocol"] = p;
+    }
     let report = rec.write(&args.out, op.as_ref(), &y, truth.as_ref(), report)?;
     println!(
         "{}: {} sample(s) in {:.2} s, {} network evaluations; wrote {}",
-        args.method,
+        run.method,
         args.samples,
         rec.seconds,
         rec.nfe,

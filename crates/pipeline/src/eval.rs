@@ -1,10 +1,18 @@
 //! The reconstruction-quality benchmark: every task × method on an image set; PSNR and SSIM
 //! per image, mean ± std, network evaluations and seconds per image.
 //!
-//! Images are reconstructed in batches of `batch` (one chain per image). Chain `i` of the set
-//! is chain `i` of the run whatever the batch size (see
-//! [`genprior_posterior::Chains::first_index`]), and the measurements are simulated for the
-//! whole set from the seed, so results do not depend on `batch`.
+//! Images are reconstructed in batches of `batch` images, `samples` chains (posterior
+//! samples) per image. Chain `k` of image `i` is chain `i·samples + k` of the run whatever the
+//! batch size (see [`genprior_posterior::Chains::first_index`]), and the measurements are
+//! simulated for the whole set from the seed, so results do not depend on `batch`.
+//!
+//! Scores: `psnr`/`ssim` are those of the posterior mean over the image's samples (the
+//! sample itself when `samples` = 1); `single_sample_*` those of its first sample alone (what
+//! the papers report); with ≥ 2 samples, the calibration of the spread
+//! ([`crate::reconstruct::Reconstruction::calibration`]): the fraction of ground-truth pixels
+//! inside the per-pixel 90 % interval and the correlation between the per-pixel error and the
+//! posterior std. (LPIPS and FID need network weights no package here ships; they are not
+//! substituted.)
 //!
 //! Each (task, method) result is written to `OUT/results/<task>__<method>.json` (with its
 //! settings) and `OUT/reconstructions/<task>__<method>.npy` as soon as it is finished; a rerun
@@ -28,7 +36,7 @@ use serde_json::{json, Value};
 use crate::files::{read_npy, write_atomic, write_json, write_npy};
 use crate::images::save_grid_cols;
 use crate::imageset::ImageSet;
-use crate::reconstruct::{metrics, simulate};
+use crate::reconstruct::{metrics, simulate, Reconstruction};
 
 /// The classical baseline's name in the method list.
 pub const BASELINE: &str = "baseline";
@@ -115,6 +123,8 @@ pub struct EvalConfig {
     pub seed: u64,
     /// Images per sampler call.
     pub batch: usize,
+    /// Posterior samples (chains) per image.
+    pub samples: usize,
     pub quick: bool,
     /// Method options given explicitly (override the [`budget`]).
     pub options: MethodOptions,
@@ -218,6 +228,10 @@ pub fn run(
     if cfg.batch == 0 {
         bail!("--batch must be at least 1");
     }
+    if cfg.samples == 0 {
+        bail!("--samples must be at least 1");
+    }
+    let k_per = cfg.samples;
     for d in ["results", "reconstructions", "grids"] {
         std::fs::create_dir_all(cfg.out.join(d))
             .with_context(|| format!("cannot create the output folder {}", cfg.out.display()))?;
@@ -270,6 +284,7 @@ pub fn run(
                 "run": cfg.header,
                 "seed": cfg.seed,
                 "quick": cfg.quick,
+                "samples_per_image": if sampler.is_some() { k_per } else { 1 },
             });
             let rp = result_path(&cfg.out, task, method);
             let xp = recon_path(&cfg.out, task, method);
@@ -294,14 +309,19 @@ pub fn run(
                 batches,
             });
             let start = Instant::now();
-            let (x, nfe, acc, backprop) = match &sampler {
+            let (samples, nfe, acc, backprop) = match &sampler {
                 None => (op.baseline(&y)?.to_dtype(DType::F32)?, 0, None, false),
                 Some(s) => {
                     let mut parts = Vec::new();
                     let (mut nfe, mut acc, mut backprop) = (0, Vec::new(), false);
                     for (b, lo) in (0..n).step_by(cfg.batch).enumerate() {
                         let len = cfg.batch.min(n - lo);
-                        let yb = y.narrow(0, lo, len)?;
+                        // Each image's measurement once per chain of that image.
+                        let rows: Vec<u32> = (lo..lo + len)
+                            .flat_map(|i| std::iter::repeat_n(i as u32, k_per))
+                            .collect();
+                        let idx = Tensor::from_vec(rows, len * k_per, y.device())?;
+                        let yb = y.index_select(&idx, 0)?;
                         let problem = Problem {
                             model,
                             schedule,
@@ -309,9 +329,9 @@ pub fn run(
                             y: &yb,
                         };
                         let chains = Chains {
-                            count: len,
+                            count: len * k_per,
                             seed: cfg.seed,
-                            first_index: lo as u64,
+                            first_index: (lo * k_per) as u64,
                         };
                         let out = s.sample(&problem, &chains, &mut |e| {
                             events(EvalEvent::Method { batch: b, event: e })
@@ -326,10 +346,15 @@ pub fn run(
                 }
             };
             let seconds = start.elapsed().as_secs_f64();
-            let (psnr, ssim) = metrics(&x, truth)?;
+            let k_run = if sampler.is_some() { k_per } else { 1 };
+            let scores = score_samples(&samples, truth, k_run)?;
+            let x = &scores.mean;
+            let (psnr, ssim) = metrics(x, truth)?;
             let (pm, ps) = mean_std(&psnr);
             let (sm, ss) = mean_std(&ssim);
-            write_npy(&x, &xp)?;
+            let (single_psnr, single_ssim) = metrics(&scores.first, truth)?;
+            let cal_mean = |v: &Option<Vec<f64>>| v.as_ref().map(|v| mean_std(v).0);
+            write_npy(x, &xp)?;
             let warm = settings["sampler"]["warm_start"].clone();
             let result = json!({
                 "task": task,
@@ -342,6 +367,17 @@ pub fn run(
                 "psnr_std": ps,
                 "ssim_mean": sm,
                 "ssim_std": ss,
+                "samples_per_image": k_run,
+                "score_of": if k_run > 1 { "posterior mean of the samples" } else { "the sample" },
+                "single_sample_psnr": single_psnr,
+                "single_sample_ssim": single_ssim,
+                "single_sample_psnr_mean": mean_std(&single_psnr).0,
+                "single_sample_ssim_mean": mean_std(&single_ssim).0,
+                "interval_90_coverage": scores.coverage,
+                "interval_90_coverage_mean": cal_mean(&scores.coverage),
+                "error_std_correlation": scores.correlation,
+                "error_std_correlation_mean": cal_mean(&scores.correlation),
+                "calibration_note": "per image, over pixels: the fraction inside mean ± 1.645·std (Gaussian 90 %), and the Pearson correlation of |mean − truth| with std; null with one sample",
                 "nfe_per_image": nfe,
                 "backprop": backprop,
                 "nfe_note": if backprop && method.starts_with("dpnp") {
@@ -358,8 +394,17 @@ pub fn run(
                 "settings": settings,
             });
             write_json(&rp, &result)?;
+            let calib = match (cal_mean(&scores.coverage), cal_mean(&scores.correlation)) {
+                (Some(c), r) => format!(
+                    " (mean of {k_run}; one sample {:.2} dB, {:.3}; 90 % coverage {c:.3}, error–std r {})",
+                    mean_std(&single_psnr).0,
+                    mean_std(&single_ssim).0,
+                    r.map_or("–".into(), |r| format!("{r:.3}"))
+                ),
+                _ => String::new(),
+            };
             events(EvalEvent::Log(format!(
-                "{task} / {method}: PSNR {pm:.2} ± {ps:.2} dB, SSIM {sm:.3} ± {ss:.3}, NFE {nfe}, {:.3} s/image{}",
+                "{task} / {method}: PSNR {pm:.2} ± {ps:.2} dB, SSIM {sm:.3} ± {ss:.3}{calib}, NFE {nfe}, {:.3} s/image{}",
                 seconds / n as f64,
                 acc.map(|a| format!(", acceptance {a:.3}")).unwrap_or_default()
             )));
@@ -371,6 +416,59 @@ pub fn run(
     write_summary(&cfg.out, &cfg.tasks, &cfg.methods, &cfg.header)
 }
 
+/// Per-image summaries of `k` samples per image (image i's are rows i·k .. i·k + k).
+struct Scores {
+    /// `(N, C, H, W)` posterior means.
+    mean: Tensor,
+    /// `(N, C, H, W)` first samples.
+    first: Tensor,
+    /// Per image (k ≥ 2): the 90 % interval coverage and the error–std correlation.
+    coverage: Option<Vec<f64>>,
+    correlation: Option<Vec<f64>>,
+}
+
+fn score_samples(samples: &Tensor, truth: &Tensor, k: usize) -> Result<Scores> {
+    let n = truth.dim(0)?;
+    if samples.dim(0)? != n * k {
+        bail!("internal: {} samples for {n} images × {k}", samples.dim(0)?);
+    }
+    if k == 1 {
+        return Ok(Scores {
+            mean: samples.clone(),
+            first: samples.clone(),
+            coverage: None,
+            correlation: None,
+        });
+    }
+    let (mut means, mut firsts, mut cov, mut cor) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let s = samples.narrow(0, i * k, k)?;
+        let (mean, std) = genprior_posterior::mean_and_std(&s)?;
+        let rec = Reconstruction {
+            samples: s.clone(),
+            mean: mean.clone(),
+            std,
+            baseline: mean.clone(),
+            nfe: 0,
+            seconds: 0.0,
+            mean_acceptance: None,
+            trace: Value::Null,
+        };
+        let c = rec.calibration(Some(&truth.narrow(0, i, 1)?))?;
+        cov.push(c["interval_90_coverage"].as_f64().unwrap_or(f64::NAN));
+        cor.push(c["error_std_correlation"].as_f64().unwrap_or(f64::NAN));
+        means.push(mean);
+        firsts.push(s.narrow(0, 0, 1)?);
+    }
+    Ok(Scores {
+        mean: Tensor::cat(&means, 0)?,
+        first: Tensor::cat(&firsts, 0)?,
+        coverage: Some(cov),
+        correlation: Some(cor),
+    })
+}
+
 /// Rewrites `summary.json` / `summary.md` from the result files present; returns the summary.
 pub fn write_summary(
     out: &Path,
@@ -380,8 +478,8 @@ pub fn write_summary(
 ) -> Result<Value> {
     let mut rows = Vec::new();
     let mut md = String::new();
-    md.push_str("| task | method | PSNR (dB) | SSIM | NFE / image | s / image |\n");
-    md.push_str("|---|---|---|---|---|---|\n");
+    md.push_str("| task | method | K | PSNR (dB) | SSIM | PSNR, 1 sample | SSIM, 1 sample | 90 % coverage | error–std r | NFE / image | s / image |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for t in tasks {
         for m in methods {
             let Ok(text) = std::fs::read_to_string(result_path(out, t, m)) else {
@@ -391,7 +489,9 @@ pub fn write_summary(
                 continue;
             };
             if let Some(why) = r["unsupported"].as_str() {
-                md.push_str(&format!("| {t} | {m} | n/a | n/a | – | – |\n"));
+                md.push_str(&format!(
+                    "| {t} | {m} | – | n/a | n/a | n/a | n/a | – | – | – | – |\n"
+                ));
                 rows.push(json!({"task": t, "method": m, "unsupported": why}));
                 continue;
             }
@@ -403,19 +503,34 @@ pub fn write_summary(
             } else {
                 ""
             };
+            // Results written before these columns existed show "–".
+            let opt = |k: &str, digits: usize| {
+                r[k].as_f64()
+                    .map_or("–".to_string(), |v| format!("{v:.digits$}"))
+            };
             md.push_str(&format!(
-                "| {t} | {m} | {:.2} ± {:.2} | {:.3} ± {:.3} | {}{note} | {:.3} |\n",
+                "| {t} | {m} | {} | {:.2} ± {:.2} | {:.3} ± {:.3} | {} | {} | {} | {} | {}{note} | {:.3} |\n",
+                r["samples_per_image"].as_u64().unwrap_or(1),
                 f("psnr_mean"),
                 f("psnr_std"),
                 f("ssim_mean"),
                 f("ssim_std"),
+                opt("single_sample_psnr_mean", 2),
+                opt("single_sample_ssim_mean", 3),
+                opt("interval_90_coverage_mean", 3),
+                opt("error_std_correlation_mean", 3),
                 r["nfe_per_image"],
                 f("seconds_per_image"),
             ));
             rows.push(json!({
                 "task": t, "method": m,
+                "samples_per_image": r["samples_per_image"],
                 "psnr_mean": r["psnr_mean"], "psnr_std": r["psnr_std"],
                 "ssim_mean": r["ssim_mean"], "ssim_std": r["ssim_std"],
+                "single_sample_psnr_mean": r["single_sample_psnr_mean"],
+                "single_sample_ssim_mean": r["single_sample_ssim_mean"],
+                "interval_90_coverage_mean": r["interval_90_coverage_mean"],
+                "error_std_correlation_mean": r["error_std_correlation_mean"],
                 "nfe_per_image": r["nfe_per_image"], "seconds_per_image": r["seconds_per_image"],
                 "mean_pcs_acceptance": r["mean_pcs_acceptance"],
             }));

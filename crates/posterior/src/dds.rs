@@ -7,13 +7,18 @@
 //! VE view: VP time t ↔ σ_t = sqrt(1/ᾱ_t − 1); a clean image plus N(0, σ²) noise is the VP
 //! state sqrt(ᾱ_t)·x. Only times with σ_t < η are usable.
 //!
-//! **DDS-DDPM** (stochastic, integer timesteps). Usable t descending, σ_prev the next one's
-//! level (0 after the last). Start at x = y:
+//! **DDS-DDPM** (stochastic). Levels descending, σ_prev the next one's level (0 after the
+//! last). Start at x = y:
 //! ```text
 //! ε̂ = ε_θ(sqrt(ᾱ_t) x, t);   x ← x + 2 (σ_prev − σ_t) ε̂ + sqrt(σ_t² − σ_prev²) z
 //! ```
 //! with no noise on the last step. (2(σ_prev − σ_t) is the first-order form of the reverse
-//! VE-SDE drift −(σ_t² − σ_prev²)/σ_t · ε̂; kept exactly as the reference.)
+//! VE-SDE drift −(σ_t² − σ_prev²)/σ_t · ε̂; kept exactly as the reference.) The levels
+//! ([`ddpm_levels`]) are the usable integer timesteps preceded by one fractional timestep at
+//! σ = η exactly, where y is ([`DdsMethod::Ddpm`]); the reference code, and
+//! [`DdsMethod::DdpmReference`], start at the first usable integer level σ_{t_max} < η
+//! instead, treating y as less noisy than it is (a variance deficit of up to ~4 % of the
+//! posterior's where the integer levels are coarse; `tests/dds_grid.rs` measures it).
 //!
 //! **DDS-DDIM** (deterministic given the start, on the residual r = x' of the conditional
 //! diffusion of e = x₀ − y): conditional level ᾱ' with c = 1 + (η² − 1) ᾱ', the Gaussian
@@ -26,13 +31,16 @@
 //! ```
 //! ending at ᾱ' = 1 (c = η², w = −π/2), returning y + r. Start r ~ N(0, I).
 //!
-//! The **refined grid** ([`DdimGrid`]) is required for correctness (see the spec): the
+//! The **refined grid** ([`DdimGrid::new`]) is required for correctness (see the spec): the
 //! integer timesteps' ᾱ'_t, the highest-noise end extended to ᾱ' = 1e-4 (points below are
 //! dropped), and geometric points inserted wherever consecutive ᾱ' differ by a ratio ≥ 1.1
 //! (so every ratio ends below 1.1). Each point's VP level is taken exactly from v, and the
 //! network is evaluated at the *fractional* timestep whose log-interpolated ᾱ(t) matches
 //! ([`Schedule::timestep_for_alpha_bar`]; positional/fourier time embeddings accept any real
-//! t; the timestep is passed to the network as f32).
+//! t; the timestep is passed to the network as f32). The reference code's own grid
+//! ([`DdimGrid::reference`], [`DdsMethod::DdimReference`]) skips integer steps at large η and
+//! snaps inserted points to integer timesteps: 2,423 network evaluations per DPnP run with the
+//! default schedule, against 2,823 on the refined grid.
 
 use candle_core::Tensor;
 use genprior_diffusion::{BatchNoise, Schedule, ScoreModel};
@@ -46,8 +54,31 @@ pub enum DdsMethod {
     /// Deterministic DDS-DDIM on the refined grid (default).
     #[default]
     Ddim,
-    /// Stochastic DDS-DDPM on the integer timesteps.
+    /// DDS-DDIM on the reference code's grid ([`DdimGrid::reference`]).
+    DdimReference,
+    /// Stochastic DDS-DDPM: one fractional-timestep step from σ = η to the first usable
+    /// integer level, then the usable integer timesteps.
     Ddpm,
+    /// DDS-DDPM as the reference code: the usable integer timesteps only, the input treated
+    /// as if it were at the first usable level σ_{t_max} < η.
+    DdpmReference,
+}
+
+impl DdsMethod {
+    /// This variant on the reference code's grid (`true`) or genprior's (`false`).
+    pub fn with_reference_grid(self, reference: bool) -> Self {
+        match (self, reference) {
+            (Self::Ddim | Self::DdimReference, true) => Self::DdimReference,
+            (Self::Ddim | Self::DdimReference, false) => Self::Ddim,
+            (Self::Ddpm | Self::DdpmReference, true) => Self::DdpmReference,
+            (Self::Ddpm | Self::DdpmReference, false) => Self::Ddpm,
+        }
+    }
+
+    /// Whether this is a DDS-DDIM variant.
+    pub fn is_ddim(self) -> bool {
+        matches!(self, Self::Ddim | Self::DdimReference)
+    }
 }
 
 impl std::str::FromStr for DdsMethod {
@@ -55,8 +86,12 @@ impl std::str::FromStr for DdsMethod {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "ddim" => Ok(Self::Ddim),
+            "ddim-reference" => Ok(Self::DdimReference),
             "ddpm" => Ok(Self::Ddpm),
-            o => invalid(format!("unknown DDS method `{o}`; expected ddim or ddpm")),
+            "ddpm-reference" => Ok(Self::DdpmReference),
+            o => invalid(format!(
+                "unknown DDS method `{o}`; expected ddim, ddim-reference, ddpm or ddpm-reference"
+            )),
         }
     }
 }
@@ -176,6 +211,95 @@ impl DdimGrid {
         Ok(Self { eta, points })
     }
 
+    /// The reference code's DDS-DDIM grid (`x1xu/diffusion-plug-and-play`,
+    /// `DDIMDenoiser.gen_schedule`), transcribed: the candidate levels ᾱ'_t of the usable
+    /// integer timesteps walked from t = 0 upwards; after each kept step the next `skip`
+    /// candidates are dropped (skip = 7 above η = 0.75, 1 above 0.3, else 0) except among the
+    /// last 15; a gap ᾱ'_t ≥ 1.1 ᾱ'_{t+1} gets n = ⌊ln(ᾱ'_t/ᾱ'_{t+1})/ln 1.1⌋ + 1 geometric
+    /// points (ᾱ'_t included, ᾱ'_{t+1} not), the first n/2 evaluated at timestep t and the rest
+    /// at t + 1 (integer timesteps: the network sees ᾱ_t, not the exact level v); the last
+    /// candidate is extended geometrically to ᾱ' = 1e-4. A candidate already below 1e-4 ends
+    /// the grid, and the reference then prepends its timestep to the list of timesteps,
+    /// shifting every other point's timestep by one position (a quirk, reproduced; it fires
+    /// for a few η only, e.g. 0.31835, none of the default schedule's).
+    ///
+    /// ᾱ_t is the reference's float64 linear schedule (np.linspace of the betas, then the
+    /// cumulative product) when the schedule is linear, else the schedule's table: the grid's
+    /// decisions are sensitive to that precision (on the float32 table one flips at η ≈ 0.2427
+    /// and the default run takes 2,424 NFE instead of 2,423). Checked point by point against a
+    /// transcription in `scripts/gen_dds_grid_fixture.py`.
+    pub fn reference(schedule: &Schedule, eta: f64) -> Result<Self> {
+        check_eta(eta)?;
+        let ab = reference_alphas_cumprod(schedule);
+        let e2 = eta * eta;
+        let thr = 1.0 / (1.0 + e2);
+        let cand: Vec<f64> = ab
+            .iter()
+            .take_while(|&&a| a > thr)
+            .map(|&a| ((1.0 + e2) * a - 1.0) / (e2 + a - 1.0))
+            .collect();
+        // The mask `alphas_cumprod > thr` keeps a prefix of a decreasing table. The reference's
+        // tolerance: `tol_exp = 4 ln 10`, ᾱ' < exp(−tol_exp) = 1e-4.
+        let tol_exp = 4.0 * 10f64.ln();
+        let (tol, min_alpha) = (-tol_exp, (-tol_exp).exp());
+        let skip = if eta > 0.75 {
+            7
+        } else if eta > 0.3 {
+            1
+        } else {
+            0
+        };
+        let ln_sep = GRID_RATIO.ln();
+        let mut acs: Vec<f64> = Vec::new();
+        let mut ts: Vec<usize> = Vec::new();
+        let mut cnt_skip = skip;
+        let len = cand.len();
+        for idx in 0..len {
+            if cnt_skip < skip {
+                cnt_skip += 1;
+                continue;
+            }
+            let this = cand[idx];
+            if this < min_alpha {
+                acs.push(this);
+                ts.insert(0, idx); // sic (see above)
+                break;
+            }
+            if idx == len - 1 {
+                let n = ((this.ln() + tol_exp) / ln_sep) as usize + 1;
+                acs.extend(linspace(this.ln(), tol, n).into_iter().map(f64::exp));
+                ts.extend(std::iter::repeat_n(idx, n));
+                break;
+            }
+            let next = cand[idx + 1];
+            if this >= GRID_RATIO * next {
+                let n = ((this / next).ln() / ln_sep) as usize + 1;
+                let pts = linspace(this.ln(), next.ln(), n + 1);
+                acs.extend(pts[..n].iter().map(|v| v.exp()));
+                ts.extend(std::iter::repeat_n(idx, n / 2));
+                ts.extend(std::iter::repeat_n(idx + 1, n - n / 2));
+            } else {
+                acs.push(this);
+                ts.push(idx);
+            }
+            if len - idx > 15 {
+                cnt_skip = 0;
+            }
+        }
+        // High noise first, as the refined grid.
+        let points = acs
+            .iter()
+            .zip(&ts)
+            .rev()
+            .map(|(&a, &t)| GridPoint {
+                alpha_cond: a,
+                alpha_bar: ab[t],
+                t: t as f64,
+            })
+            .collect();
+        Ok(Self { eta, points })
+    }
+
     /// Network evaluations one DDS-DDIM call makes.
     pub fn len(&self) -> usize {
         self.points.len()
@@ -183,6 +307,40 @@ impl DdimGrid {
 
     pub fn is_empty(&self) -> bool {
         self.points.is_empty()
+    }
+}
+
+/// numpy's `linspace(a, b, n)`: a + i·(b − a)/(n − 1), the last point exactly b.
+fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
+    match n {
+        0 => Vec::new(),
+        1 => vec![a],
+        _ => {
+            let step = (b - a) / (n - 1) as f64;
+            let mut v: Vec<f64> = (0..n).map(|i| a + i as f64 * step).collect();
+            v[n - 1] = b;
+            v
+        }
+    }
+}
+
+/// ᾱ_t as the reference (guided-diffusion) computes it for a linear schedule: betas
+/// `np.linspace(β_start, β_end, T)` in float64, then `np.cumprod(1 − β)`; the schedule's own
+/// table for other schedules.
+fn reference_alphas_cumprod(schedule: &Schedule) -> Vec<f64> {
+    let cfg = schedule.config();
+    if cfg.beta_schedule == "linear" && cfg.trained_betas.is_none() && !cfg.rescale_betas_zero_snr {
+        let betas = linspace(cfg.beta_start, cfg.beta_end, cfg.num_train_timesteps);
+        let mut acc = 1.0;
+        betas
+            .iter()
+            .map(|b| {
+                acc *= 1.0 - b;
+                acc
+            })
+            .collect()
+    } else {
+        schedule.alphas_cumprod().to_vec()
     }
 }
 
@@ -268,7 +426,41 @@ pub fn dds_ddim_on_grid(
     Ok((y + r)?)
 }
 
-/// DDS-DDPM on the usable integer timesteps: one sample per chain of `y`; step noise from
+/// One level of the DDS-DDPM chain: the (possibly fractional) timestep the network is
+/// evaluated at and its VP level ᾱ (σ² = 1/ᾱ − 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DdpmLevel {
+    pub t: f64,
+    pub alpha_bar: f64,
+}
+
+/// The DDS-DDPM levels at η, descending in noise: the usable integer timesteps, preceded (when
+/// `from_eta`) by the fractional timestep t* with ᾱ(t*) = 1/(1 + η²), i.e. σ = η, the level
+/// the input y is actually at. Without it (the reference code) the first step treats y as if
+/// it were at σ_{t_max} < η, a bias of up to a few % of η² where the integer levels are
+/// coarse. t* is skipped when η is beyond the schedule's largest σ. Empty when no timestep is
+/// usable.
+pub fn ddpm_levels(schedule: &Schedule, eta: f64, from_eta: bool) -> Result<Vec<DdpmLevel>> {
+    let ts = usable_timesteps(schedule, eta)?;
+    let ab = schedule.alphas_cumprod();
+    let mut v = Vec::with_capacity(ts.len() + 1);
+    if from_eta && !ts.is_empty() {
+        let start = 1.0 / (1.0 + eta * eta);
+        if start >= ab[ab.len() - 1] && start < ab[ts[0]] {
+            v.push(DdpmLevel {
+                t: schedule.timestep_for_alpha_bar(start)?,
+                alpha_bar: start,
+            });
+        }
+    }
+    v.extend(ts.iter().map(|&t| DdpmLevel {
+        t: t as f64,
+        alpha_bar: ab[t],
+    }));
+    Ok(v)
+}
+
+/// DDS-DDPM ([`DdsMethod::Ddpm`]: from σ = η): one sample per chain of `y`; step noise from
 /// `noise`.
 pub fn dds_ddpm(
     den: &mut Denoiser,
@@ -277,16 +469,10 @@ pub fn dds_ddpm(
     noise: &mut BatchNoise,
     progress: DdsProgress,
 ) -> Result<Tensor> {
-    check_eta(eta)?;
-    check_inputs(den, y, noise)?;
-    let ts = usable_timesteps(den.schedule(), eta)?;
-    if ts.is_empty() {
-        return Ok(y.clone());
-    }
-    dds_ddpm_on_timesteps(den, y, &ts, noise, progress)
+    dds(den, DdsMethod::Ddpm, y, eta, noise, progress)
 }
 
-/// Either variant.
+/// Any variant.
 pub fn dds(
     den: &mut Denoiser,
     method: DdsMethod,
@@ -295,9 +481,42 @@ pub fn dds(
     noise: &mut BatchNoise,
     progress: DdsProgress,
 ) -> Result<Tensor> {
-    match method {
-        DdsMethod::Ddim => dds_ddim(den, y, eta, noise, progress),
-        DdsMethod::Ddpm => dds_ddpm(den, y, eta, noise, progress),
+    dds_with_budget(den, method, y, eta, None, noise, progress)
+}
+
+/// The steps of one DDS call.
+enum Plan {
+    Ddim(DdimGrid),
+    Ddpm(Vec<DdpmLevel>),
+}
+
+impl Plan {
+    fn new(schedule: &Schedule, method: DdsMethod, eta: f64) -> Result<Self> {
+        check_eta(eta)?;
+        Ok(match method {
+            DdsMethod::Ddim => Self::Ddim(DdimGrid::new(schedule, eta)?),
+            DdsMethod::DdimReference => Self::Ddim(DdimGrid::reference(schedule, eta)?),
+            DdsMethod::Ddpm => Self::Ddpm(ddpm_levels(schedule, eta, true)?),
+            DdsMethod::DdpmReference => Self::Ddpm(ddpm_levels(schedule, eta, false)?),
+        })
+    }
+
+    fn thin(self, max_steps: Option<usize>) -> Self {
+        let Some(n) = max_steps else { return self };
+        match self {
+            Self::Ddim(mut g) => {
+                g.points = thin(&g.points, n);
+                Self::Ddim(g)
+            }
+            Self::Ddpm(l) => Self::Ddpm(thin(&l, n)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Ddim(g) => g.len(),
+            Self::Ddpm(l) => l.len(),
+        }
     }
 }
 
@@ -325,7 +544,8 @@ fn check_max_steps(max_steps: Option<usize>) -> Result<()> {
 }
 
 /// DDS-DDPM on a given descending subsequence of the usable integer timesteps (the update of
-/// [`dds_ddpm`] holds for any subsequence, σ_prev being the next chosen level).
+/// [`dds_ddpm`] holds for any subsequence, σ_prev being the next chosen level), starting from
+/// the first as the reference does.
 pub fn dds_ddpm_on_timesteps(
     den: &mut Denoiser,
     y: &Tensor,
@@ -333,10 +553,6 @@ pub fn dds_ddpm_on_timesteps(
     noise: &mut BatchNoise,
     progress: DdsProgress,
 ) -> Result<Tensor> {
-    check_inputs(den, y, noise)?;
-    if ts.windows(2).any(|w| w[1] >= w[0]) {
-        return invalid("DDS-DDPM timesteps must be strictly descending");
-    }
     let ab = den.schedule().alphas_cumprod().to_vec();
     if let Some(&t) = ts.iter().find(|&&t| t >= ab.len()) {
         return invalid(format!(
@@ -344,13 +560,43 @@ pub fn dds_ddpm_on_timesteps(
             ab.len()
         ));
     }
-    let sigma = |t: usize| (1.0 / ab[t] - 1.0).sqrt();
+    let levels: Vec<DdpmLevel> = ts
+        .iter()
+        .map(|&t| DdpmLevel {
+            t: t as f64,
+            alpha_bar: ab[t],
+        })
+        .collect();
+    dds_ddpm_on_levels(den, y, &levels, noise, progress)
+}
+
+/// DDS-DDPM on given levels, strictly descending in noise (see [`ddpm_levels`]): start at
+/// x = y and for each level, with σ² = 1/ᾱ − 1 and σ_prev the next level's (0 after the last),
+/// x ← x + 2 (σ_prev − σ) ε̂(sqrt(ᾱ) x, t) + sqrt(σ² − σ_prev²) z (no noise on the last).
+pub fn dds_ddpm_on_levels(
+    den: &mut Denoiser,
+    y: &Tensor,
+    levels: &[DdpmLevel],
+    noise: &mut BatchNoise,
+    progress: DdsProgress,
+) -> Result<Tensor> {
+    check_inputs(den, y, noise)?;
+    if levels.windows(2).any(|w| w[1].alpha_bar <= w[0].alpha_bar) {
+        return invalid("DDS-DDPM levels must be strictly descending in noise");
+    }
+    if let Some(l) = levels
+        .iter()
+        .find(|l| !(l.alpha_bar > 0.0 && l.alpha_bar <= 1.0 && l.t.is_finite() && l.t >= 0.0))
+    {
+        return invalid(format!("DDS-DDPM got an invalid level {l:?}"));
+    }
+    let sigma = |l: &DdpmLevel| (1.0 / l.alpha_bar - 1.0).max(0.0).sqrt();
     let mut x = y.clone();
-    let n = ts.len();
-    for (i, &t) in ts.iter().enumerate() {
-        let s_t = sigma(t);
-        let s_prev = ts.get(i + 1).map_or(0.0, |&p| sigma(p));
-        let eps = den.eps(&x.affine(ab[t].sqrt(), 0.0)?, t as f64, ab[t])?;
+    let n = levels.len();
+    for (i, l) in levels.iter().enumerate() {
+        let s_t = sigma(l);
+        let s_prev = levels.get(i + 1).map_or(0.0, sigma);
+        let eps = den.eps(&x.affine(l.alpha_bar.sqrt(), 0.0)?, l.t, l.alpha_bar)?;
         x = (x + eps.affine(2.0 * (s_prev - s_t), 0.0)?)?;
         if i + 1 < n {
             let z = noise.draw_like(&x)?.to_device(x.device())?;
@@ -361,8 +607,8 @@ pub fn dds_ddpm_on_timesteps(
     Ok(x)
 }
 
-/// Either variant with at most `max_steps` network evaluations per call (`None` = the full
-/// step set): the DDIM grid or the DDPM timesteps thinned to evenly spaced indices with
+/// Any variant with at most `max_steps` network evaluations per call (`None` = the full
+/// step set): the DDIM grid or the DDPM levels thinned to evenly spaced indices with
 /// [`thin`] (first and last point kept). Fewer steps are cheaper and less accurate.
 #[allow(clippy::too_many_arguments)]
 pub fn dds_with_budget(
@@ -375,33 +621,17 @@ pub fn dds_with_budget(
     progress: DdsProgress,
 ) -> Result<Tensor> {
     check_max_steps(max_steps)?;
-    let Some(n) = max_steps else {
-        return dds(den, method, y, eta, noise, progress);
-    };
-    check_eta(eta)?;
-    match method {
-        DdsMethod::Ddim => {
-            let mut grid = DdimGrid::new(den.schedule(), eta)?;
-            grid.points = thin(&grid.points, n);
-            dds_ddim_on_grid(den, y, &grid, noise, progress)
-        }
-        DdsMethod::Ddpm => {
-            let ts = thin(&usable_timesteps(den.schedule(), eta)?, n);
-            if ts.is_empty() {
-                check_inputs(den, y, noise)?;
-                return Ok(y.clone());
-            }
-            dds_ddpm_on_timesteps(den, y, &ts, noise, progress)
-        }
+    check_inputs(den, y, noise)?;
+    match Plan::new(den.schedule(), method, eta)?.thin(max_steps) {
+        Plan::Ddim(grid) => dds_ddim_on_grid(den, y, &grid, noise, progress),
+        Plan::Ddpm(levels) if levels.is_empty() => Ok(y.clone()),
+        Plan::Ddpm(levels) => dds_ddpm_on_levels(den, y, &levels, noise, progress),
     }
 }
 
 /// Network evaluations of one DDS call at η.
 pub fn dds_nfe(schedule: &Schedule, method: DdsMethod, eta: f64) -> Result<usize> {
-    Ok(match method {
-        DdsMethod::Ddim => DdimGrid::new(schedule, eta)?.len(),
-        DdsMethod::Ddpm => usable_timesteps(schedule, eta)?.len(),
-    })
+    Ok(Plan::new(schedule, method, eta)?.len())
 }
 
 /// Network evaluations of one [`dds_with_budget`] call at η.

@@ -10,6 +10,17 @@
 //! ULA, or exact for linear-Gaussian tasks), DDS is [`crate::dds`] (DDIM on the refined grid by
 //! default, or DDPM).
 //!
+//! **Likelihood temperature.** `likelihood-temperature` T makes the PCS target
+//! exp(L(x; y)/T − ‖x − x_k‖²/(2η_k²)) (MALA, ULA and exact PCS alike; [`crate::pcs`](mod@crate::pcs)), so
+//! the chain targets the tempered posterior ∝ p(x)·e^{L/T}; `pcs-m` sets the m of the step
+//! rule. The reference one-bit configs use T = 2m² with m = 0.36 / 0.38 (`--protocol`). The
+//! warm start is not tempered (nor is it in the reference).
+//!
+//! **Grids.** `dds-grid refined` (default) runs DDS-DDIM on genprior's exact refined grid and
+//! DDS-DDPM from σ = η; `dds-grid reference` runs the reference code's grids
+//! ([`crate::dds::DdimGrid::reference`]: 2,423 NFE per default run against 2,823), see
+//! [`crate::dds`].
+//!
 //! **Warm starts.** Every shipped reference config (`configs/*_pnp.yaml`) starts the chains
 //! from a 500-step guided DDPM run (`timestep_respacing: 500`): LGD-MC ([`crate::lgd`], with
 //! the task's `lgd` ζ and λ) on every task but coded phase retrieval on FFHQ, which uses DPS
@@ -31,7 +42,7 @@ use serde_json::{json, Value};
 
 use crate::dds::{dds_with_budget, DdsMethod};
 use crate::denoiser::Denoiser;
-use crate::dps::{dps_indexed, DpsConfig, DPS_STEPS, ZETA};
+use crate::dps::{dps_indexed, DpsConfig, DPS_MISFIT, DPS_STEPS, LIKELIHOOD_TEMPERATURE, ZETA};
 use crate::energy::{default_energy_timesteps, lowest_energy, sign_patterns};
 use crate::error::{invalid, Result};
 use crate::lgd::{lgd_indexed, LgdConfig, LGD_SHARED_OPTIONS};
@@ -39,7 +50,7 @@ use crate::method::{
     Chains, MethodEntry, MethodProgress, PosteriorSampler, Problem, SamplerOutput,
 };
 use crate::options::{at_least_one, OptionDefault, OptionSpec, OptionType, Resolved};
-use crate::pcs::{pcs_seeded, PcsConfig, PcsMethod};
+use crate::pcs::{pcs_seeded, step_scale, PcsConfig, PcsMethod};
 use crate::seeds;
 
 /// The annealing schedule η_0 ≥ η_1 ≥ … of the outer loop.
@@ -460,6 +471,19 @@ pub const DPNP_OPTIONS: &[OptionSpec] = &[
         OptionType::Float,
         OptionDefault::Float(50.0),
     ),
+    LIKELIHOOD_TEMPERATURE,
+    OptionSpec::new(
+        "pcs-m",
+        "DPnP: the m of the PCS step-size rule h = scale·min(m², η²)/(reg + √f), f = −2m²L/T (step size only; the reference one-bit configs' `multiplier`, 0.36 FFHQ / 0.38 ImageNet) [default: √T times the likelihood's σ, or τ for one-bit]",
+        OptionType::Float,
+        OptionDefault::Derived,
+    ),
+    OptionSpec::new(
+        "dds-grid",
+        "DPnP: DDS time grid: refined (DDIM: geometric points with each network evaluation at its exact fractional timestep; DDPM: a first fractional step from σ = η) or reference (the reference code's: DDIM skips integer steps above η = 0.3 and snaps inserted points to integer timesteps, 2,423 NFE per run with the default schedule against 2,823; DDPM starts at the first usable integer level)",
+        OptionType::Choice(&["refined", "reference"]),
+        OptionDefault::Choice("refined"),
+    ),
     OptionSpec::new(
         "warm-start",
         "DPnP: start from the classical baseline, pure noise, a DPS run (--dps-steps, --zeta), an LGD-MC run (--lgd-warm-steps, --lgd-zeta, ...; the reference's warm start), the baseline with the per-channel signs the prior prefers (baseline-sign: 2^C candidates scored by denoising energy), or auto (a DPS run for sign-ambiguous operators such as phase retrieval, the baseline otherwise)",
@@ -468,6 +492,7 @@ pub const DPNP_OPTIONS: &[OptionSpec] = &[
     ),
     DPS_STEPS,
     ZETA,
+    DPS_MISFIT,
     OptionSpec::new(
         "lgd-warm-steps",
         "DPnP: ancestral DDPM steps of the LGD-MC warm start (reference: 500)",
@@ -556,7 +581,26 @@ impl DpnpSampler {
         }
         let pcs_name = opts.choice("pcs")?;
         let pcs_method: PcsMethod = pcs_name.parse()?;
-        let dps = DpsConfig::from_options(opts, op)?;
+        let likelihood_temperature = opts.f64("likelihood-temperature")?;
+        if !(likelihood_temperature.is_finite() && likelihood_temperature > 0.0) {
+            return invalid(format!(
+                "--likelihood-temperature must be a finite number > 0, got {likelihood_temperature}"
+            ));
+        }
+        let pcs_m = opts.opt_f64("pcs-m")?;
+        if let Some(m) = pcs_m {
+            if !(m.is_finite() && m > 0.0) {
+                return invalid(format!("--pcs-m must be a finite number > 0, got {m}"));
+            }
+        }
+        let dds_grid = opts.choice("dds-grid")?;
+        let dds = dds.with_reference_grid(dds_grid == "reference");
+        // The warm start is not tempered (as the reference: its DPS / LGD-MC guidance knows
+        // nothing of the PCS multiplier).
+        let dps = DpsConfig {
+            temperature: 1.0,
+            ..DpsConfig::from_options(opts, op)?
+        };
         let warm_name = opts.choice("warm-start")?;
         let warm_name = match warm_name.as_str() {
             "auto" if op.sign_ambiguous() => "dps".to_string(),
@@ -576,7 +620,20 @@ impl DpnpSampler {
             EtaSchedule::Annealed { k_start, .. } => k_start,
             _ => 0,
         };
+        let pcs = PcsConfig {
+            method: pcs_method,
+            steps: pcs_steps,
+            scale: pcs_scale,
+            reg: pcs_reg,
+            temperature: pcs_m,
+            likelihood_temperature,
+            ..PcsConfig::default()
+        };
         let mut settings = json!({
+            "dds": format!("{dds:?}"),
+            "dds_grid": dds_grid,
+            "likelihood_temperature": likelihood_temperature,
+            "pcs_m": step_scale(op, &pcs),
             "outer_steps": outer_steps,
             "k_start": k_start,
             "eta_max": eta_max,
@@ -596,19 +653,15 @@ impl DpnpSampler {
         {
             s.extend(d);
         }
+        // The PCS target's T (the DPS warm start's guidance is untempered).
+        settings["likelihood_temperature"] = json!(likelihood_temperature);
         Ok(Self {
             method,
             cfg: DpnpConfig {
                 etas,
                 dds,
                 dds_steps,
-                pcs: PcsConfig {
-                    method: pcs_method,
-                    steps: pcs_steps,
-                    scale: pcs_scale,
-                    reg: pcs_reg,
-                    ..PcsConfig::default()
-                },
+                pcs,
                 warm_start,
                 ..DpnpConfig::default()
             },
@@ -741,8 +794,19 @@ mod tests {
                 .sum::<usize>()
         };
         let (ddim, ddpm) = (total(DdsMethod::Ddim), total(DdsMethod::Ddpm));
-        eprintln!("reference DPnP run: {ddim} NFE with DDS-DDIM, {ddpm} with DDS-DDPM");
-        assert!(ddim > ddpm);
+        let (ddim_ref, ddpm_ref) = (
+            total(DdsMethod::DdimReference),
+            total(DdsMethod::DdpmReference),
+        );
+        eprintln!(
+            "reference DPnP run: {ddim} NFE with DDS-DDIM ({ddim_ref} on the reference grid), \
+             {ddpm} with DDS-DDPM ({ddpm_ref} from the first integer level)"
+        );
+        assert_eq!(ddim, 2823);
+        // The reference code's grid, as the issue and `scripts/gen_dds_grid_fixture.py` count.
+        assert_eq!(ddim_ref, 2423);
+        // One fractional first step per outer step.
+        assert_eq!(ddpm, ddpm_ref + etas.len());
         assert!((1300..1500).contains(&ddpm), "{ddpm}");
     }
 }

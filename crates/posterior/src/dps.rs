@@ -18,6 +18,12 @@
 //!   its step scaled by m/sqrt(M) (M = measurement size): for a Gaussian likelihood at a
 //!   typical residual ‖y − Ax‖ ≈ σ sqrt(M) the two forms then take the same step, so the
 //!   per-task ζ values mean the same thing.
+//! - `MeanNegLogLik`: −L/M, the mean loss the DPnP reference code's DPS uses on one-bit
+//!   (`torch.mean(log(1 + exp(−y x̂₀/τ)))`, ζ = 100 in `configs/quantization_*_dps.yaml`).
+//!
+//! `--dps-misfit` picks one (`auto`: `Norm` for Gaussian likelihoods, `NegLogLik` otherwise).
+//! A likelihood temperature T (`--likelihood-temperature`, default 1) divides the guidance
+//! gradient (the misfit of L/T), i.e. ζ/T.
 //!
 //! Default ζ ([`default_zeta`]): the reference's SR 0.3, deblur 0.3, inpainting 0.5, phase
 //! retrieval 1.0; genprior's choices for the others: cs 0.3 and denoise 0.3 (linear Gaussian
@@ -44,6 +50,8 @@ pub enum DpsMisfit {
     Norm,
     /// −L, step scaled by m/sqrt(M).
     NegLogLik,
+    /// −L/M (the reference code's one-bit DPS loss).
+    MeanNegLogLik,
 }
 
 impl DpsMisfit {
@@ -54,6 +62,21 @@ impl DpsMisfit {
         } else {
             Self::NegLogLik
         }
+    }
+
+    /// From the `dps-misfit` option (`auto`: [`DpsMisfit::for_operator`]).
+    pub fn from_choice(choice: &str, op: &dyn Operator) -> Result<Self> {
+        Ok(match choice {
+            "auto" => Self::for_operator(op),
+            "norm" => Self::Norm,
+            "neg-log-lik" => Self::NegLogLik,
+            "mean-neg-log-lik" => Self::MeanNegLogLik,
+            o => {
+                return invalid(format!(
+                "unknown DPS misfit `{o}`; expected auto, norm, neg-log-lik or mean-neg-log-lik"
+            ))
+            }
+        })
     }
 }
 
@@ -78,6 +101,8 @@ pub struct DpsConfig {
     /// Step size ζ.
     pub zeta: f64,
     pub misfit: DpsMisfit,
+    /// Likelihood temperature T: the guidance is the misfit gradient of L/T (1: untempered).
+    pub temperature: f64,
 }
 
 impl DpsConfig {
@@ -87,6 +112,7 @@ impl DpsConfig {
             steps: 1000,
             zeta: default_zeta(op),
             misfit: DpsMisfit::for_operator(op),
+            temperature: 1.0,
         }
     }
 
@@ -96,10 +122,17 @@ impl DpsConfig {
         if !(zeta.is_finite() && zeta >= 0.0) {
             return invalid(format!("--zeta must be a finite number ≥ 0, got {zeta}"));
         }
+        let temperature = opts.f64("likelihood-temperature")?;
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return invalid(format!(
+                "--likelihood-temperature must be a finite number > 0, got {temperature}"
+            ));
+        }
         Ok(Self {
             steps: at_least_one("dps-steps", opts.usize("dps-steps")?)?,
             zeta,
-            misfit: DpsMisfit::for_operator(op),
+            misfit: DpsMisfit::from_choice(&opts.choice("dps-misfit")?, op)?,
+            temperature,
         })
     }
 
@@ -109,6 +142,7 @@ impl DpsConfig {
             "dps_steps": self.steps,
             "zeta": self.zeta,
             "dps_misfit": format!("{:?}", self.misfit),
+            "likelihood_temperature": self.temperature,
         })
     }
 }
@@ -127,11 +161,25 @@ pub const ZETA: OptionSpec = OptionSpec {
     default: OptionDefault::Derived,
 };
 
+pub const DPS_MISFIT: OptionSpec = OptionSpec {
+    name: "dps-misfit",
+    help: "DPS (method or warm start): the misfit descended: norm ‖y − A(x̂₀)‖ (the DPS paper), neg-log-lik −L scaled by m/√M, mean-neg-log-lik −L/M (the DPnP reference code's one-bit DPS), or auto (norm for Gaussian likelihoods, neg-log-lik otherwise)",
+    kind: OptionType::Choice(&["auto", "norm", "neg-log-lik", "mean-neg-log-lik"]),
+    default: OptionDefault::Choice("auto"),
+};
+/// The likelihood temperature T, shared with DPnP (where it tempers the PCS target).
+pub const LIKELIHOOD_TEMPERATURE: OptionSpec = OptionSpec {
+    name: "likelihood-temperature",
+    help: "Likelihood temperature T: the target uses L(x; y)/T (DPnP: the PCS target, MALA, ULA and exact; for a Gaussian likelihood the posterior at noise variance σ²·T; DPS: its guidance gradient, i.e. ζ/T; not the DPnP warm start, as the reference). 1 = untempered; the reference one-bit configs use 2m² = 0.2592 (FFHQ) / 0.2888 (ImageNet) with --pcs-m m",
+    kind: OptionType::Float,
+    default: OptionDefault::Float(1.0),
+};
+
 /// The registry entry.
 pub const DPS: MethodEntry = MethodEntry {
     name: "dps",
     summary: "Diffusion Posterior Sampling (Chung et al. 2023): ancestral DDPM with a likelihood gradient through the network",
-    options: &[DPS_STEPS, ZETA],
+    options: &[DPS_STEPS, ZETA, DPS_MISFIT, LIKELIHOOD_TEMPERATURE],
     build: |opts, op| {
         Ok(Box::new(DpsSampler {
             cfg: DpsConfig::from_options(opts, op)?,
@@ -191,23 +239,34 @@ pub struct DpsOutput {
 }
 
 /// Per-chain misfit gradient at x̂₀ (shaped like `x0`) from the operator's ∇L.
-fn misfit_grad(op: &dyn Operator, x0: &Tensor, y: &Tensor, misfit: DpsMisfit) -> Result<Tensor> {
+fn misfit_grad(
+    op: &dyn Operator,
+    x0: &Tensor,
+    y: &Tensor,
+    misfit: DpsMisfit,
+    temperature: f64,
+) -> Result<Tensor> {
     let (ls, g) = op.log_likelihood_and_grad(x0, y)?;
     let m = op.temperature();
+    let inv_t = 1.0 / temperature;
     let coef: Vec<f32> = match misfit {
         DpsMisfit::Norm => ls
             .iter()
             .map(|&l| {
                 let f = -2.0 * m * m * l;
                 if f > 0.0 && f.is_finite() {
-                    (-m * m / f.sqrt()) as f32
+                    (-m * m / f.sqrt() * inv_t) as f32
                 } else {
                     0.0
                 }
             })
             .collect(),
         DpsMisfit::NegLogLik => {
-            let s = -(m / (op.measurement_len() as f64).sqrt());
+            let s = -(m / (op.measurement_len() as f64).sqrt()) * inv_t;
+            vec![s as f32; ls.len()]
+        }
+        DpsMisfit::MeanNegLogLik => {
+            let s = -1.0 / op.measurement_len() as f64 * inv_t;
             vec![s as f32; ls.len()]
         }
     };
@@ -268,7 +327,13 @@ pub fn dps_indexed(
             "DPS takes a measurement batch of 1 or of the chain count {k}, got {by}"
         ));
     }
-    let mut guidance = |_: usize, x0: &Tensor| misfit_grad(op, x0, y, cfg.misfit);
+    if !(cfg.temperature.is_finite() && cfg.temperature > 0.0) {
+        return invalid(format!(
+            "DPS likelihood temperature must be a finite number > 0, got {}",
+            cfg.temperature
+        ));
+    }
+    let mut guidance = |_: usize, x0: &Tensor| misfit_grad(op, x0, y, cfg.misfit, cfg.temperature);
     let (samples, nfe) = guided_ddpm(
         model,
         schedule,

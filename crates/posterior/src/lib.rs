@@ -20,6 +20,7 @@
 //! - [`daps`]: DAPS (Zhang et al. 2025), decoupled noise annealing with a Langevin x₀ step.
 //! - [`lgd`]: LGD-MC (Song et al. 2023), DPS with a Monte Carlo loss.
 //! - [`stats`]: posterior mean and standard deviation of the samples.
+//! - [`protocol`](mod@protocol): the reference papers' protocols as presets (`--protocol`).
 //!
 //! Every sampler sees the network only through [`genprior_diffusion::ScoreModel`] and its
 //! [`genprior_diffusion::Schedule`] (ε̂ via [`denoiser::Denoiser`]), and the physics only
@@ -41,13 +42,14 @@ pub mod method;
 pub mod options;
 pub mod pcs;
 pub mod pigdm;
+pub mod protocol;
 pub mod reddiff;
 pub(crate) mod seeds;
 pub mod stats;
 
 pub use dds::{
-    dds, dds_ddim, dds_ddpm, dds_nfe, dds_nfe_with_budget, dds_sample, dds_with_budget, DdimGrid,
-    DdsMethod,
+    ddpm_levels, dds, dds_ddim, dds_ddpm, dds_ddpm_on_levels, dds_nfe, dds_nfe_with_budget,
+    dds_sample, dds_with_budget, DdimGrid, DdpmLevel, DdsMethod,
 };
 pub use denoiser::Denoiser;
 pub use dpnp::{
@@ -63,7 +65,8 @@ pub use method::{
 };
 pub use options::{MethodOptions, OptionDefault, OptionSpec, OptionType, OptionValue, Resolved};
 pub use pcs::{
-    exact_gaussian_host, misfit, pcs, pcs_host, pcs_seeded, pcs_seeded_tempered, PcsConfig,
-    PcsMethod, PcsOutput,
+    exact_gaussian_host, misfit, pcs, pcs_host, pcs_seeded, pcs_seeded_tempered, step_scale,
+    PcsConfig, PcsMethod, PcsOutput,
 };
+pub use protocol::{protocol, Protocol, PROTOCOLS};
 pub use stats::mean_and_std;

@@ -1,15 +1,24 @@
 //! PCS — the proximal consistency sampler of DPnP (Xu & Chi 2024).
 //!
-//! Target: π(x) ∝ exp(L(x; y) − ‖x − x₀‖²/(2γ²)), γ = η_k of the outer loop.
+//! Target: π(x) ∝ exp(L(x; y)/T − ‖x − x₀‖²/(2γ²)), γ = η_k of the outer loop, L the
+//! operator's log-likelihood and T the likelihood temperature ([`PcsConfig::likelihood_temperature`],
+//! 1 = the untempered likelihood). T is part of the target: for a Gaussian likelihood
+//! L = −‖y − Ax‖²/(2σ²) the tempered target is the posterior at noise variance σ²T. The
+//! reference code writes its target as exp(−f(x)/(2m²) − ‖x − x₀‖²/(2γ²)) with its own f per
+//! task: f = ‖y − A(x)‖² with m = 0.15 on Gaussian tasks (genprior: `likelihood-sigma 0.15`,
+//! T = 1), f = Σ softplus(−y x/τ) with m = 0.36 / 0.38 (FFHQ / ImageNet) on one-bit, i.e.
+//! L/T with T = 2m² (0.2592 / 0.2888) and the step rule's m set to the same 0.36 / 0.38.
 //!
 //! Langevin move (the reference exponential integrator: the quadratic part integrated exactly,
-//! ∇L frozen over a step), with f(x) = −2m²L(x) ≥ 0 and m the likelihood temperature:
+//! ∇L frozen over a step), with L_T = L/T the tempered log-likelihood, f(x) = −2m²L_T(x) ≥ 0
+//! and m the step rule's scale ([`PcsConfig::temperature`]; default √T times the operator's
+//! σ or τ, [`Operator::temperature`], which leaves f = −2(σ or τ)²L unchanged by T):
 //! ```text
 //! h(x) = scale · min(m², γ²) / (reg + √f(x))
 //! a    = 1 − exp(−h/γ²),   s² = γ² (1 − exp(−2h/γ²))
-//! x'   = x + a (x₀ − x) + γ² a ∇L(x) + s z,   z ~ N(0, I)
+//! x'   = x + a (x₀ − x) + γ² a ∇L_T(x) + s z,   z ~ N(0, I)
 //! ```
-//! (γ² a ∇L = −γ² a ∇f/(2m²), the spec's form.)
+//! (γ² a ∇L_T = −γ² a ∇f/(2m²), the spec's form.)
 //! - [`PcsMethod::Ula`]: the move alone, unadjusted (the reference code's behaviour). Biased: its
 //!   stationary law is not π (for a Gaussian target with a constant step its covariance solves
 //!   Σ = BΣBᵀ + s²I with B = (1 − a)I + γ²a∇²L; its mean is exact).
@@ -17,7 +26,8 @@
 //!   Metropolis–Hastings accept/reject. Because h depends on x through f, the reverse density
 //!   q(x | x') uses h(x'), μ(x') and s(x'), normalising constants included; the chain is exact.
 //! - [`PcsMethod::Exact`]: for linear-Gaussian operators π is Gaussian with precision
-//!   AᵀA/σ² + I/γ² and mean P⁻¹(Aᵀy/σ² + x₀/γ²); sampled by perturb-and-solve: draw
+//!   AᵀA/σ² + I/γ² and mean P⁻¹(Aᵀy/σ² + x₀/γ²), σ² the likelihood's variance times T;
+//!   sampled by perturb-and-solve: draw
 //!   ỹ = y + σz₁ and x̃₀ = x₀ + γz₂, then solve P x = Aᵀỹ/σ² + x̃₀/γ² directly (diagonal or
 //!   FFT-diagonal AᵀA) or by conjugate gradients (relative residual 1e-10).
 //!
@@ -75,9 +85,13 @@ pub struct PcsConfig {
     pub scale: f64,
     /// Step-size regulariser added to √f(x).
     pub reg: f64,
-    /// Temperature m of the step-size rule; `None` = the operator's [`Operator::temperature`].
-    /// Changes the step size only, never the target.
+    /// The scale m of the step-size rule h = scale·min(m², γ²)/(reg + √f), f = −2m²L/T;
+    /// `None` = √T times the operator's [`Operator::temperature`] (σ or τ). Changes the step
+    /// size only; the target is set by [`PcsConfig::likelihood_temperature`].
     pub temperature: Option<f64>,
+    /// The likelihood temperature T: the target uses L(x; y)/T (1 = untempered; the reference
+    /// one-bit configs use 2m², see the module docs).
+    pub likelihood_temperature: f64,
     /// Conjugate-gradient iteration cap of `Exact`.
     pub cg_max_iter: usize,
 }
@@ -90,6 +104,7 @@ impl Default for PcsConfig {
             scale: 1.0,
             reg: 50.0,
             temperature: None,
+            likelihood_temperature: 1.0,
             cg_max_iter: 5000,
         }
     }
@@ -112,7 +127,13 @@ fn check_config(op: &dyn Operator, gamma: f64, cfg: &PcsConfig) -> Result<f64> {
             "PCS needs γ > 0, got {gamma}"
         )));
     }
-    let m = cfg.temperature.unwrap_or_else(|| op.temperature());
+    let t = cfg.likelihood_temperature;
+    if !(t > 0.0 && t.is_finite()) {
+        return Err(InverseError::InvalidArgument(format!(
+            "PCS needs a likelihood temperature T > 0, got {t}"
+        )));
+    }
+    let m = step_scale(op, cfg);
     if cfg.method != PcsMethod::Exact {
         if cfg.steps == 0 {
             return Err(InverseError::InvalidArgument(
@@ -138,6 +159,12 @@ fn check_config(op: &dyn Operator, gamma: f64, cfg: &PcsConfig) -> Result<f64> {
         )));
     }
     Ok(m)
+}
+
+/// The m of the step-size rule for `op` under `cfg` (see [`PcsConfig::temperature`]).
+pub fn step_scale(op: &dyn Operator, cfg: &PcsConfig) -> f64 {
+    cfg.temperature
+        .unwrap_or_else(|| op.temperature() * cfg.likelihood_temperature.sqrt())
 }
 
 /// Runs PCS for every chain of `x0` (`(B, C, H, W)`) against `y` (batch 1 or B), started at
@@ -170,11 +197,12 @@ pub fn pcs_seeded(
     pcs_seeded_tempered(op, y, x0, gamma, cfg, None, 1.0, chain_seeds)
 }
 
-/// [`pcs_seeded`] for the tempered target exp(β L(x; y) − ‖x − x₀‖²/(2γ²)), β = `weight`
-/// (1: the plain PCS target), with an optional fixed Langevin step `h` in place of the
+/// [`pcs_seeded`] for the target exp(β L(x; y)/T − ‖x − x₀‖²/(2γ²)), β = `weight`
+/// (1: the plain PCS target) and T = `cfg.likelihood_temperature`, with an optional fixed Langevin step `h` in place of the
 /// adaptive rule h(x) = scale·min(m², γ²)/(reg + √f(x)) (`scale` and `reg` are then unused).
 /// The move, the Metropolis correction and the exact sampler (at likelihood σ/√β) are
-/// otherwise unchanged. DAPS uses it for its reference step-size schedule and data weight.
+/// otherwise unchanged (the exact sampler at likelihood σ·sqrt(T/β)). DAPS uses it for its
+/// reference step-size schedule and data weight.
 #[allow(clippy::too_many_arguments)]
 pub fn pcs_seeded_tempered(
     op: &dyn Operator,
@@ -277,8 +305,9 @@ pub fn pcs_seeded_tempered(
     })
 }
 
-/// One PCS chain on host buffers: returns (sample, acceptance rate). `m` is the step-size
-/// temperature (see [`PcsConfig::temperature`]).
+/// One PCS chain on host buffers: returns (sample, acceptance rate). `m` is the step rule's
+/// scale (see [`PcsConfig::temperature`], [`step_scale`]); the target is tempered by
+/// `cfg.likelihood_temperature`.
 pub fn pcs_host(
     op: &dyn Operator,
     y: &[f64],
@@ -291,7 +320,7 @@ pub fn pcs_host(
     pcs_host_step(op, y, x0, gamma, m, cfg, (None, 1.0), rng)
 }
 
-/// [`pcs_host`] with an optional fixed step (see [`pcs_seeded_with_step`]).
+/// [`pcs_host`] with an optional fixed step (see [`pcs_seeded_tempered`]).
 #[allow(clippy::too_many_arguments)]
 fn pcs_host_step(
     op: &dyn Operator,
@@ -303,6 +332,14 @@ fn pcs_host_step(
     (step, weight): (Option<f64>, f64),
     rng: &mut StdRng,
 ) -> Result<(Vec<f64>, f64)> {
+    // The likelihood temperature T enters the target as the weight 1/T.
+    let weight = weight / cfg.likelihood_temperature;
+    if !(weight > 0.0 && weight.is_finite()) {
+        return Err(InverseError::InvalidArgument(format!(
+            "PCS needs a positive likelihood weight β/T, got {weight} (T = {})",
+            cfg.likelihood_temperature
+        )));
+    }
     let tempered = Tempered { step, weight };
     match cfg.method {
         PcsMethod::Exact => Ok((
@@ -472,7 +509,7 @@ fn exact_gaussian_sigma(
     }
 }
 
-/// f(x) = −2m²L(x) for reporting (e.g. the data misfit ‖y − A(x)‖² of Gaussian tasks when m = σ).
+/// f(x) = −2m²L(x) for reporting (pass L/T for a tempered target) (e.g. the data misfit ‖y − A(x)‖² of Gaussian tasks when m = σ).
 pub fn misfit(l: f64, m: f64) -> f64 {
     -2.0 * m * m * l
 }

@@ -117,8 +117,10 @@ fn dds_samples_the_denoising_posterior() {
     let y = [0.5, -0.4, 0.2, 0.9];
     let n = 20_000;
     let yb = batch_of(&y, n);
-    // DDS-DDPM at η = 0.1 has only 27 integer steps and a known variance deficit of ~6 %
-    // (spec): it is printed, not asserted.
+    // DDS-DDPM at η = 0.1 has only 27 integer steps (plus its first, fractional step from
+    // σ = η) and a variance deficit from those coarse levels (the spec measured ~6 % when
+    // starting at the first integer level, as the reference does; the start from η removes
+    // ~3.5 points of it, see tests/dds_grid.rs): it is printed, not asserted.
     let cases = [
         (DdsMethod::Ddim, 0.1, true),
         (DdsMethod::Ddim, 0.4, true),
@@ -311,6 +313,7 @@ fn dpnp_annealed_reaches_pi_eta_min_and_dps_error_is_recorded() {
         steps: 1000,
         zeta: 0.3,
         misfit: DpsMisfit::Norm,
+        temperature: 1.0,
     };
     let d = dps(&model, &s, &op, &yt, k, &dcfg, 5, &mut |_, _| {}).unwrap();
     let (zm, zv, r) = errors(&d.samples, &pm, &pv);

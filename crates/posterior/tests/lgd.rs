@@ -54,6 +54,7 @@ fn one_draw_without_perturbation_is_dps() {
             steps,
             zeta: zeta * lambda.sqrt(),
             misfit: DpsMisfit::Norm,
+            temperature: 1.0,
         },
         21,
         &mut |_, _| {},

@@ -207,6 +207,7 @@ fn mala_samples_the_gaussian_target() {
         scale: 1.0,
         reg: 0.2,
         temperature: None,
+        likelihood_temperature: 1.0,
         cg_max_iter: 100,
     };
     let (s, acc) = run_pcs(&op, &y, &x0, GAMMA, &cfg, 1);
@@ -228,6 +229,7 @@ fn mala_with_large_steps_still_samples_the_target() {
         scale: 8.0,
         reg: 0.0,
         temperature: None,
+        likelihood_temperature: 1.0,
         cg_max_iter: 100,
     };
     let (s, acc) = run_pcs(&op, &y, &x0, GAMMA, &cfg, 2);
@@ -255,6 +257,7 @@ fn ula_has_the_documented_bias() {
         scale: h0 * reg / m2.min(g2),
         reg,
         temperature: None,
+        likelihood_temperature: 1.0,
         cg_max_iter: 100,
     };
     let s2 = g2 * (1.0 - (1.0 - a_step).powi(2));
@@ -337,6 +340,7 @@ fn mala_samples_a_non_gaussian_one_bit_target() {
         scale: 1.0,
         reg: 0.0,
         temperature: None,
+        likelihood_temperature: 1.0,
         cg_max_iter: 0,
     };
     let (s, acc) = run_pcs(&op, &y, &x0, gamma, &cfg, 4);
@@ -488,4 +492,117 @@ fn exact_pcs_samples_the_mri_targets() {
             &var,
         );
     }
+}
+
+#[test]
+fn a_tempered_gaussian_likelihood_is_the_posterior_at_sigma2_times_t() {
+    // Target exp(L/T − ‖x − x₀‖²/(2γ²)) with L Gaussian at σ: the PCS target of the same
+    // operator at σ·√T. Exact and MALA against that closed form, for T below and above 1.
+    let (op, y, x0) = small_cs();
+    for (k, t) in [0.5f64, 2.5].into_iter().enumerate() {
+        let a = dense(&op);
+        let hot = CompressedSensing::from_matrix([1, 2, 2], 3, a, gauss(SIGMA * t.sqrt())).unwrap();
+        let (mean, cov) = closed_form(&hot, &y, &x0, GAMMA);
+        let var: Vec<f64> = (0..4).map(|i| cov[i * 4 + i]).collect();
+        // The untempered target differs by far more than the tolerance.
+        let (mean1, _) = closed_form(&op, &y, &x0, GAMMA);
+        let shift = (0..4)
+            .map(|i| (mean[i] - mean1[i]).abs() / (var[i] / N_CHAINS as f64).sqrt())
+            .fold(0.0, f64::max);
+        assert!(
+            shift > 10.0 * Z,
+            "T = {t}: the test cannot tell T from 1 ({shift})"
+        );
+        let exact = PcsConfig {
+            method: PcsMethod::Exact,
+            likelihood_temperature: t,
+            ..PcsConfig::default()
+        };
+        let (s, _) = run_pcs(&op, &y, &x0, GAMMA, &exact, 40 + k as u64);
+        check_gaussian(&format!("exact, T = {t}"), &s, 4, &mean, &var);
+        let mala = PcsConfig {
+            method: PcsMethod::Mala,
+            steps: 150,
+            scale: 1.0,
+            reg: 0.2,
+            likelihood_temperature: t,
+            ..PcsConfig::default()
+        };
+        let (s, acc) = run_pcs(&op, &y, &x0, GAMMA, &mala, 50 + k as u64);
+        let mean_acc = acc.iter().sum::<f64>() / acc.len() as f64;
+        assert!(mean_acc > 0.3, "acceptance {mean_acc}");
+        check_gaussian(&format!("mala, T = {t}"), &s, 4, &mean, &var);
+    }
+}
+
+#[test]
+fn the_one_bit_step_is_the_reference_codes() {
+    // The reference (`MALASampling.conditioning`, `configs/quantization_ffhq_pnp.yaml`: scale
+    // 0.2, multiplier m = 0.36, reg 50) moves, from x = x₀,
+    //   x' = x − γ²a ∇f(x)/(2m²) + γ sqrt(1 − exp(−2h/γ²)) z,
+    //   f = Σ softplus(−y x/τ),  h = scale·min(m², γ²)/(reg + √f),  a = 1 − exp(−h/γ²):
+    // genprior's ULA with T = 2m² and --pcs-m m must take exactly that step.
+    let (tau, m, gamma): (f64, f64, f64) = (0.4, 0.36, 0.4);
+    let op = one_bit([1, 2, 3], tau, 0.0).unwrap();
+    let y: Vec<f64> = vec![1.0, -1.0, 1.0, 1.0, -1.0, -1.0];
+    let x0: Vec<f64> = vec![0.1, 0.3, -0.6, 0.9, -0.2, 0.0];
+    let cfg = PcsConfig {
+        method: PcsMethod::Ula,
+        steps: 1,
+        scale: 0.2,
+        reg: 50.0,
+        temperature: Some(m),
+        likelihood_temperature: 2.0 * m * m,
+        ..PcsConfig::default()
+    };
+    let yt = Tensor::from_vec(y.clone(), (1, 1, 2, 3), &Device::Cpu).unwrap();
+    let xt = Tensor::from_vec(x0.clone(), (1, 1, 2, 3), &Device::Cpu).unwrap();
+    let seed = 1234u64;
+    let out = genprior_posterior::pcs_seeded(&op, &yt, &xt, gamma, &cfg, &[seed]).unwrap();
+    let got = out.samples.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    // The reference formula, by hand (softplus and its derivative written out).
+    let f: f64 = x0
+        .iter()
+        .zip(&y)
+        .map(|(x, y)| (1.0 + (-y * x / tau).exp()).ln())
+        .sum();
+    let grad_f: Vec<f64> = x0
+        .iter()
+        .zip(&y)
+        .map(|(x, y)| -y / tau / (1.0 + (y * x / tau).exp()))
+        .collect();
+    let g2 = gamma * gamma;
+    let h = 0.2 * (m * m).min(g2) / (50.0 + f.sqrt());
+    let a = 1.0 - (-h / g2).exp();
+    let b = gamma * (1.0 - (-2.0 * h / g2).exp()).sqrt();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let want: Vec<f64> = (0..6)
+        .map(|i| {
+            let z: f64 = StandardNormal.sample(&mut rng);
+            x0[i] - g2 * a * grad_f[i] / (2.0 * m * m) + b * z
+        })
+        .collect();
+    for i in 0..6 {
+        assert!(
+            (got[i] - want[i]).abs() < 1e-12,
+            "pixel {i}: {} vs the reference's {}",
+            got[i],
+            want[i]
+        );
+    }
+    // The untempered default (T = 1, m = τ) takes a different step: drift ∝ ∇f, not ∇f/(2m²).
+    let plain = PcsConfig {
+        likelihood_temperature: 1.0,
+        temperature: None,
+        ..cfg.clone()
+    };
+    let out = genprior_posterior::pcs_seeded(&op, &yt, &xt, gamma, &plain, &[seed]).unwrap();
+    let other = out.samples.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let d = (0..6)
+        .map(|i| (other[i] - want[i]).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        d > 1e-4,
+        "the untempered step should differ from the reference's ({d})"
+    );
 }
