@@ -285,3 +285,133 @@ fn bench_prints_a_table() {
         4
     );
 }
+
+#[test]
+fn complete_early_stop_returns_the_best_heldout_iterate() {
+    let d = tmpdir("early");
+    let (x, m) = rank2_problem();
+    let (n1, n2) = x.dims2().unwrap();
+    // Deterministic pseudo-noise, ~20% of the entries' size, and an over-specified rank:
+    // the full run fits the noise.
+    let noise: Vec<f64> = (0..n1 * n2)
+        .map(|k| 0.2 * ((k as f64 * 12.9898).sin() * 43758.5453).fract())
+        .collect();
+    let noise = Tensor::from_vec(noise, (n1, n2), &Device::Cpu).unwrap();
+    let y = ((&x + &noise).unwrap() * &m).unwrap();
+    y.write_npy(d.join("y.npy")).unwrap();
+    m.write_npy(d.join("m.npy")).unwrap();
+    let rep = d.join("r.json");
+    let (y_p, m_p, r_p) = (d.join("y.npy"), d.join("m.npy"), rep.clone());
+    let (_, se) = run_ok(&[
+        "lowrank",
+        "complete",
+        "--input",
+        y_p.to_str().unwrap(),
+        "--mask",
+        m_p.to_str().unwrap(),
+        "--rank",
+        "8",
+        "--early-stop",
+        "--holdout",
+        "0.15",
+        "--patience",
+        "5",
+        "--max-iter",
+        "400",
+        "--out",
+        d.join("x.npy").to_str().unwrap(),
+        "--report",
+        r_p.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(se.contains("early stopping: best held-out"), "{se}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    assert_eq!(v["stop_reason"], "EarlyStop", "{v}");
+    let it = v["iterations"].as_u64().unwrap();
+    let best = v["best_iteration"].as_u64().unwrap();
+    assert_eq!(it, best + 5);
+    let he: Vec<f64> = v["heldout_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_f64().unwrap())
+        .collect();
+    assert_eq!(he.len() as u64, it + 1);
+    assert_eq!(v["best_heldout_error"].as_f64().unwrap(), he[best as usize]);
+    assert_eq!(v["holdout"].as_f64().unwrap(), 0.15);
+    assert!(d.join("x.npy").exists());
+}
+
+#[test]
+fn impossible_completion_inputs_are_clear_errors() {
+    let d = tmpdir("impossible");
+    let (x, m) = rank2_problem();
+    x.write_npy(d.join("y.npy")).unwrap();
+    let y = d.join("y.npy");
+    let y = y.to_str().unwrap();
+    // A mask with an empty row.
+    let mut mv: Vec<Vec<f64>> = m.to_vec2().unwrap();
+    for v in mv[7].iter_mut() {
+        *v = 0.0;
+    }
+    let (n1, n2) = (mv.len(), mv[0].len());
+    Tensor::from_vec(mv.concat(), (n1, n2), &Device::Cpu)
+        .unwrap()
+        .write_npy(d.join("m_row.npy"))
+        .unwrap();
+    m.write_npy(d.join("m.npy")).unwrap();
+    let base = |mask: &str| -> Vec<String> {
+        [
+            "lowrank", "complete", "--input", y, "--mask", mask, "--device", "cpu",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mrow = d.join("m_row.npy");
+    let mut a = base(mrow.to_str().unwrap());
+    a.extend(["--rank".into(), "2".into()]);
+    let se = run_err(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    assert!(
+        se.contains("row 7") && se.contains("no observed entries"),
+        "{se}"
+    );
+    let mp = d.join("m.npy");
+    for frac in ["0", "1", "1.5"] {
+        let mut a = base(mp.to_str().unwrap());
+        a.extend(["--rank", "2", "--early-stop", "--holdout", frac].map(String::from));
+        let se = run_err(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+        assert!(se.contains("held-out fraction must be in (0, 1)"), "{se}");
+    }
+    let mut a = base(mp.to_str().unwrap());
+    a.extend(["--rank", "2", "--early-stop", "--patience", "0"].map(String::from));
+    let se = run_err(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    assert!(se.contains("patience"), "{se}");
+    let mut a = base(mp.to_str().unwrap());
+    a.extend(["--rank", "60"].map(String::from));
+    let se = run_err(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    assert!(se.contains("smaller than the smallest dimension"), "{se}");
+    // Non-finite observed data.
+    let mut xv: Vec<Vec<f64>> = x.to_vec2().unwrap();
+    xv[0][0] = f64::NAN;
+    Tensor::from_vec(xv.concat(), (n1, n2), &Device::Cpu)
+        .unwrap()
+        .write_npy(d.join("y_nan.npy"))
+        .unwrap();
+    let ynan = d.join("y_nan.npy");
+    let se = run_err(&[
+        "lowrank",
+        "complete",
+        "--input",
+        ynan.to_str().unwrap(),
+        "--mask",
+        mp.to_str().unwrap(),
+        "--rank",
+        "2",
+        "--device",
+        "cpu",
+    ]);
+    assert!(se.contains("NaN"), "{se}");
+}

@@ -90,9 +90,17 @@ pub struct CompleteArgs {
     /// Largest rank tried by --rank auto.
     #[arg(long, default_value_t = 15)]
     pub max_rank: usize,
-    /// Fraction of observed entries held out by --rank auto.
+    /// Fraction of observed entries held out by --rank auto and --early-stop.
     #[arg(long, default_value_t = 0.1)]
     pub holdout: f64,
+    /// Early stopping: fit on the observed entries minus a --holdout fraction and stop
+    /// once the held-out error has not improved for --patience iterations; the best
+    /// iterate is written and the report gives best_iteration and best_heldout_error.
+    #[arg(long, default_value_t = false)]
+    pub early_stop: bool,
+    /// Iterations without held-out improvement before --early-stop stops.
+    #[arg(long, default_value_t = 20)]
+    pub patience: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -424,7 +432,8 @@ fn complete(a: CompleteArgs) -> Result<()> {
             bail!("matrix {n1}×{n2} too small for rank selection");
         }
         let ranks: Vec<usize> = (1..=hi).collect();
-        let scan = completion_rank_scan(&prob, &ranks, a.holdout, &opts)?;
+        let patience = a.early_stop.then_some(a.patience);
+        let scan = completion_rank_scan(&prob, &ranks, a.holdout, patience, &opts)?;
         eprintln!("held-out relative error by rank:");
         for s in &scan.scores {
             match s.heldout_rel_error {
@@ -449,8 +458,22 @@ fn complete(a: CompleteArgs) -> Result<()> {
             None,
         )
     };
-    let (f, rep) = prob.solve(rank, &opts)?;
-    let extra = serde_json::json!({ "rank": rank, "observed": prob.nnz(), "p": prob.p(), "rank_scan": scan });
+    let (f, rep) = if a.early_stop {
+        prob.solve_early_stopping(rank, a.holdout, a.patience, &opts)?
+    } else {
+        prob.solve(rank, &opts)?
+    };
+    if let (Some(it), Some(e)) = (rep.best_iteration, rep.best_heldout_error) {
+        eprintln!(
+            "early stopping: best held-out relative error {e:.4e} at iteration {it} (stopped at {})",
+            rep.iterations
+        );
+    }
+    let mut extra = serde_json::json!({ "rank": rank, "observed": prob.nnz(), "p": prob.p(), "rank_scan": scan });
+    if a.early_stop {
+        extra["holdout"] = a.holdout.into();
+        extra["patience"] = a.patience.into();
+    }
     finish(
         c,
         "complete",
