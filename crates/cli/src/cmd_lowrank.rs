@@ -5,11 +5,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use genprior_lowrank::bench::{run_bench, BenchConfig, BenchRow};
+use genprior_lowrank::bench::{
+    run_bench, run_l1_sweep, BenchConfig, BenchRow, L1Row, L1SweepConfig,
+};
 use genprior_lowrank::select::completion_rank_scan;
 use genprior_lowrank::{
-    synthetic, Damping, Design, MatrixCompletion, MatrixSensing, Method, Options, PsdInit,
-    PsdSensing, Report, RobustPca, TensorCompletion, TensorRpca, TrpcaParams,
+    synthetic, Damping, Design, L1Problem, L1Step, MatrixCompletion, MatrixSensing, Method,
+    Options, PsdInit, PsdSensing, Report, RobustPca, TensorCompletion, TensorRpca, TrpcaParams,
 };
 
 #[derive(clap::Subcommand, Debug)]
@@ -103,13 +105,59 @@ pub struct CompleteArgs {
     pub patience: usize,
 }
 
+/// ScaledSM (ℓ1 loss) options shared by rpca and sense.
+#[derive(clap::Args, Debug, Clone)]
+pub struct L1Args {
+    /// Data-fit loss: l2 (ScaledGD) or l1 (ScaledSM, the scaled subgradient method, robust
+    /// to outliers in the observations).
+    #[arg(long, default_value = "l2", value_parser = ["l2", "l1"])]
+    pub loss: String,
+    /// ScaledSM step rule: geometric (λ·qᵗ along the normalised scaled subgradient) or
+    /// polyak ((f − f⋆)/‖∂f‖², needs --f-star; the oracle value for --synthetic).
+    #[arg(long, default_value = "geometric", value_parser = ["geometric", "polyak"])]
+    pub step: String,
+    /// Geometric step: initial length λ relative to ‖X₀‖_F.
+    #[arg(long, default_value_t = 0.5)]
+    pub step_lambda: f64,
+    /// Geometric step: decay factor q in (0, 1).
+    #[arg(long, default_value_t = 0.9)]
+    pub step_q: f64,
+    /// Polyak step: optimal loss value f⋆ = ‖outliers‖₁ (default: the oracle value for
+    /// --synthetic, 0 otherwise).
+    #[arg(long)]
+    pub f_star: Option<f64>,
+}
+
+impl L1Args {
+    fn step(&self, oracle: Option<f64>) -> Result<L1Step> {
+        Ok(match self.step.as_str() {
+            "polyak" => L1Step::Polyak {
+                f_star: self.f_star.or(oracle).unwrap_or(0.0),
+            },
+            _ => L1Step::Geometric {
+                lambda_rel: self.step_lambda,
+                q: self.step_q,
+            },
+        })
+    }
+    fn is_l1(&self) -> bool {
+        self.loss == "l1"
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct RpcaArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub l1: L1Args,
+    /// With --loss l1: observation mask (non-zero = observed; robust completion).
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
     #[arg(long)]
     pub rank: usize,
-    /// Outlier fraction per row/column.
+    /// Outlier fraction per row/column (with --loss l1: used by the robust spectral
+    /// initialisation only).
     #[arg(long, default_value_t = 0.1)]
     pub alpha: f64,
     /// Also write the sparse outlier estimate here.
@@ -121,6 +169,12 @@ pub struct RpcaArgs {
 pub struct SenseArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub l1: L1Args,
+    /// With --loss l1: fraction of corrupted measurements (the spectral initialisation
+    /// drops this fraction of the largest |y_k|; --synthetic corrupts this fraction).
+    #[arg(long, default_value_t = 0.0)]
+    pub outliers: f64,
     /// Design matrix A (m × n1·n2), rows are row-major vec(A_k); --input holds y (m).
     #[arg(long)]
     pub design: Option<PathBuf>,
@@ -170,7 +224,8 @@ pub struct TensorRpcaArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// completion, rpca, sensing, tucker or all.
+    /// completion, rpca, sensing, tucker or all; rpca-l1 or sensing-l1 for the ScaledSM
+    /// outlier-fraction sweep.
     #[arg(long, default_value = "all")]
     pub problem: String,
     #[arg(long)]
@@ -196,6 +251,9 @@ pub struct BenchArgs {
     /// Write all rows as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// rpca-l1 / sensing-l1: outlier fractions to sweep (κ = the first of --kappas).
+    #[arg(long, default_value = "0.05,0.1,0.2,0.3")]
+    pub outliers: String,
 }
 
 pub fn run(cmd: LowrankCmd) -> Result<()> {
@@ -485,7 +543,42 @@ fn complete(a: CompleteArgs) -> Result<()> {
     )
 }
 
+/// `rpca --loss l1`: ScaledSM on the entries (all, or --mask).
+fn rpca_l1(a: &RpcaArgs) -> Result<()> {
+    let c = &a.common;
+    if a.out_sparse.is_some() {
+        bail!("--out-sparse is only available with --loss l2 (the ℓ1 fit has no sparse estimate; use Y − X)");
+    }
+    let dev = pick_device(&c.device)?;
+    let dt = pick_dtype(&c.dtype);
+    let (prob, truth, oracle) = if let Some(s) = &c.synthetic {
+        if a.mask.is_some() {
+            bail!("--mask cannot be combined with --synthetic");
+        }
+        let (n, r, k, p) = parse_synthetic(s)?;
+        let s = synthetic::rpca_l1(n, r, k, p, c.seed, dt, &dev)?;
+        (s.problem, Some(s.truth), Some(s.f_star))
+    } else {
+        let y = load(need_input(c)?, dt, &dev)?;
+        let m = match &a.mask {
+            Some(p) => Some(load(p, dt, &dev)?),
+            None => None,
+        };
+        (L1Problem::entries(&y, m.as_ref())?, None, None)
+    };
+    let step = a.l1.step(oracle)?;
+    let (f, rep) = prob.solve(a.rank, a.alpha, step, &options(c)?)?;
+    let extra = serde_json::json!({ "rank": a.rank, "alpha": a.alpha, "loss": "l1", "step": step });
+    finish(c, "rpca-l1", &f.dense()?, &rep, truth.as_ref(), extra, &dev)
+}
+
 fn rpca(a: RpcaArgs) -> Result<()> {
+    if a.l1.is_l1() {
+        return rpca_l1(&a);
+    }
+    if a.mask.is_some() {
+        bail!("--mask needs --loss l1 (ℓ2 robust PCA uses every entry)");
+    }
     let c = &a.common;
     let dev = pick_device(&c.device)?;
     let dt = pick_dtype(&c.dtype);
@@ -510,9 +603,27 @@ fn sense(a: SenseArgs) -> Result<()> {
     let dev = pick_device(&c.device)?;
     let dt = pick_dtype(&c.dtype);
     let opts = options(c)?;
+    if a.l1.is_l1() && a.psd {
+        bail!("--loss l1 is not available with --psd");
+    }
     let (design, y, truth) = if let Some(s) = &c.synthetic {
         let (n, r, k, f) = parse_synthetic(s)?;
         let m = (f * (n * r) as f64).round() as usize;
+        if a.l1.is_l1() {
+            let s = synthetic::robust_sensing(n, r, k, m, a.outliers, c.seed, dt, &dev)?;
+            let step = a.l1.step(Some(s.f_star))?;
+            let (f, rep) = s.problem.solve(a.rank, a.outliers, step, &opts)?;
+            let extra = serde_json::json!({ "rank": a.rank, "m": m, "loss": "l1", "step": step, "outliers": a.outliers });
+            return finish(
+                c,
+                "sense-l1",
+                &f.dense()?,
+                &rep,
+                Some(&s.truth),
+                extra,
+                &dev,
+            );
+        }
         if a.psd {
             let s = synthetic::psd_sensing(n, r, k, m, c.seed, dt, &dev)?;
             let (x, rep) = s.problem.solve(
@@ -559,6 +670,13 @@ fn sense(a: SenseArgs) -> Result<()> {
         (Design::new(&d, v[0], v[1])?, y, None::<Tensor>)
     };
     let m = design.m();
+    if a.l1.is_l1() {
+        let prob = L1Problem::sensing(design, &y)?;
+        let step = a.l1.step(None)?;
+        let (f, rep) = prob.solve(a.rank, a.outliers, step, &opts)?;
+        let extra = serde_json::json!({ "rank": a.rank, "m": m, "loss": "l1", "step": step, "outliers": a.outliers });
+        return finish(c, "sense-l1", &f.dense()?, &rep, None, extra, &dev);
+    }
     if a.psd {
         let prob = PsdSensing::new(design, &y)?;
         let (x, rep) = prob.solve(
@@ -656,6 +774,38 @@ fn bench(a: BenchArgs) -> Result<()> {
         .map(|s| s.trim().parse::<f64>())
         .collect::<std::result::Result<_, _>>()
         .with_context(|| format!("--kappas {:?}", a.kappas))?;
+    if a.problem == "rpca-l1" || a.problem == "sensing-l1" {
+        let outliers: Vec<f64> = a
+            .outliers
+            .split(',')
+            .map(|s| s.trim().parse::<f64>())
+            .collect::<std::result::Result<_, _>>()
+            .with_context(|| format!("--outliers {:?}", a.outliers))?;
+        let sensing = a.problem == "sensing-l1";
+        let n = a.n.unwrap_or(if sensing { 30 } else { 200 });
+        let r = a.r.unwrap_or(if sensing { 2 } else { 5 });
+        let cfg = L1SweepConfig {
+            problem: a.problem.clone(),
+            n,
+            r,
+            kappa: kappas[0],
+            m: a.m.unwrap_or(10 * n * r),
+            outliers,
+            lambda_rel: 0.5,
+            q: 0.9,
+            max_iter: a.max_iter,
+            seed: a.seed,
+            dtype: pick_dtype(&a.dtype),
+            device: dev.clone(),
+        };
+        println!("{}", L1Row::markdown_header());
+        let rows = run_l1_sweep(&cfg, |row| println!("{}", row.markdown()))?;
+        if let Some(p) = &a.json {
+            std::fs::write(p, serde_json::to_string_pretty(&rows)?)
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        return Ok(());
+    }
     let problems: Vec<String> = if a.problem == "all" {
         ["completion", "rpca", "sensing", "tucker"]
             .iter()

@@ -57,7 +57,12 @@ pub(crate) fn check_float(t: &Tensor, what: &str) -> Result<()> {
 
 /// ‖L'R'ᵀ − LRᵀ‖_F and ‖LRᵀ‖_F through r-sized Gram matrices, written so that no
 /// large terms cancel: L'R'ᵀ − LRᵀ = [ΔL, L] [R', ΔR]ᵀ.
-fn factor_change(l0: &Tensor, r0: &Tensor, l1: &Tensor, r1: &Tensor) -> Result<(f64, f64)> {
+pub(crate) fn factor_change(
+    l0: &Tensor,
+    r0: &Tensor,
+    l1: &Tensor,
+    r1: &Tensor,
+) -> Result<(f64, f64)> {
     let dl = (l1 - l0)?;
     let dr = (r1 - r0)?;
     let a = Tensor::cat(&[&dl, l0], 1)?;
@@ -621,6 +626,16 @@ impl Design {
 
     pub fn m(&self) -> usize {
         self.d.dims()[0]
+    }
+
+    /// Shape (n1, n2) of the sensed matrix.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.n1, self.n2)
+    }
+
+    /// Element type of the design.
+    pub fn dtype(&self) -> DType {
+        self.d.dtype()
     }
 
     /// A(X): (m,) measurements of an n1×n2 matrix.
