@@ -595,3 +595,207 @@ fn l1_bad_inputs_are_clear_errors() {
     ]);
     assert!(se.contains("smaller than the smallest dimension"), "{se}");
 }
+
+/// 1-D complex128 NPY written byte by byte (independent of the CLI's reader).
+fn write_c16(path: &std::path::Path, v: &[(f64, f64)]) {
+    let mut h = format!(
+        "{{'descr': '<c16', 'fortran_order': False, 'shape': ({},), }}",
+        v.len()
+    );
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    b.extend_from_slice(h.as_bytes());
+    for (re, im) in v {
+        b.extend_from_slice(&re.to_le_bytes());
+        b.extend_from_slice(&im.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+fn read_c16(path: &std::path::Path) -> Vec<(f64, f64)> {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..6], b"\x93NUMPY");
+    let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
+    let h = std::str::from_utf8(&b[10..10 + hl]).unwrap();
+    assert!(h.contains("'<c16'"), "{h}");
+    b[10 + hl..]
+        .chunks(16)
+        .map(|c| {
+            (
+                f64::from_le_bytes(c[..8].try_into().unwrap()),
+                f64::from_le_bytes(c[8..].try_into().unwrap()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn hankel_recovers_complex_and_real_signals_with_their_frequencies() {
+    let d = tmpdir("hankel");
+    let n = 127;
+    let tau = 2.0 * std::f64::consts::PI;
+    // Complex: two damped exponentials, 40% of the samples observed (mask file).
+    let comps = [(0.123, 0.01, 1.0), (-0.31, 0.0, 0.4)];
+    let x: Vec<(f64, f64)> = (0..n)
+        .map(|t| {
+            comps.iter().fold((0.0, 0.0), |acc, &(f, dmp, a)| {
+                let m = a * (-dmp * t as f64).exp();
+                let ph = tau * f * t as f64;
+                (acc.0 + m * ph.cos(), acc.1 + m * ph.sin())
+            })
+        })
+        .collect();
+    let mask: Vec<f64> = (0..n)
+        .map(|t| {
+            if (t * 37 + 11) % 10 < 4 || t == 0 {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    write_c16(&d.join("x.npy"), &x);
+    Tensor::from_vec(mask, n, &Device::Cpu)
+        .unwrap()
+        .write_npy(d.join("m.npy"))
+        .unwrap();
+    let (out, rep) = (d.join("xh.npy"), d.join("r.json"));
+    run_ok(&[
+        "lowrank",
+        "hankel",
+        "--input",
+        d.join("x.npy").to_str().unwrap(),
+        "--mask",
+        d.join("m.npy").to_str().unwrap(),
+        "--rank",
+        "2",
+        "--tol",
+        "1e-14",
+        "--out",
+        out.to_str().unwrap(),
+        "--report",
+        rep.to_str().unwrap(),
+    ]);
+    let xh = read_c16(&out);
+    let err: f64 = xh
+        .iter()
+        .zip(&x)
+        .map(|(a, b)| (a.0 - b.0).powi(2) + (a.1 - b.1).powi(2))
+        .sum::<f64>()
+        .sqrt()
+        / x.iter().map(|b| b.0 * b.0 + b.1 * b.1).sum::<f64>().sqrt();
+    assert!(err < 1e-9, "complex signal error {err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    let est = v["components"].as_array().unwrap();
+    for (e, &(f, dmp, a)) in est.iter().zip(&comps) {
+        assert!((e["frequency"].as_f64().unwrap() - f).abs() < 1e-8, "{e}");
+        assert!((e["damping"].as_f64().unwrap() - dmp).abs() < 1e-8, "{e}");
+        assert!((e["amplitude"].as_f64().unwrap() - a).abs() < 1e-7, "{e}");
+    }
+    // Real: one real sinusoid = two conjugate exponentials (rank 2); NaN = unobserved.
+    let xr: Vec<f64> = (0..n)
+        .map(|t| {
+            if (t * 53 + 5) % 10 < 5 || t < 2 {
+                (tau * 0.2 * t as f64 + 0.5).cos() * (-0.005 * t as f64).exp()
+            } else {
+                f64::NAN
+            }
+        })
+        .collect();
+    let truth: Vec<f64> = (0..n)
+        .map(|t| (tau * 0.2 * t as f64 + 0.5).cos() * (-0.005 * t as f64).exp())
+        .collect();
+    Tensor::from_vec(xr, n, &Device::Cpu)
+        .unwrap()
+        .write_npy(d.join("xr.npy"))
+        .unwrap();
+    run_ok(&[
+        "lowrank",
+        "hankel",
+        "--input",
+        d.join("xr.npy").to_str().unwrap(),
+        "--rank",
+        "2",
+        "--tol",
+        "1e-14",
+        "--out",
+        d.join("xrh.npy").to_str().unwrap(),
+        "--report",
+        rep.to_str().unwrap(),
+    ]);
+    let xrh: Vec<f64> = Tensor::read_npy(d.join("xrh.npy"))
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let err = xrh
+        .iter()
+        .zip(&truth)
+        .map(|(a, b)| (a - b).powi(2))
+        .sum::<f64>()
+        .sqrt()
+        / truth.iter().map(|b| b * b).sum::<f64>().sqrt();
+    assert!(err < 1e-9, "real signal error {err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    let mut fs: Vec<f64> = v["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["frequency"].as_f64().unwrap())
+        .collect();
+    fs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert!(
+        (fs[0] + 0.2).abs() < 1e-8 && (fs[1] - 0.2).abs() < 1e-8,
+        "{fs:?}"
+    );
+    // Synthetic and bad input.
+    run_ok(&[
+        "lowrank",
+        "hankel",
+        "--synthetic",
+        "64,3,10,0.4",
+        "--rank",
+        "3",
+        "--report",
+        rep.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    assert!(v["truth_signal_rel_error"].as_f64().unwrap() < 1e-8, "{v}");
+    let se = run_err(&[
+        "lowrank",
+        "hankel",
+        "--synthetic",
+        "64,3,10,0.4",
+        "--rank",
+        "64",
+    ]);
+    assert!(se.contains("smaller than the smallest dimension"), "{se}");
+    let se = run_err(&[
+        "lowrank",
+        "hankel",
+        "--synthetic",
+        "64,3,10,0.4",
+        "--rank",
+        "3",
+        "--dtype",
+        "f32",
+    ]);
+    assert!(se.contains("f32 is not supported"), "{se}");
+    let se = run_err(&[
+        "lowrank",
+        "hankel",
+        "--input",
+        d.join("xr.npy").to_str().unwrap(),
+        "--mask",
+        d.join("m.npy").to_str().unwrap(),
+        "--rank",
+        "2",
+    ]);
+    assert!(se.contains("NaN"), "{se}");
+}

@@ -8,10 +8,12 @@ use candle_core::{DType, Device, Tensor};
 use genprior_lowrank::bench::{
     run_bench, run_l1_sweep, BenchConfig, BenchRow, L1Row, L1SweepConfig,
 };
+use genprior_lowrank::hankel::C64;
 use genprior_lowrank::select::completion_rank_scan;
 use genprior_lowrank::{
-    synthetic, Damping, Design, L1Problem, L1Step, MatrixCompletion, MatrixSensing, Method,
-    Options, PsdInit, PsdSensing, Report, RobustPca, TensorCompletion, TensorRpca, TrpcaParams,
+    synthetic, Damping, Design, HankelCompletion, L1Problem, L1Step, MatrixCompletion,
+    MatrixSensing, Method, Options, PsdInit, PsdSensing, Report, RobustPca, TensorCompletion,
+    TensorRpca, TrpcaParams,
 };
 
 #[derive(clap::Subcommand, Debug)]
@@ -27,6 +29,10 @@ pub enum LowrankCmd {
     Tucker(TuckerArgs),
     /// Tensor robust PCA (Tucker low rank plus sparse).
     TensorRpca(TensorRpcaArgs),
+    /// Spectrally sparse 1-D signal (sum of damped complex exponentials) from a subset of
+    /// its samples: low-rank Hankel completion with ScaledGD (FFT products, never the
+    /// Hankel matrix); frequencies, dampings and amplitudes in the report.
+    Hankel(HankelArgs),
     /// ScaledGD vs GD benchmark on the spec's reference problems.
     Bench(BenchArgs),
 }
@@ -223,6 +229,25 @@ pub struct TensorRpcaArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct HankelArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Observed samples: non-zero = observed (1-D, same length as --input). Without it,
+    /// NaN samples of the input are the unobserved ones.
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// Number of complex exponentials (a real sinusoid counts as two).
+    #[arg(long)]
+    pub rank: usize,
+    /// Rows n1 of the n1 × (N + 1 − n1) Hankel matrix (default ⌈N/2⌉).
+    #[arg(long)]
+    pub n1: Option<usize>,
+    /// With --synthetic n,r,kappa,p: common damping per sample of the components.
+    #[arg(long, default_value_t = 0.0)]
+    pub synthetic_decay: f64,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// completion, rpca, sensing, tucker or all; rpca-l1 or sensing-l1 for the ScaledSM
     /// outlier-fraction sweep.
@@ -263,6 +288,7 @@ pub fn run(cmd: LowrankCmd) -> Result<()> {
         LowrankCmd::Sense(a) => sense(a),
         LowrankCmd::Tucker(a) => tucker(a),
         LowrankCmd::TensorRpca(a) => tensor_rpca(a),
+        LowrankCmd::Hankel(a) => hankel(a),
         LowrankCmd::Bench(a) => bench(a),
     }
 }
@@ -422,24 +448,35 @@ fn finish(
         Some(t) => Some(genprior_lowrank::linalg::relative_error(est, t)?),
         None => None,
     };
+    if let Some(out) = &c.out {
+        save(out, est)?;
+    }
+    write_report(c, problem, report, truth_err, extra, &format!("{dev:?}"))
+}
+
+/// Print the one-line summary and write the JSON report (`--report`).
+fn write_report(
+    c: &CommonArgs,
+    problem: &str,
+    report: &Report,
+    truth_err: Option<f64>,
+    extra: serde_json::Value,
+    dev: &str,
+) -> Result<()> {
     eprintln!(
-        "{problem}: {:?} stopped after {} iterations ({:?}), relative residual {:.3e}{}, {:.3}s on {:?}",
+        "{problem}: {:?} stopped after {} iterations ({:?}), relative residual {:.3e}{}, {:.3}s on {dev}",
         report.method,
         report.iterations,
         report.stop_reason,
         report.final_residual,
         truth_err.map(|e| format!(", relative error to truth {e:.3e}")).unwrap_or_default(),
         report.time_s,
-        dev
     );
-    if let Some(out) = &c.out {
-        save(out, est)?;
-    }
     if let Some(path) = &c.report {
         let mut v = serde_json::to_value(report)?;
         if let serde_json::Value::Object(m) = &mut v {
             m.insert("problem".into(), problem.into());
-            m.insert("device".into(), format!("{dev:?}").into());
+            m.insert("device".into(), dev.into());
             m.insert("dtype".into(), c.dtype.clone().into());
             if let Some(e) = truth_err {
                 m.insert("truth_rel_error".into(), e.into());
@@ -764,6 +801,207 @@ fn tensor_rpca(a: TensorRpcaArgs) -> Result<()> {
         extra,
         &dev,
     )
+}
+
+// ------------------------------------------------------------------------------ hankel
+
+/// A 1-D signal from .npy: real (f32/f64/integers through candle) or complex
+/// (complex64/complex128, read here: candle's NPY reader has no complex types). Returns
+/// the samples and whether the file was complex.
+fn read_signal(path: &Path) -> Result<(Vec<C64>, bool)> {
+    if is_csv(path) {
+        let t = load(path, DType::F64, &Device::Cpu)?;
+        let v: Vec<f64> = t.flatten_all()?.to_vec1()?;
+        return Ok((v.into_iter().map(|x| C64::new(x, 0.0)).collect(), false));
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (descr, shape, off) = npy_header(&bytes).with_context(|| format!("{}", path.display()))?;
+    let n: usize = shape.iter().product();
+    if shape.len() > 2 || (shape.len() == 2 && shape[0] != 1 && shape[1] != 1) {
+        bail!(
+            "{}: a 1-D signal is needed, got shape {shape:?}",
+            path.display()
+        );
+    }
+    let data = &bytes[off..];
+    let complex = |size: usize, f: &dyn Fn(&[u8]) -> f64| -> Result<Vec<C64>> {
+        if data.len() < n * 2 * size {
+            bail!("{}: file is shorter than its header says", path.display());
+        }
+        Ok((0..n)
+            .map(|k| {
+                let b = &data[2 * k * size..];
+                C64::new(f(&b[..size]), f(&b[size..2 * size]))
+            })
+            .collect())
+    };
+    match descr.as_str() {
+        "<c16" => Ok((
+            complex(8, &|b| f64::from_le_bytes(b.try_into().unwrap()))?,
+            true,
+        )),
+        "<c8" => Ok((
+            complex(4, &|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)?,
+            true,
+        )),
+        d if d.contains('c') => bail!(
+            "{}: unsupported complex dtype {d} (little-endian complex64/complex128 only)",
+            path.display()
+        ),
+        _ => {
+            let t =
+                Tensor::read_npy(path).with_context(|| format!("reading {}", path.display()))?;
+            let v: Vec<f64> = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+            Ok((v.into_iter().map(|x| C64::new(x, 0.0)).collect(), false))
+        }
+    }
+}
+
+/// (descr, shape, data offset) of an NPY v1/v2/v3 header.
+fn npy_header(b: &[u8]) -> Result<(String, Vec<usize>, usize)> {
+    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
+        bail!("not an NPY file");
+    }
+    let (hlen, start) = match b[6] {
+        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
+        2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
+        v => bail!("unsupported NPY version {v}"),
+    };
+    if b.len() < start + hlen {
+        bail!("truncated NPY header");
+    }
+    let h = std::str::from_utf8(&b[start..start + hlen]).context("NPY header is not text")?;
+    let field = |key: &str| -> Option<&str> {
+        let i = h.find(key)? + key.len();
+        let rest = h[i..].trim_start().strip_prefix(':')?.trim_start();
+        Some(rest)
+    };
+    let descr = field("'descr'")
+        .and_then(|r| r.strip_prefix('\''))
+        .and_then(|r| r.split('\'').next())
+        .context("NPY header without descr")?
+        .to_string();
+    if field("'fortran_order'").is_some_and(|r| r.starts_with("True")) {
+        bail!("Fortran-ordered NPY is not supported");
+    }
+    let shape_s = field("'shape'")
+        .and_then(|r| r.strip_prefix('('))
+        .and_then(|r| r.split(')').next())
+        .context("NPY header without shape")?;
+    let shape: Vec<usize> = shape_s
+        .split(',')
+        .map(|x| x.trim())
+        .filter(|x| !x.is_empty())
+        .map(|x| x.parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .context("NPY shape")?;
+    Ok((descr, shape, start + hlen))
+}
+
+/// Write a 1-D complex128 NPY (temp file, then rename).
+fn write_complex_npy(path: &Path, v: &[C64]) -> Result<()> {
+    let mut header = format!(
+        "{{'descr': '<c16', 'fortran_order': False, 'shape': ({},), }}",
+        v.len()
+    );
+    // Pad so that magic + version + length + header + '\n' is a multiple of 64.
+    let total = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + 16 * v.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for c in v {
+        out.extend_from_slice(&c.re.to_le_bytes());
+        out.extend_from_slice(&c.im.to_le_bytes());
+    }
+    let tmp = path.with_extension("npy.tmp");
+    std::fs::write(&tmp, out).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn hankel(a: HankelArgs) -> Result<()> {
+    let c = &a.common;
+    if c.dtype == "f32" {
+        bail!("hankel runs on the host in complex f64 (its FFTs are rustfft's); --dtype f32 is not supported");
+    }
+    if c.backtrack {
+        bail!("--backtrack is not available for hankel");
+    }
+    let (prob, truth, complex_in, true_comps) = if let Some(s) = &c.synthetic {
+        let (n, r, k, p) = parse_synthetic(s)?;
+        let s = genprior_lowrank::hankel::synthetic(n, n, r, k, p, a.synthetic_decay, c.seed)?;
+        let comps: Vec<serde_json::Value> = s
+            .frequencies
+            .iter()
+            .zip(&s.amplitudes)
+            .map(|(f, a)| serde_json::json!({"frequency": f, "amplitude": a}))
+            .collect();
+        (s.problem, Some(s.truth), true, Some(comps))
+    } else {
+        let (x, cplx) = read_signal(need_input(c)?)?;
+        let mask: Vec<bool> = match &a.mask {
+            Some(p) => {
+                let (m, _) = read_signal(p)?;
+                if m.len() != x.len() {
+                    bail!("--mask has {} samples but --input has {}", m.len(), x.len());
+                }
+                m.iter().map(|v| v.re != 0.0 || v.im != 0.0).collect()
+            }
+            None => x
+                .iter()
+                .map(|v| v.re.is_finite() && v.im.is_finite())
+                .collect(),
+        };
+        (HankelCompletion::new(&x, &mask, a.n1)?, None, cplx, None)
+    };
+    let opts = options(c)?;
+    let (f, rep) = prob.solve(a.rank, &opts)?;
+    let x = prob.signal(&f);
+    let comps = prob.components(&f)?;
+    let signal_err = truth.as_ref().map(|t| {
+        let d: f64 = x.iter().zip(t).map(|(a, b)| (a - b).norm_sqr()).sum();
+        let n: f64 = t.iter().map(|b| b.norm_sqr()).sum();
+        (d / n).sqrt()
+    });
+    eprintln!("components (frequency in cycles/sample, damping per sample, amplitude):");
+    for k in &comps {
+        eprintln!(
+            "  f = {:+.6}  d = {:.3e}  a = {:.4e}",
+            k.frequency, k.damping, k.amplitude
+        );
+    }
+    if let Some(out) = &c.out {
+        if complex_in {
+            write_complex_npy(out, &x)?;
+        } else {
+            let re: Vec<f64> = x.iter().map(|v| v.re).collect();
+            let n = re.len();
+            save(out, &Tensor::from_vec(re, n, &Device::Cpu)?)?;
+        }
+    }
+    let (n1, n2) = prob.shape();
+    let mut extra = serde_json::json!({
+        "rank": a.rank, "n1": n1, "n2": n2, "samples": prob.len(), "p": prob.p(),
+        "components": comps, "output": if complex_in { "complex128" } else { "float64 (real part)" },
+    });
+    if let Some(e) = signal_err {
+        extra["truth_signal_rel_error"] = e.into();
+    }
+    if let Some(t) = true_comps {
+        extra["true_components"] = t.into();
+    }
+    // The error to the truth is the Hankel-matrix (√w-weighted) relative error.
+    let truth_err = match &truth {
+        Some(t) => Some(genprior_lowrank::linalg::relative_error(
+            &prob.weighted(&x)?,
+            &prob.weighted(t)?,
+        )?),
+        None => None,
+    };
+    write_report(c, "hankel", &rep, truth_err, extra, "host (f64, rustfft)")
 }
 
 fn bench(a: BenchArgs) -> Result<()> {

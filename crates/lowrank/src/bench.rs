@@ -10,10 +10,10 @@ use crate::synthetic;
 
 /// What to benchmark. `None` sizes take the spec's reference values: completion
 /// n=1000 r=10 p=0.2; RPCA n=1000 r=10 α=0.1; sensing n=200 r=10 m=5nr; Tucker
-/// n=100 r=5 p=0.1.
+/// n=100 r=5 p=0.1; Hankel n1=n2=1000 (signal length 1999) r=10 p=0.2.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
-    /// completion | rpca | sensing | tucker
+    /// completion | rpca | sensing | tucker | hankel
     pub problem: String,
     pub n: Option<usize>,
     pub r: Option<usize>,
@@ -87,9 +87,10 @@ pub fn run_bench(cfg: &BenchConfig, mut on_row: impl FnMut(&BenchRow)) -> Result
         "rpca" => (1000, 10, 0.1),
         "sensing" => (200, 10, 0.0),
         "tucker" => (100, 5, 0.1),
+        "hankel" => (1000, 10, 0.2),
         p => {
             return invalid(format!(
-                "unknown benchmark problem {p:?} (completion|rpca|sensing|tucker)"
+                "unknown benchmark problem {p:?} (completion|rpca|sensing|tucker|hankel)"
             ))
         }
     };
@@ -120,6 +121,11 @@ pub fn run_bench(cfg: &BenchConfig, mut on_row: impl FnMut(&BenchRow)) -> Result
                     synthetic::sensing(n, r, kappa, cfg.m.unwrap_or(5 * n * r), seed, dt, dev)
                         .and_then(|s| s.problem.solve(r, &opts(&s.truth)).map(|x| x.1))
                 }
+                // Hankel: n × n Hankel matrix of a length-(2n − 1) signal (host, f64).
+                "hankel" => crate::hankel::synthetic(n, n, r, kappa, p, 0.0, seed).and_then(|s| {
+                    let t = s.problem.weighted(&s.truth)?;
+                    s.problem.solve(r, &opts(&t)).map(|x| x.1)
+                }),
                 _ => synthetic::tensor_completion(n, r, kappa, p, seed, dt, dev)
                     .and_then(|s| s.problem.solve([r, r, r], &opts(&s.truth)).map(|x| x.1)),
             };

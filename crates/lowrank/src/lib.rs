@@ -18,6 +18,7 @@
 
 pub mod bench;
 pub mod error;
+pub mod hankel;
 pub mod l1;
 pub mod linalg;
 pub mod matrix;
@@ -27,6 +28,7 @@ pub mod synthetic;
 pub mod tensor;
 
 pub use error::{LowRankError, Result};
+pub use hankel::{Component, HankelCompletion, HankelFactors};
 pub use l1::{L1Problem, L1Step};
 pub use matrix::{
     Design, Factors, MatrixCompletion, MatrixSensing, PsdInit, PsdSensing, RobustPca,
