@@ -20,6 +20,7 @@ pub mod bench;
 pub mod error;
 pub mod hankel;
 pub mod l1;
+pub mod learned;
 pub mod linalg;
 pub mod matrix;
 pub mod select;
