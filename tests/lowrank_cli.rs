@@ -799,3 +799,114 @@ fn hankel_recovers_complex_and_real_signals_with_their_frequencies() {
     ]);
     assert!(se.contains("NaN"), "{se}");
 }
+
+#[test]
+fn learned_rpca_trains_saves_compares_and_applies() {
+    let d = tmpdir("learned");
+    let stem = d.join("model");
+    let rep = d.join("r.json");
+    let (so, _) = run_ok(&[
+        "lowrank",
+        "learned-rpca",
+        "train",
+        "--model",
+        stem.to_str().unwrap(),
+        "--rank",
+        "2",
+        "--synthetic",
+        "40,2,3,0.1",
+        "--instances",
+        "2",
+        "--heldout",
+        "1",
+        "--unroll",
+        "6",
+        "--steps",
+        "40",
+        "--max-iter",
+        "100",
+        "--report",
+        rep.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(so.contains("| held-out seed |"), "{so}");
+    assert!(d.join("model.safetensors").exists() && d.join("model.json").exists());
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    let h = v["model"]["loss_history"].as_array().unwrap();
+    assert_eq!(h.len(), 40);
+    assert!(h[39].as_f64().unwrap() < 0.1 * h[0].as_f64().unwrap());
+    assert!(v["heldout"][0]["learned"].as_u64().is_some(), "{v}");
+    // Apply to a fresh instance written as .npy.
+    let (x, _) = rank2_problem();
+    let mut y: Vec<f64> = x.flatten_all().unwrap().to_vec1().unwrap();
+    for k in (0..y.len()).step_by(17) {
+        y[k] += 3.0;
+    }
+    Tensor::from_vec(y, (60, 50), &Device::Cpu)
+        .unwrap()
+        .write_npy(d.join("y.npy"))
+        .unwrap();
+    run_ok(&[
+        "lowrank",
+        "learned-rpca",
+        "apply",
+        "--model",
+        stem.to_str().unwrap(),
+        "--input",
+        d.join("y.npy").to_str().unwrap(),
+        "--rank",
+        "2",
+        "--iters",
+        "40",
+        "--out",
+        d.join("x.npy").to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    let xh = Tensor::read_npy(d.join("x.npy")).unwrap();
+    assert_eq!(xh.dims(), &[60, 50]);
+    let se = run_err(&[
+        "lowrank",
+        "learned-rpca",
+        "train",
+        "--model",
+        stem.to_str().unwrap(),
+        "--rank",
+        "2",
+        "--synthetic",
+        "40,2,3,0.1",
+        "--input",
+        "y.npy",
+    ]);
+    assert!(se.contains("not both"), "{se}");
+    let se = run_err(&[
+        "lowrank",
+        "learned-rpca",
+        "apply",
+        "--model",
+        d.join("nope").to_str().unwrap(),
+        "--input",
+        d.join("y.npy").to_str().unwrap(),
+        "--rank",
+        "2",
+        "--out",
+        d.join("x2.npy").to_str().unwrap(),
+    ]);
+    assert!(se.contains("nope"), "{se}");
+    let se = run_err(&[
+        "lowrank",
+        "learned-rpca",
+        "train",
+        "--model",
+        stem.to_str().unwrap(),
+        "--rank",
+        "40",
+        "--synthetic",
+        "40,2,3,0.1",
+        "--device",
+        "cpu",
+    ]);
+    assert!(se.contains("smaller than the smallest dimension"), "{se}");
+}

@@ -150,16 +150,16 @@ fn scalars(theta: &Tensor, s: f64) -> Result<Scalars> {
     })
 }
 
-/// The unrolled iteration from the (detached-SVD) spectral start: returns X_t for
-/// t = 0..=iters (every iterate only when `all`, else just the last).
+/// The unrolled iteration from the (detached-SVD) spectral start: returns X_T and, with
+/// `truth`, the relative error of every iterate X_0..X_T (measured on the fly).
 fn unrolled(
     y: &Tensor,
     rank: usize,
     sc: &Scalars,
     iters: usize,
     seed: u64,
-    all: bool,
-) -> Result<Vec<Tensor>> {
+    truth: Option<&Tensor>,
+) -> Result<(Tensor, Vec<f64>)> {
     let m0 = (y - soft(y, &sc.zeta0)?)?;
     let (_, sv, v) = truncated_svd(&m0.detach(), rank, seed)?;
     if sv.iter().any(|&x| !(x > 0.0)) {
@@ -175,12 +175,15 @@ fn unrolled(
     let isq = Tensor::from_vec(isq, (1, rank), dev)?.to_dtype(dt)?;
     let mut l = m0.matmul(&v)?.broadcast_mul(&isq)?;
     let mut r = v.broadcast_mul(&sq)?;
-    let mut out = vec![];
-    let x0 = l.matmul(&r.t()?)?;
-    if all {
-        out.push(x0.clone());
+    let tn = match truth {
+        Some(t) => fro(t)?,
+        None => 1.0,
+    };
+    let mut errs = vec![];
+    let mut x = l.matmul(&r.t()?)?;
+    if let Some(t) = truth {
+        errs.push(fro(&(&x - t)?)? / tn);
     }
-    let mut x = x0;
     for t in 0..iters {
         let zeta = sc.zeta1.broadcast_mul(&(&sc.ln_rho * t as f64)?.exp()?)?;
         let s = soft(&(y - &x)?, &zeta)?;
@@ -190,14 +193,11 @@ fn unrolled(
         l = (&l - gl.broadcast_mul(&sc.eta)?)?;
         r = (&r - gr.broadcast_mul(&sc.eta)?)?;
         x = l.matmul(&r.t()?)?;
-        if all {
-            out.push(x.clone());
+        if let Some(t) = truth {
+            errs.push(fro(&(&x.detach() - t)?)? / tn);
         }
     }
-    if !all {
-        out.push(x);
-    }
-    Ok(out)
+    Ok((x, errs))
 }
 
 /// Training loss.
@@ -279,9 +279,7 @@ fn loss_grad(
     let mut total = 0.0;
     for p in prepared {
         let sc = scalars(theta.as_tensor(), p.s)?;
-        let x = unrolled(&p.y, cfg.rank, &sc, cfg.unroll, cfg.seed, false)?
-            .pop()
-            .expect("last");
+        let (x, _) = unrolled(&p.y, cfg.rank, &sc, cfg.unroll, cfg.seed, None)?;
         let loss = match &p.target {
             Some((xs, xn)) => ((&x - xs)?.sqr()?.sum_all()? / (xn * xn))?,
             None => ((&p.y - &x)?.abs()?.sum_all()? / p.yn2)?,
@@ -403,15 +401,7 @@ pub fn apply(
     let raw = params.raw();
     let theta = Tensor::new(&raw, y.device())?.to_dtype(y.dtype())?;
     let sc = scalars(&theta, s)?;
-    let xs = unrolled(y, rank, &sc, iters, seed, truth.is_some())?;
-    let mut errs = vec![];
-    if let Some(t) = truth {
-        let tn = fro(t)?;
-        for x in &xs {
-            errs.push(fro(&(x - t)?)? / tn);
-        }
-    }
-    let last = xs.last().expect("at least one iterate").clone();
+    let (last, errs) = unrolled(y, rank, &sc, iters, seed, truth)?;
     if !crate::linalg::all_finite(&last)? {
         return Err(LowRankError::Diverged {
             iteration: iters,
@@ -449,7 +439,9 @@ impl LearnedModel {
     /// Load the parameters from `PATH.safetensors` (the JSON is informational).
     pub fn load_params(stem: &Path) -> Result<LearnedParams> {
         let st = stem.with_extension("safetensors");
-        let map = candle_core::safetensors::load(&st, &candle_core::Device::Cpu)?;
+        let map = candle_core::safetensors::load(&st, &candle_core::Device::Cpu).map_err(|e| {
+            LowRankError::InvalidInput(format!("reading the model {}: {e}", st.display()))
+        })?;
         let t = map.get("theta").ok_or_else(|| {
             LowRankError::InvalidInput(format!("{} has no tensor \"theta\"", st.display()))
         })?;
