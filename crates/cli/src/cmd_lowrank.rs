@@ -639,6 +639,11 @@ fn complete(a: CompleteArgs) -> Result<()> {
     } else {
         prob.solve(rank, &opts)?
     };
+    if let Some(at) = rep.diverged_at {
+        eprintln!(
+            "early stopping: the iteration diverged at {at}; keeping the best held-out iterate"
+        );
+    }
     if let (Some(it), Some(e)) = (rep.best_iteration, rep.best_heldout_error) {
         eprintln!(
             "early stopping: best held-out relative error {e:.4e} at iteration {it} (stopped at {})",

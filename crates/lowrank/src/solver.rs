@@ -102,6 +102,9 @@ pub enum StopReason {
     /// Early stopping: the held-out error did not improve for `patience` iterations
     /// (the best iterate is returned).
     EarlyStop,
+    /// Early stopping: the iteration diverged (see `diverged_at`); the best held-out
+    /// iterate before it is returned instead of an error.
+    DivergedKeptBest,
 }
 
 /// What happened during a solve.
@@ -135,6 +138,9 @@ pub struct Report {
     pub best_iteration: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub best_heldout_error: Option<f64>,
+    /// Early stopping only: the iteration at which the run diverged, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diverged_at: Option<usize>,
 }
 
 impl Report {
@@ -265,6 +271,7 @@ pub(crate) fn run_validated<P: Iterable>(
         heldout_errors: vec![],
         best_iteration: None,
         best_heldout_error: None,
+        diverged_at: None,
     };
     if let Some(e) = rel_err(&s)? {
         report.errors.push(e);
@@ -297,6 +304,12 @@ pub(crate) fn run_validated<P: Iterable>(
             break (cand, l, a, eta);
         };
         if !loss_new.is_finite() || loss_new > threshold {
+            if best.is_some() {
+                // Early stopping keeps its best iterate: the divergence ends the run.
+                report.stop_reason = StopReason::DivergedKeptBest;
+                report.diverged_at = Some(t + 1);
+                break;
+            }
             return Err(LowRankError::Diverged {
                 iteration: t + 1,
                 residual: loss_new,

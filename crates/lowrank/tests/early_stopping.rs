@@ -122,3 +122,32 @@ fn bad_early_stopping_arguments_are_clear_errors() {
     let e = prob.solve_early_stopping(2, 0.1, 0, &opts(10)).unwrap_err();
     assert!(e.to_string().contains("patience"), "{e}");
 }
+
+#[test]
+fn a_diverging_run_with_early_stopping_keeps_its_best_iterate() {
+    let (prob, _, _) = noisy_problem(60, 2, 0.5, 0.0, 2);
+    let o = Options {
+        eta: Some(3.0),
+        ..opts(100)
+    };
+    assert!(matches!(
+        prob.solve(2, &o),
+        Err(LowRankError::Diverged { .. })
+    ));
+    let (f, rep) = prob.solve_early_stopping(2, 0.1, 10, &o).unwrap();
+    assert_eq!(rep.stop_reason, StopReason::DivergedKeptBest);
+    let at = rep.diverged_at.unwrap();
+    assert_eq!(rep.iterations, at - 1);
+    let best = rep.best_iteration.unwrap();
+    assert!(best < at);
+    assert_eq!(rep.heldout_errors.len(), at);
+    assert!(f
+        .dense()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
+        .iter()
+        .all(|v| v.is_finite()));
+}

@@ -67,10 +67,8 @@ fn unrolled_gradient_matches_finite_differences() {
 
 #[test]
 fn learned_schedule_saves_iterations_on_held_out_instances() {
-    let train_set: Vec<(Tensor, Option<Tensor>)> = (10..13)
-        .map(instance)
-        .map(|(y, x)| (y, Some(x)))
-        .collect();
+    let train_set: Vec<(Tensor, Option<Tensor>)> =
+        (10..13).map(instance).map(|(y, x)| (y, Some(x))).collect();
     let model = train(
         &train_set,
         LearnedParams::default(),
