@@ -131,13 +131,12 @@ impl HankelOps {
         self.conv_flip(&fx, b, self.n2 - 1, self.n1)
     }
 
-    /// H[x]ᴴ B for B ∈ ℂ^{n1×k}.
+    /// H[x]ᴴ B for B ∈ ℂ^{n1×k}: (H[x]ᴴ B)_{j,c} = Σ_i conj(x_{i+j}) B_{i,c}, i.e.
+    /// entries n1 − 1 .. of conj(x) ∗ flip(B_c).
     fn adj_mul(&self, x: &[C], b: &CMat) -> CMat {
         let xc: Vec<C> = x.iter().map(|v| v.conj()).collect();
         let fx = self.fft(&xc);
-        let m = self.conv_flip(&fx, b, self.n1 - 1, self.n2);
-        // (H[x]ᴴ B)_{j,c} = Σ_i conj(x_{i+j}) B_{i,c}: conj(x) ⋆ flip(B) gives Σ conj(x) B.
-        m
+        self.conv_flip(&fx, b, self.n1 - 1, self.n2)
     }
 
     /// Antidiagonal average H*(L Rᴴ)/w.
