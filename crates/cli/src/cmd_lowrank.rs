@@ -5,11 +5,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use genprior_lowrank::bench::{run_bench, BenchConfig, BenchRow};
+use genprior_lowrank::bench::{
+    run_bench, run_l1_sweep, BenchConfig, BenchRow, L1Row, L1SweepConfig,
+};
+use genprior_lowrank::hankel::C64;
 use genprior_lowrank::select::completion_rank_scan;
 use genprior_lowrank::{
-    synthetic, Damping, Design, MatrixCompletion, MatrixSensing, Method, Options, PsdInit,
-    PsdSensing, Report, RobustPca, TensorCompletion, TensorRpca, TrpcaParams,
+    synthetic, Damping, Design, HankelCompletion, L1Problem, L1Step, MatrixCompletion,
+    MatrixSensing, Method, Options, PsdInit, PsdSensing, Report, RobustPca, TensorCompletion,
+    TensorRpca, TrpcaParams,
 };
 
 #[derive(clap::Subcommand, Debug)]
@@ -25,6 +29,14 @@ pub enum LowrankCmd {
     Tucker(TuckerArgs),
     /// Tensor robust PCA (Tucker low rank plus sparse).
     TensorRpca(TensorRpcaArgs),
+    /// Spectrally sparse 1-D signal (sum of damped complex exponentials) from a subset of
+    /// its samples: low-rank Hankel completion with ScaledGD (FFT products, never the
+    /// Hankel matrix); frequencies, dampings and amplitudes in the report.
+    Hankel(HankelArgs),
+    /// Learned (unrolled) ScaledGD for robust PCA: train the thresholds, step and decay
+    /// (`train`), or run a trained model (`apply`).
+    #[command(subcommand)]
+    LearnedRpca(LearnedCmd),
     /// ScaledGD vs GD benchmark on the spec's reference problems.
     Bench(BenchArgs),
 }
@@ -90,18 +102,72 @@ pub struct CompleteArgs {
     /// Largest rank tried by --rank auto.
     #[arg(long, default_value_t = 15)]
     pub max_rank: usize,
-    /// Fraction of observed entries held out by --rank auto.
+    /// Fraction of observed entries held out by --rank auto and --early-stop.
     #[arg(long, default_value_t = 0.1)]
     pub holdout: f64,
+    /// Early stopping: fit on the observed entries minus a --holdout fraction and stop
+    /// once the held-out error has not improved for --patience iterations; the best
+    /// iterate is written and the report gives best_iteration and best_heldout_error.
+    #[arg(long, default_value_t = false)]
+    pub early_stop: bool,
+    /// Iterations without held-out improvement before --early-stop stops.
+    #[arg(long, default_value_t = 20)]
+    pub patience: usize,
+}
+
+/// ScaledSM (ℓ1 loss) options shared by rpca and sense.
+#[derive(clap::Args, Debug, Clone)]
+pub struct L1Args {
+    /// Data-fit loss: l2 (ScaledGD) or l1 (ScaledSM, the scaled subgradient method, robust
+    /// to outliers in the observations).
+    #[arg(long, default_value = "l2", value_parser = ["l2", "l1"])]
+    pub loss: String,
+    /// ScaledSM step rule: geometric (λ·qᵗ along the normalised scaled subgradient) or
+    /// polyak ((f − f⋆)/‖∂f‖², needs --f-star; the oracle value for --synthetic).
+    #[arg(long, default_value = "geometric", value_parser = ["geometric", "polyak"])]
+    pub step: String,
+    /// Geometric step: initial length λ relative to ‖X₀‖_F.
+    #[arg(long, default_value_t = 0.5)]
+    pub step_lambda: f64,
+    /// Geometric step: decay factor q in (0, 1).
+    #[arg(long, default_value_t = 0.9)]
+    pub step_q: f64,
+    /// Polyak step: optimal loss value f⋆ = ‖outliers‖₁ (default: the oracle value for
+    /// --synthetic, 0 otherwise).
+    #[arg(long)]
+    pub f_star: Option<f64>,
+}
+
+impl L1Args {
+    fn step(&self, oracle: Option<f64>) -> Result<L1Step> {
+        Ok(match self.step.as_str() {
+            "polyak" => L1Step::Polyak {
+                f_star: self.f_star.or(oracle).unwrap_or(0.0),
+            },
+            _ => L1Step::Geometric {
+                lambda_rel: self.step_lambda,
+                q: self.step_q,
+            },
+        })
+    }
+    fn is_l1(&self) -> bool {
+        self.loss == "l1"
+    }
 }
 
 #[derive(clap::Args, Debug)]
 pub struct RpcaArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub l1: L1Args,
+    /// With --loss l1: observation mask (non-zero = observed; robust completion).
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
     #[arg(long)]
     pub rank: usize,
-    /// Outlier fraction per row/column.
+    /// Outlier fraction per row/column (with --loss l1: used by the robust spectral
+    /// initialisation only).
     #[arg(long, default_value_t = 0.1)]
     pub alpha: f64,
     /// Also write the sparse outlier estimate here.
@@ -113,6 +179,12 @@ pub struct RpcaArgs {
 pub struct SenseArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub l1: L1Args,
+    /// With --loss l1: fraction of corrupted measurements (the spectral initialisation
+    /// drops this fraction of the largest |y_k|; --synthetic corrupts this fraction).
+    #[arg(long, default_value_t = 0.0)]
+    pub outliers: f64,
     /// Design matrix A (m × n1·n2), rows are row-major vec(A_k); --input holds y (m).
     #[arg(long)]
     pub design: Option<PathBuf>,
@@ -160,9 +232,104 @@ pub struct TensorRpcaArgs {
     pub out_sparse: Option<PathBuf>,
 }
 
+#[derive(clap::Subcommand, Debug)]
+pub enum LearnedCmd {
+    /// Train on synthetic instances (--synthetic n,r,kappa,alpha: supervised, then a
+    /// comparison on held-out instances) or on --input Y itself (self-supervised).
+    Train(LearnedTrainArgs),
+    /// Run a trained model on --input Y.
+    Apply(LearnedApplyArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LearnedTrainArgs {
+    /// Model path stem: writes STEM.safetensors and STEM.json.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub rank: usize,
+    /// Synthetic training instances "n,r,kappa,alpha" (supervised).
+    #[arg(long)]
+    pub synthetic: Option<String>,
+    /// Number of synthetic training instances (seeds seed..seed+K).
+    #[arg(long, default_value_t = 4)]
+    pub instances: usize,
+    /// Held-out synthetic instances for the comparison (seeds after the training ones).
+    #[arg(long, default_value_t = 4)]
+    pub heldout: usize,
+    /// Train self-supervised on this matrix instead (.npy or .csv).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Unrolled iterations T.
+    #[arg(long, default_value_t = 10)]
+    pub unroll: usize,
+    /// Adam steps.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    /// Comparison target: relative error to reach.
+    #[arg(long, default_value_t = 1e-3)]
+    pub target: f64,
+    /// Iteration cap of the comparison runs.
+    #[arg(long, default_value_t = 300)]
+    pub max_iter: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// JSON report (training history and the held-out comparison).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda", "metal"])]
+    pub device: String,
+    #[arg(long, default_value = "f64", value_parser = ["f64", "f32"])]
+    pub dtype: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LearnedApplyArgs {
+    /// Model path stem (STEM.safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long)]
+    pub rank: usize,
+    /// Iterations of the learned schedule.
+    #[arg(long, default_value_t = 30)]
+    pub iters: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda", "metal"])]
+    pub device: String,
+    #[arg(long, default_value = "f64", value_parser = ["f64", "f32"])]
+    pub dtype: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct HankelArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Observed samples: non-zero = observed (1-D, same length as --input). Without it,
+    /// NaN samples of the input are the unobserved ones.
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// Number of complex exponentials (a real sinusoid counts as two).
+    #[arg(long)]
+    pub rank: usize,
+    /// Rows n1 of the n1 × (N + 1 − n1) Hankel matrix (default ⌈N/2⌉).
+    #[arg(long)]
+    pub n1: Option<usize>,
+    /// With --synthetic n,r,kappa,p: common damping per sample of the components.
+    #[arg(long, default_value_t = 0.0)]
+    pub synthetic_decay: f64,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// completion, rpca, sensing, tucker or all.
+    /// completion, rpca, sensing, tucker or all; rpca-l1 or sensing-l1 for the ScaledSM
+    /// outlier-fraction sweep.
     #[arg(long, default_value = "all")]
     pub problem: String,
     #[arg(long)]
@@ -188,6 +355,9 @@ pub struct BenchArgs {
     /// Write all rows as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// rpca-l1 / sensing-l1: outlier fractions to sweep (κ = the first of --kappas).
+    #[arg(long, default_value = "0.05,0.1,0.2,0.3")]
+    pub outliers: String,
 }
 
 pub fn run(cmd: LowrankCmd) -> Result<()> {
@@ -197,6 +367,9 @@ pub fn run(cmd: LowrankCmd) -> Result<()> {
         LowrankCmd::Sense(a) => sense(a),
         LowrankCmd::Tucker(a) => tucker(a),
         LowrankCmd::TensorRpca(a) => tensor_rpca(a),
+        LowrankCmd::Hankel(a) => hankel(a),
+        LowrankCmd::LearnedRpca(LearnedCmd::Train(a)) => learned_train(a),
+        LowrankCmd::LearnedRpca(LearnedCmd::Apply(a)) => learned_apply(a),
         LowrankCmd::Bench(a) => bench(a),
     }
 }
@@ -356,24 +529,35 @@ fn finish(
         Some(t) => Some(genprior_lowrank::linalg::relative_error(est, t)?),
         None => None,
     };
+    if let Some(out) = &c.out {
+        save(out, est)?;
+    }
+    write_report(c, problem, report, truth_err, extra, &format!("{dev:?}"))
+}
+
+/// Print the one-line summary and write the JSON report (`--report`).
+fn write_report(
+    c: &CommonArgs,
+    problem: &str,
+    report: &Report,
+    truth_err: Option<f64>,
+    extra: serde_json::Value,
+    dev: &str,
+) -> Result<()> {
     eprintln!(
-        "{problem}: {:?} stopped after {} iterations ({:?}), relative residual {:.3e}{}, {:.3}s on {:?}",
+        "{problem}: {:?} stopped after {} iterations ({:?}), relative residual {:.3e}{}, {:.3}s on {dev}",
         report.method,
         report.iterations,
         report.stop_reason,
         report.final_residual,
         truth_err.map(|e| format!(", relative error to truth {e:.3e}")).unwrap_or_default(),
         report.time_s,
-        dev
     );
-    if let Some(out) = &c.out {
-        save(out, est)?;
-    }
     if let Some(path) = &c.report {
         let mut v = serde_json::to_value(report)?;
         if let serde_json::Value::Object(m) = &mut v {
             m.insert("problem".into(), problem.into());
-            m.insert("device".into(), format!("{dev:?}").into());
+            m.insert("device".into(), dev.into());
             m.insert("dtype".into(), c.dtype.clone().into());
             if let Some(e) = truth_err {
                 m.insert("truth_rel_error".into(), e.into());
@@ -424,7 +608,8 @@ fn complete(a: CompleteArgs) -> Result<()> {
             bail!("matrix {n1}×{n2} too small for rank selection");
         }
         let ranks: Vec<usize> = (1..=hi).collect();
-        let scan = completion_rank_scan(&prob, &ranks, a.holdout, &opts)?;
+        let patience = a.early_stop.then_some(a.patience);
+        let scan = completion_rank_scan(&prob, &ranks, a.holdout, patience, &opts)?;
         eprintln!("held-out relative error by rank:");
         for s in &scan.scores {
             match s.heldout_rel_error {
@@ -449,8 +634,27 @@ fn complete(a: CompleteArgs) -> Result<()> {
             None,
         )
     };
-    let (f, rep) = prob.solve(rank, &opts)?;
-    let extra = serde_json::json!({ "rank": rank, "observed": prob.nnz(), "p": prob.p(), "rank_scan": scan });
+    let (f, rep) = if a.early_stop {
+        prob.solve_early_stopping(rank, a.holdout, a.patience, &opts)?
+    } else {
+        prob.solve(rank, &opts)?
+    };
+    if let Some(at) = rep.diverged_at {
+        eprintln!(
+            "early stopping: the iteration diverged at {at}; keeping the best held-out iterate"
+        );
+    }
+    if let (Some(it), Some(e)) = (rep.best_iteration, rep.best_heldout_error) {
+        eprintln!(
+            "early stopping: best held-out relative error {e:.4e} at iteration {it} (stopped at {})",
+            rep.iterations
+        );
+    }
+    let mut extra = serde_json::json!({ "rank": rank, "observed": prob.nnz(), "p": prob.p(), "rank_scan": scan });
+    if a.early_stop {
+        extra["holdout"] = a.holdout.into();
+        extra["patience"] = a.patience.into();
+    }
     finish(
         c,
         "complete",
@@ -462,7 +666,42 @@ fn complete(a: CompleteArgs) -> Result<()> {
     )
 }
 
+/// `rpca --loss l1`: ScaledSM on the entries (all, or --mask).
+fn rpca_l1(a: &RpcaArgs) -> Result<()> {
+    let c = &a.common;
+    if a.out_sparse.is_some() {
+        bail!("--out-sparse is only available with --loss l2 (the ℓ1 fit has no sparse estimate; use Y − X)");
+    }
+    let dev = pick_device(&c.device)?;
+    let dt = pick_dtype(&c.dtype);
+    let (prob, truth, oracle) = if let Some(s) = &c.synthetic {
+        if a.mask.is_some() {
+            bail!("--mask cannot be combined with --synthetic");
+        }
+        let (n, r, k, p) = parse_synthetic(s)?;
+        let s = synthetic::rpca_l1(n, r, k, p, c.seed, dt, &dev)?;
+        (s.problem, Some(s.truth), Some(s.f_star))
+    } else {
+        let y = load(need_input(c)?, dt, &dev)?;
+        let m = match &a.mask {
+            Some(p) => Some(load(p, dt, &dev)?),
+            None => None,
+        };
+        (L1Problem::entries(&y, m.as_ref())?, None, None)
+    };
+    let step = a.l1.step(oracle)?;
+    let (f, rep) = prob.solve(a.rank, a.alpha, step, &options(c)?)?;
+    let extra = serde_json::json!({ "rank": a.rank, "alpha": a.alpha, "loss": "l1", "step": step });
+    finish(c, "rpca-l1", &f.dense()?, &rep, truth.as_ref(), extra, &dev)
+}
+
 fn rpca(a: RpcaArgs) -> Result<()> {
+    if a.l1.is_l1() {
+        return rpca_l1(&a);
+    }
+    if a.mask.is_some() {
+        bail!("--mask needs --loss l1 (ℓ2 robust PCA uses every entry)");
+    }
     let c = &a.common;
     let dev = pick_device(&c.device)?;
     let dt = pick_dtype(&c.dtype);
@@ -487,9 +726,27 @@ fn sense(a: SenseArgs) -> Result<()> {
     let dev = pick_device(&c.device)?;
     let dt = pick_dtype(&c.dtype);
     let opts = options(c)?;
+    if a.l1.is_l1() && a.psd {
+        bail!("--loss l1 is not available with --psd");
+    }
     let (design, y, truth) = if let Some(s) = &c.synthetic {
         let (n, r, k, f) = parse_synthetic(s)?;
         let m = (f * (n * r) as f64).round() as usize;
+        if a.l1.is_l1() {
+            let s = synthetic::robust_sensing(n, r, k, m, a.outliers, c.seed, dt, &dev)?;
+            let step = a.l1.step(Some(s.f_star))?;
+            let (f, rep) = s.problem.solve(a.rank, a.outliers, step, &opts)?;
+            let extra = serde_json::json!({ "rank": a.rank, "m": m, "loss": "l1", "step": step, "outliers": a.outliers });
+            return finish(
+                c,
+                "sense-l1",
+                &f.dense()?,
+                &rep,
+                Some(&s.truth),
+                extra,
+                &dev,
+            );
+        }
         if a.psd {
             let s = synthetic::psd_sensing(n, r, k, m, c.seed, dt, &dev)?;
             let (x, rep) = s.problem.solve(
@@ -536,6 +793,13 @@ fn sense(a: SenseArgs) -> Result<()> {
         (Design::new(&d, v[0], v[1])?, y, None::<Tensor>)
     };
     let m = design.m();
+    if a.l1.is_l1() {
+        let prob = L1Problem::sensing(design, &y)?;
+        let step = a.l1.step(None)?;
+        let (f, rep) = prob.solve(a.rank, a.outliers, step, &opts)?;
+        let extra = serde_json::json!({ "rank": a.rank, "m": m, "loss": "l1", "step": step, "outliers": a.outliers });
+        return finish(c, "sense-l1", &f.dense()?, &rep, None, extra, &dev);
+    }
     if a.psd {
         let prob = PsdSensing::new(design, &y)?;
         let (x, rep) = prob.solve(
@@ -625,6 +889,338 @@ fn tensor_rpca(a: TensorRpcaArgs) -> Result<()> {
     )
 }
 
+// ------------------------------------------------------------------------------ hankel
+
+/// A 1-D signal from .npy: real (f32/f64/integers through candle) or complex
+/// (complex64/complex128, read here: candle's NPY reader has no complex types). Returns
+/// the samples and whether the file was complex.
+fn read_signal(path: &Path) -> Result<(Vec<C64>, bool)> {
+    if is_csv(path) {
+        let t = load(path, DType::F64, &Device::Cpu)?;
+        let v: Vec<f64> = t.flatten_all()?.to_vec1()?;
+        return Ok((v.into_iter().map(|x| C64::new(x, 0.0)).collect(), false));
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (descr, shape, off) = npy_header(&bytes).with_context(|| format!("{}", path.display()))?;
+    let n: usize = shape.iter().product();
+    if shape.len() > 2 || (shape.len() == 2 && shape[0] != 1 && shape[1] != 1) {
+        bail!(
+            "{}: a 1-D signal is needed, got shape {shape:?}",
+            path.display()
+        );
+    }
+    let data = &bytes[off..];
+    let complex = |size: usize, f: &dyn Fn(&[u8]) -> f64| -> Result<Vec<C64>> {
+        if data.len() < n * 2 * size {
+            bail!("{}: file is shorter than its header says", path.display());
+        }
+        Ok((0..n)
+            .map(|k| {
+                let b = &data[2 * k * size..];
+                C64::new(f(&b[..size]), f(&b[size..2 * size]))
+            })
+            .collect())
+    };
+    match descr.as_str() {
+        "<c16" => Ok((
+            complex(8, &|b| f64::from_le_bytes(b.try_into().unwrap()))?,
+            true,
+        )),
+        "<c8" => Ok((
+            complex(4, &|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)?,
+            true,
+        )),
+        d if d.contains('c') => bail!(
+            "{}: unsupported complex dtype {d} (little-endian complex64/complex128 only)",
+            path.display()
+        ),
+        _ => {
+            let t =
+                Tensor::read_npy(path).with_context(|| format!("reading {}", path.display()))?;
+            let v: Vec<f64> = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+            Ok((v.into_iter().map(|x| C64::new(x, 0.0)).collect(), false))
+        }
+    }
+}
+
+/// (descr, shape, data offset) of an NPY v1/v2/v3 header.
+fn npy_header(b: &[u8]) -> Result<(String, Vec<usize>, usize)> {
+    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
+        bail!("not an NPY file");
+    }
+    let (hlen, start) = match b[6] {
+        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
+        2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
+        v => bail!("unsupported NPY version {v}"),
+    };
+    if b.len() < start + hlen {
+        bail!("truncated NPY header");
+    }
+    let h = std::str::from_utf8(&b[start..start + hlen]).context("NPY header is not text")?;
+    let field = |key: &str| -> Option<&str> {
+        let i = h.find(key)? + key.len();
+        let rest = h[i..].trim_start().strip_prefix(':')?.trim_start();
+        Some(rest)
+    };
+    let descr = field("'descr'")
+        .and_then(|r| r.strip_prefix('\''))
+        .and_then(|r| r.split('\'').next())
+        .context("NPY header without descr")?
+        .to_string();
+    if field("'fortran_order'").is_some_and(|r| r.starts_with("True")) {
+        bail!("Fortran-ordered NPY is not supported");
+    }
+    let shape_s = field("'shape'")
+        .and_then(|r| r.strip_prefix('('))
+        .and_then(|r| r.split(')').next())
+        .context("NPY header without shape")?;
+    let shape: Vec<usize> = shape_s
+        .split(',')
+        .map(|x| x.trim())
+        .filter(|x| !x.is_empty())
+        .map(|x| x.parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .context("NPY shape")?;
+    Ok((descr, shape, start + hlen))
+}
+
+/// Write a 1-D complex128 NPY (temp file, then rename).
+fn write_complex_npy(path: &Path, v: &[C64]) -> Result<()> {
+    let mut header = format!(
+        "{{'descr': '<c16', 'fortran_order': False, 'shape': ({},), }}",
+        v.len()
+    );
+    // Pad so that magic + version + length + header + '\n' is a multiple of 64.
+    let total = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + 16 * v.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for c in v {
+        out.extend_from_slice(&c.re.to_le_bytes());
+        out.extend_from_slice(&c.im.to_le_bytes());
+    }
+    let tmp = path.with_extension("npy.tmp");
+    std::fs::write(&tmp, out).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn hankel(a: HankelArgs) -> Result<()> {
+    let c = &a.common;
+    if c.dtype == "f32" {
+        bail!("hankel runs on the host in complex f64 (its FFTs are rustfft's); --dtype f32 is not supported");
+    }
+    if c.backtrack {
+        bail!("--backtrack is not available for hankel");
+    }
+    let (prob, truth, complex_in, true_comps) = if let Some(s) = &c.synthetic {
+        let (n, r, k, p) = parse_synthetic(s)?;
+        let s = genprior_lowrank::hankel::synthetic(n, n, r, k, p, a.synthetic_decay, c.seed)?;
+        let comps: Vec<serde_json::Value> = s
+            .frequencies
+            .iter()
+            .zip(&s.amplitudes)
+            .map(|(f, a)| serde_json::json!({"frequency": f, "amplitude": a}))
+            .collect();
+        (s.problem, Some(s.truth), true, Some(comps))
+    } else {
+        let (x, cplx) = read_signal(need_input(c)?)?;
+        let mask: Vec<bool> = match &a.mask {
+            Some(p) => {
+                let (m, _) = read_signal(p)?;
+                if m.len() != x.len() {
+                    bail!("--mask has {} samples but --input has {}", m.len(), x.len());
+                }
+                m.iter().map(|v| v.re != 0.0 || v.im != 0.0).collect()
+            }
+            None => x
+                .iter()
+                .map(|v| v.re.is_finite() && v.im.is_finite())
+                .collect(),
+        };
+        (HankelCompletion::new(&x, &mask, a.n1)?, None, cplx, None)
+    };
+    let opts = options(c)?;
+    let (f, rep) = prob.solve(a.rank, &opts)?;
+    let x = prob.signal(&f);
+    let comps = prob.components(&f)?;
+    let signal_err = truth.as_ref().map(|t| {
+        let d: f64 = x.iter().zip(t).map(|(a, b)| (a - b).norm_sqr()).sum();
+        let n: f64 = t.iter().map(|b| b.norm_sqr()).sum();
+        (d / n).sqrt()
+    });
+    eprintln!("components (frequency in cycles/sample, damping per sample, amplitude):");
+    for k in &comps {
+        eprintln!(
+            "  f = {:+.6}  d = {:.3e}  a = {:.4e}",
+            k.frequency, k.damping, k.amplitude
+        );
+    }
+    if let Some(out) = &c.out {
+        if complex_in {
+            write_complex_npy(out, &x)?;
+        } else {
+            let re: Vec<f64> = x.iter().map(|v| v.re).collect();
+            let n = re.len();
+            save(out, &Tensor::from_vec(re, n, &Device::Cpu)?)?;
+        }
+    }
+    let (n1, n2) = prob.shape();
+    let mut extra = serde_json::json!({
+        "rank": a.rank, "n1": n1, "n2": n2, "samples": prob.len(), "p": prob.p(),
+        "components": comps, "output": if complex_in { "complex128" } else { "float64 (real part)" },
+    });
+    if let Some(e) = signal_err {
+        extra["truth_signal_rel_error"] = e.into();
+    }
+    if let Some(t) = true_comps {
+        extra["true_components"] = t.into();
+    }
+    // The error to the truth is the Hankel-matrix (√w-weighted) relative error.
+    let truth_err = match &truth {
+        Some(t) => Some(genprior_lowrank::linalg::relative_error(
+            &prob.weighted(&x)?,
+            &prob.weighted(t)?,
+        )?),
+        None => None,
+    };
+    write_report(c, "hankel", &rep, truth_err, extra, "host (f64, rustfft)")
+}
+
+// ------------------------------------------------------------------------------ learned
+
+fn learned_train(a: LearnedTrainArgs) -> Result<()> {
+    use genprior_lowrank::learned::{apply, train, LearnLoss, LearnedParams, TrainConfig};
+    let dev = pick_device(&a.device)?;
+    let dt = pick_dtype(&a.dtype);
+    let (instances, loss, synth) = match (&a.synthetic, &a.input) {
+        (Some(_), Some(_)) => bail!("give either --synthetic or --input, not both"),
+        (None, None) => {
+            bail!("give --synthetic n,r,kappa,alpha (supervised) or --input Y (self-supervised)")
+        }
+        (Some(s), None) => {
+            let (n, r, k, al) = parse_synthetic(s)?;
+            if a.instances == 0 {
+                bail!("--instances must be at least 1");
+            }
+            let mut v = vec![];
+            for i in 0..a.instances as u64 {
+                let (s, sp) = synthetic::rpca(n, r, k, al, a.seed + i, dt, &dev)?;
+                v.push(((&s.truth + &sp)?, Some(s.truth)));
+            }
+            (v, LearnLoss::Supervised, Some((n, r, k, al)))
+        }
+        (None, Some(p)) => (
+            vec![(load(p, dt, &dev)?, None)],
+            LearnLoss::SelfSupervised,
+            None,
+        ),
+    };
+    let cfg = TrainConfig {
+        rank: a.rank,
+        unroll: a.unroll,
+        steps: a.steps,
+        lr: a.lr,
+        loss,
+        seed: a.seed,
+    };
+    let t0 = std::time::Instant::now();
+    let model = train(&instances, LearnedParams::default(), &cfg)?;
+    let train_s = t0.elapsed().as_secs_f64();
+    model.save(&a.model)?;
+    let p = model.params;
+    eprintln!(
+        "trained in {train_s:.2}s ({} steps, T = {}): loss {:.3e} -> {:.3e}; ζ₀ = {:.3}s, ζ₁ = {:.3}s, η = {:.3}, ρ = {:.3} (s = 1.4826·median|Y|)",
+        a.steps,
+        a.unroll,
+        model.loss_history[0],
+        model.loss_history.last().copied().unwrap_or(f64::NAN),
+        p.zeta0_rel,
+        p.zeta1_rel,
+        p.eta,
+        p.rho
+    );
+    let mut rows = vec![];
+    if let Some((n, r, k, al)) = synth {
+        println!("| held-out seed | learned: it→{0:e} | hand-set: it→{0:e} | ScaledGD-RPCA (T_α, η=0.5): it→{0:e} | learned s to target | ScaledGD-RPCA s to target |", a.target);
+        println!("|---|---|---|---|---|---|");
+        let f = |x: Option<usize>| x.map(|v| v.to_string()).unwrap_or_else(|| "–".into());
+        for i in 0..a.heldout as u64 {
+            let seed = a.seed + a.instances as u64 + 1000 + i;
+            let (s, sp) = synthetic::rpca(n, r, k, al, seed, dt, &dev)?;
+            let y = (&s.truth + &sp)?;
+            let it = |e: &[f64]| e.iter().position(|&v| v <= a.target);
+            let (_, el) = apply(&y, a.rank, &p, a.max_iter, Some(&s.truth), a.seed)?;
+            // Time to the target: the learned schedule run for exactly that many
+            // iterations, without the error monitoring.
+            let tl = match it(&el) {
+                Some(k) => {
+                    let t1 = std::time::Instant::now();
+                    apply(&y, a.rank, &p, k, None, a.seed)?;
+                    Some(t1.elapsed().as_secs_f64())
+                }
+                None => None,
+            };
+            let (_, eh) = apply(
+                &y,
+                a.rank,
+                &LearnedParams::default(),
+                a.max_iter,
+                Some(&s.truth),
+                a.seed,
+            )
+            .unwrap_or((y.clone(), vec![]));
+            let o = Options {
+                max_iter: a.max_iter,
+                tol: 0.0,
+                truth: Some(s.truth.clone()),
+                stop_error: Some(a.target),
+                seed: a.seed,
+                ..Options::default()
+            };
+            // ScaledGD's time excludes its error monitoring (Report::time_s).
+            let base = s.problem.solve(a.rank, &o).ok().map(|x| x.1);
+            let ib = base.as_ref().and_then(|r| r.iterations_to(a.target));
+            let tb = base.as_ref().filter(|_| ib.is_some()).map(|r| r.time_s);
+            let ft = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into());
+            println!(
+                "| {seed} | {} | {} | {} | {} | {} |",
+                f(it(&el)),
+                f(it(&eh)),
+                f(ib),
+                ft(tl),
+                ft(tb)
+            );
+            rows.push(serde_json::json!({"seed": seed, "learned": it(&el), "hand_set": it(&eh), "scaledgd_rpca": ib,
+                "learned_time_s": tl, "scaledgd_time_s": tb}));
+        }
+    }
+    if let Some(path) = &a.report {
+        let v = serde_json::json!({"model": model, "train_time_s": train_s, "heldout": rows, "target": a.target});
+        std::fs::write(path, serde_json::to_string_pretty(&v)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn learned_apply(a: LearnedApplyArgs) -> Result<()> {
+    use genprior_lowrank::learned::{apply, LearnedModel};
+    let dev = pick_device(&a.device)?;
+    let dt = pick_dtype(&a.dtype);
+    let p = LearnedModel::load_params(&a.model)?;
+    let y = load(&a.input, dt, &dev)?;
+    let (x, _) = apply(&y, a.rank, &p, a.iters, None, a.seed)?;
+    save(&a.out, &x)?;
+    eprintln!(
+        "learned-rpca: {} iterations with ζ₀ = {:.3}s, ζ₁ = {:.3}s, η = {:.3}, ρ = {:.3}",
+        a.iters, p.zeta0_rel, p.zeta1_rel, p.eta, p.rho
+    );
+    Ok(())
+}
+
 fn bench(a: BenchArgs) -> Result<()> {
     let dev = pick_device(&a.device)?;
     let kappas: Vec<f64> = a
@@ -633,6 +1229,38 @@ fn bench(a: BenchArgs) -> Result<()> {
         .map(|s| s.trim().parse::<f64>())
         .collect::<std::result::Result<_, _>>()
         .with_context(|| format!("--kappas {:?}", a.kappas))?;
+    if a.problem == "rpca-l1" || a.problem == "sensing-l1" {
+        let outliers: Vec<f64> = a
+            .outliers
+            .split(',')
+            .map(|s| s.trim().parse::<f64>())
+            .collect::<std::result::Result<_, _>>()
+            .with_context(|| format!("--outliers {:?}", a.outliers))?;
+        let sensing = a.problem == "sensing-l1";
+        let n = a.n.unwrap_or(if sensing { 30 } else { 200 });
+        let r = a.r.unwrap_or(if sensing { 2 } else { 5 });
+        let cfg = L1SweepConfig {
+            problem: a.problem.clone(),
+            n,
+            r,
+            kappa: kappas[0],
+            m: a.m.unwrap_or(10 * n * r),
+            outliers,
+            lambda_rel: 0.5,
+            q: 0.9,
+            max_iter: a.max_iter,
+            seed: a.seed,
+            dtype: pick_dtype(&a.dtype),
+            device: dev.clone(),
+        };
+        println!("{}", L1Row::markdown_header());
+        let rows = run_l1_sweep(&cfg, |row| println!("{}", row.markdown()))?;
+        if let Some(p) = &a.json {
+            std::fs::write(p, serde_json::to_string_pretty(&rows)?)
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        return Ok(());
+    }
     let problems: Vec<String> = if a.problem == "all" {
         ["completion", "rpca", "sensing", "tucker"]
             .iter()

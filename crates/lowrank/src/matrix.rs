@@ -12,7 +12,7 @@ use crate::error::{invalid, LowRankError, Result};
 use crate::linalg::{
     all_finite, balanced_factors, fro, from_host, gram, randn_host, right_solve_spd, truncated_svd,
 };
-use crate::solver::{run, Iterable, Method, Options, Report, StepCtx};
+use crate::solver::{run, run_validated, Iterable, Method, Options, Report, StepCtx, Validation};
 
 /// Default step size for matrix problems.
 pub const DEFAULT_ETA_MATRIX: f64 = 0.5;
@@ -57,7 +57,12 @@ pub(crate) fn check_float(t: &Tensor, what: &str) -> Result<()> {
 
 /// ‖L'R'ᵀ − LRᵀ‖_F and ‖LRᵀ‖_F through r-sized Gram matrices, written so that no
 /// large terms cancel: L'R'ᵀ − LRᵀ = [ΔL, L] [R', ΔR]ᵀ.
-fn factor_change(l0: &Tensor, r0: &Tensor, l1: &Tensor, r1: &Tensor) -> Result<(f64, f64)> {
+pub(crate) fn factor_change(
+    l0: &Tensor,
+    r0: &Tensor,
+    l1: &Tensor,
+    r1: &Tensor,
+) -> Result<(f64, f64)> {
     let dl = (l1 - l0)?;
     let dr = (r1 - r0)?;
     let a = Tensor::cat(&[&dl, l0], 1)?;
@@ -154,6 +159,28 @@ impl MatrixCompletion {
                 return invalid(format!("observed index ({i}, {j}) appears twice"));
             }
             flat.push(f);
+        }
+        // A row or column without observations cannot be recovered (its factor row
+        // never receives a gradient).
+        let mut row_seen = vec![false; n1];
+        let mut col_seen = vec![false; n2];
+        for (&i, &j) in rows.iter().zip(cols) {
+            row_seen[i] = true;
+            col_seen[j] = true;
+        }
+        if let Some(i) = row_seen.iter().position(|&b| !b) {
+            let k = row_seen.iter().filter(|&&b| !b).count();
+            return invalid(format!(
+                "row {i} of the {n1}×{n2} matrix has no observed entries ({k} empty rows); \
+                 it cannot be completed"
+            ));
+        }
+        if let Some(j) = col_seen.iter().position(|&b| !b) {
+            let k = col_seen.iter().filter(|&&b| !b).count();
+            return invalid(format!(
+                "column {j} of the {n1}×{n2} matrix has no observed entries ({k} empty \
+                 columns); it cannot be completed"
+            ));
         }
         let dev = values.device();
         let ynorm = fro(values)?;
@@ -254,6 +281,46 @@ impl MatrixCompletion {
     pub fn solve_from(&self, init: Factors, opts: &Options) -> Result<(Factors, Report)> {
         let (_, s, _) = truncated_svd(&init.dense()?, 1, opts.seed)?;
         run(self, init, opts, DEFAULT_ETA_MATRIX, s[0])
+    }
+
+    /// Early stopping: hold out `frac` of the observed entries (seeded by `opts.seed`,
+    /// the same split as [`crate::select::completion_rank_scan`]), run ScaledGD/GD on
+    /// the rest, and stop once the held-out relative error has not improved for
+    /// `patience` iterations; the best iterate is returned and the report holds the
+    /// held-out error curve, `best_iteration` and `best_heldout_error`.
+    pub fn solve_early_stopping(
+        &self,
+        rank: usize,
+        frac: f64,
+        patience: usize,
+        opts: &Options,
+    ) -> Result<(Factors, Report)> {
+        let (train, hold) = self.split_holdout(frac, opts.seed.wrapping_add(17))?;
+        train.solve_validated(rank, &hold, patience, opts)
+    }
+
+    /// Spectral initialisation and ScaledGD/GD with early stopping on a given held-out
+    /// set (entries not in this problem).
+    pub fn solve_validated(
+        &self,
+        rank: usize,
+        hold: &Holdout,
+        patience: usize,
+        opts: &Options,
+    ) -> Result<(Factors, Report)> {
+        if patience == 0 {
+            return invalid("early-stopping patience must be at least 1");
+        }
+        if hold.is_empty() {
+            return invalid("the held-out set is empty");
+        }
+        let (init, s) = self.spectral_init(rank, opts.seed)?;
+        let eval = |f: &Factors| hold.rel_error(f);
+        let val = Validation {
+            eval: &eval,
+            patience,
+        };
+        run_validated(self, init, opts, DEFAULT_ETA_MATRIX, s[0], Some(val))
     }
 
     /// Split the observed entries into a training problem and a held-out set holding a
@@ -559,6 +626,16 @@ impl Design {
 
     pub fn m(&self) -> usize {
         self.d.dims()[0]
+    }
+
+    /// Shape (n1, n2) of the sensed matrix.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.n1, self.n2)
+    }
+
+    /// Element type of the design.
+    pub fn dtype(&self) -> DType {
+        self.d.dtype()
     }
 
     /// A(X): (m,) measurements of an n1×n2 matrix.

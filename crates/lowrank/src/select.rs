@@ -27,11 +27,13 @@ pub struct RankScan {
 }
 
 /// Hold out `frac` of the observed entries, fit each rank in `ranks` on the rest, and
-/// pick the rank with the smallest held-out relative error.
+/// pick the rank with the smallest held-out relative error. With `patience`, each fit
+/// stops early on the same held-out entries (its best held-out error is the score).
 pub fn completion_rank_scan(
     prob: &MatrixCompletion,
     ranks: &[usize],
     frac: f64,
+    patience: Option<usize>,
     opts: &Options,
 ) -> Result<RankScan> {
     if ranks.is_empty() {
@@ -40,7 +42,10 @@ pub fn completion_rank_scan(
     let (train, hold) = prob.split_holdout(frac, opts.seed.wrapping_add(17))?;
     let mut scores = Vec::with_capacity(ranks.len());
     for &r in ranks {
-        let res: Result<(Factors, crate::solver::Report)> = train.solve(r, opts);
+        let res: Result<(Factors, crate::solver::Report)> = match patience {
+            Some(pat) => train.solve_validated(r, &hold, pat, opts),
+            None => train.solve(r, opts),
+        };
         match res {
             Ok((f, rep)) => scores.push(RankScore {
                 rank: r,

@@ -99,6 +99,12 @@ pub enum StopReason {
     TargetError,
     /// Ran `max_iter` iterations.
     MaxIter,
+    /// Early stopping: the held-out error did not improve for `patience` iterations
+    /// (the best iterate is returned).
+    EarlyStop,
+    /// Early stopping: the iteration diverged (see `diverged_at`); the best held-out
+    /// iterate before it is returned instead of an error.
+    DivergedKeptBest,
 }
 
 /// What happened during a solve.
@@ -124,6 +130,17 @@ pub struct Report {
     /// Wall time of the iterations (excluding the truth-error monitoring), seconds.
     pub time_s: f64,
     pub time_per_iter_s: f64,
+    /// Early stopping only: held-out relative error per iteration (index 0 =
+    /// initialisation), the iteration of the returned (best) iterate and its error.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub heldout_errors: Vec<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best_iteration: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best_heldout_error: Option<f64>,
+    /// Early stopping only: the iteration at which the run diverged, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diverged_at: Option<usize>,
 }
 
 impl Report {
@@ -154,12 +171,31 @@ pub(crate) trait Iterable {
     fn dense(&self, s: &Self::State) -> Result<Tensor>;
 }
 
+/// Early stopping on a validation error: `eval` gives the held-out relative error of an
+/// iterate; the run stops once it has not improved for `patience` iterations and the
+/// best iterate is returned.
+pub(crate) struct Validation<'a, S> {
+    pub eval: &'a dyn Fn(&S) -> Result<f64>,
+    pub patience: usize,
+}
+
 pub(crate) fn run<P: Iterable>(
     p: &P,
     init: P::State,
     opts: &Options,
     default_eta: f64,
     sigma1: f64,
+) -> Result<(P::State, Report)> {
+    run_validated(p, init, opts, default_eta, sigma1, None)
+}
+
+pub(crate) fn run_validated<P: Iterable>(
+    p: &P,
+    init: P::State,
+    opts: &Options,
+    default_eta: f64,
+    sigma1: f64,
+    val: Option<Validation<'_, P::State>>,
 ) -> Result<(P::State, Report)> {
     let start = Instant::now();
     let eta0 = opts.eta.unwrap_or(default_eta);
@@ -232,9 +268,20 @@ pub(crate) fn run<P: Iterable>(
         sigma1_init: sigma1,
         time_s: 0.0,
         time_per_iter_s: 0.0,
+        heldout_errors: vec![],
+        best_iteration: None,
+        best_heldout_error: None,
+        diverged_at: None,
     };
     if let Some(e) = rel_err(&s)? {
         report.errors.push(e);
+    }
+    // Early stopping: the best iterate so far, its iteration and held-out error.
+    let mut best: Option<(P::State, usize, f64)> = None;
+    if let Some(v) = &val {
+        let e = (v.eval)(&s)?;
+        report.heldout_errors.push(e);
+        best = Some((s.clone(), 0, e));
     }
     let mut eta = eta0;
     for t in 0..opts.max_iter {
@@ -257,6 +304,12 @@ pub(crate) fn run<P: Iterable>(
             break (cand, l, a, eta);
         };
         if !loss_new.is_finite() || loss_new > threshold {
+            if best.is_some() {
+                // Early stopping keeps its best iterate: the divergence ends the run.
+                report.stop_reason = StopReason::DivergedKeptBest;
+                report.diverged_at = Some(t + 1);
+                break;
+            }
             return Err(LowRankError::Diverged {
                 iteration: t + 1,
                 residual: loss_new,
@@ -293,6 +346,16 @@ pub(crate) fn run<P: Iterable>(
                 break;
             }
         }
+        if let (Some(v), Some(b)) = (&val, best.as_mut()) {
+            let e = (v.eval)(&s)?;
+            report.heldout_errors.push(e);
+            if e < b.2 {
+                *b = (s.clone(), t + 1, e);
+            } else if t + 1 - b.1 >= v.patience {
+                report.stop_reason = StopReason::EarlyStop;
+                break;
+            }
+        }
         if rc < opts.tol {
             report.stop_reason = StopReason::RelativeChange;
             break;
@@ -304,5 +367,12 @@ pub(crate) fn run<P: Iterable>(
     }
     report.time_s = start.elapsed().as_secs_f64() - monitor_time.get();
     report.time_per_iter_s = report.time_s / report.iterations.max(1) as f64;
+    if let Some((b, it, e)) = best {
+        report.best_iteration = Some(it);
+        report.best_heldout_error = Some(e);
+        // The returned iterate is the best one: its data residual is the final one.
+        report.final_residual = report.residuals[it];
+        return Ok((b, report));
+    }
     Ok((s, report))
 }

@@ -6,6 +6,7 @@ use nalgebra::DMatrix;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::error::{invalid, Result};
+use crate::l1::L1Problem;
 use crate::linalg::{from_host, randn_host, to_host};
 use crate::matrix::{Design, MatrixCompletion, MatrixSensing, PsdSensing, RobustPca};
 use crate::tensor::{mode_mul, TensorCompletion, TensorRpca, TrpcaParams, Tucker};
@@ -105,11 +106,7 @@ pub fn rpca(
     dtype: DType,
     dev: &Device,
 ) -> Result<(Synthetic<RobustPca>, Tensor)> {
-    check(n, r, kappa)?;
-    let mut rng = StdRng::seed_from_u64(seed);
-    let x = low_rank_host(n, n, r, kappa, &mut rng);
-    let g = from_host(&randn_host(n, n, &mut rng), DType::F64, dev)?;
-    let s = to_host(&crate::matrix::sparsify(&g, alpha)?)?;
+    let (x, s) = rpca_host(n, r, kappa, alpha, seed, dev)?;
     let y = &x + &s;
     let problem = RobustPca::new(&from_host(&y, dtype, dev)?, alpha)?;
     Ok((
@@ -119,6 +116,94 @@ pub fn rpca(
         },
         from_host(&s, dtype, dev)?,
     ))
+}
+
+/// X⋆ and S⋆ = T_α(G) of [`rpca`] (host f64).
+fn rpca_host(
+    n: usize,
+    r: usize,
+    kappa: f64,
+    alpha: f64,
+    seed: u64,
+    dev: &Device,
+) -> Result<(DMatrix<f64>, DMatrix<f64>)> {
+    check(n, r, kappa)?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let x = low_rank_host(n, n, r, kappa, &mut rng);
+    let g = from_host(&randn_host(n, n, &mut rng), DType::F64, dev)?;
+    let s = to_host(&crate::matrix::sparsify(&g, alpha)?)?;
+    Ok((x, s))
+}
+
+/// An ℓ1 problem with its truth and the optimal loss f⋆ = ‖outliers‖₁ (for Polyak's
+/// step).
+pub struct SyntheticL1 {
+    pub problem: L1Problem,
+    pub truth: Tensor,
+    pub f_star: f64,
+}
+
+/// Robust PCA with the ℓ1 loss: the same Y = X⋆ + S⋆ as [`rpca`] (fully observed).
+pub fn rpca_l1(
+    n: usize,
+    r: usize,
+    kappa: f64,
+    alpha: f64,
+    seed: u64,
+    dtype: DType,
+    dev: &Device,
+) -> Result<SyntheticL1> {
+    let (x, s) = rpca_host(n, r, kappa, alpha, seed, dev)?;
+    let y = &x + &s;
+    Ok(SyntheticL1 {
+        problem: L1Problem::entries(&from_host(&y, dtype, dev)?, None)?,
+        truth: from_host(&x, dtype, dev)?,
+        f_star: s.abs().sum(),
+    })
+}
+
+/// Robust matrix sensing as the reference `MS_l1_outlier.m`: Gaussian design, m
+/// measurements, each replaced with probability `ps` by an outlier
+/// 10‖y⋆‖_∞·U(−1, 1) added to it.
+pub fn robust_sensing(
+    n: usize,
+    r: usize,
+    kappa: f64,
+    m: usize,
+    ps: f64,
+    seed: u64,
+    dtype: DType,
+    dev: &Device,
+) -> Result<SyntheticL1> {
+    check(n, r, kappa)?;
+    if !(0.0..0.5).contains(&ps) {
+        return invalid(format!("outlier fraction must be in [0, 0.5), got {ps}"));
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let x = low_rank_host(n, n, r, kappa, &mut rng);
+    let a = Design::gaussian(m, n, n, seed.wrapping_add(1), dtype, dev)?;
+    let xt = from_host(&x, dtype, dev)?;
+    let ystar: Vec<f64> = a.apply(&xt)?.to_dtype(DType::F64)?.to_vec1()?;
+    let ymax = ystar.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let mut f_star = 0.0;
+    let y: Vec<f64> = ystar
+        .iter()
+        .map(|&v| {
+            let u: f64 = rng.random::<f64>() * 2.0 - 1.0;
+            if rng.random::<f64>() < ps {
+                f_star += (10.0 * ymax * u).abs();
+                v + 10.0 * ymax * u
+            } else {
+                v
+            }
+        })
+        .collect();
+    let y = Tensor::from_vec(y, m, dev)?.to_dtype(dtype)?;
+    Ok(SyntheticL1 {
+        problem: L1Problem::sensing(a, &y)?,
+        truth: xt,
+        f_star,
+    })
 }
 
 /// Matrix sensing with a Gaussian design, m measurements.

@@ -197,7 +197,7 @@ fn heldout_rank_scan_finds_the_true_rank() {
         damping: Damping::Relative(1e-3),
         ..Options::default()
     };
-    let scan = completion_rank_scan(&s.problem, &[1, 2, 3, 4, 5, 6], 0.1, &o).unwrap();
+    let scan = completion_rank_scan(&s.problem, &[1, 2, 3, 4, 5, 6], 0.1, None, &o).unwrap();
     for sc in &scan.scores {
         eprintln!(
             "rank {} held-out {:?} {:?}",
