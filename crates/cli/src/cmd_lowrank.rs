@@ -892,120 +892,47 @@ fn tensor_rpca(a: TensorRpcaArgs) -> Result<()> {
 // ------------------------------------------------------------------------------ hankel
 
 /// A 1-D signal from .npy: real (f32/f64/integers through candle) or complex
-/// (complex64/complex128, read here: candle's NPY reader has no complex types). Returns
-/// the samples and whether the file was complex.
+/// (complex64/complex128, through the pipeline's complex reader). Returns the samples and
+/// whether the file was complex.
 fn read_signal(path: &Path) -> Result<(Vec<C64>, bool)> {
     if is_csv(path) {
         let t = load(path, DType::F64, &Device::Cpu)?;
         let v: Vec<f64> = t.flatten_all()?.to_vec1()?;
         return Ok((v.into_iter().map(|x| C64::new(x, 0.0)).collect(), false));
     }
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let (descr, shape, off) = npy_header(&bytes).with_context(|| format!("{}", path.display()))?;
-    let n: usize = shape.iter().product();
+    if !path.is_file() {
+        bail!("{}: no such file", path.display());
+    }
+    let complex = genprior_pipeline::files::read_complex_npy(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let (t, is_complex) = match complex {
+        Some(planar) => (planar, true),
+        None => (
+            Tensor::read_npy(path).with_context(|| format!("reading {}", path.display()))?,
+            false,
+        ),
+    };
+    let shape = if is_complex { &t.dims()[1..] } else { t.dims() };
     if shape.len() > 2 || (shape.len() == 2 && shape[0] != 1 && shape[1] != 1) {
         bail!(
             "{}: a 1-D signal is needed, got shape {shape:?}",
             path.display()
         );
     }
-    let data = &bytes[off..];
-    let complex = |size: usize, f: &dyn Fn(&[u8]) -> f64| -> Result<Vec<C64>> {
-        if data.len() < n * 2 * size {
-            bail!("{}: file is shorter than its header says", path.display());
-        }
-        Ok((0..n)
-            .map(|k| {
-                let b = &data[2 * k * size..];
-                C64::new(f(&b[..size]), f(&b[size..2 * size]))
-            })
-            .collect())
-    };
-    match descr.as_str() {
-        "<c16" => Ok((
-            complex(8, &|b| f64::from_le_bytes(b.try_into().unwrap()))?,
-            true,
-        )),
-        "<c8" => Ok((
-            complex(4, &|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)?,
-            true,
-        )),
-        d if d.contains('c') => bail!(
-            "{}: unsupported complex dtype {d} (little-endian complex64/complex128 only)",
-            path.display()
-        ),
-        _ => {
-            let t =
-                Tensor::read_npy(path).with_context(|| format!("reading {}", path.display()))?;
-            let v: Vec<f64> = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
-            Ok((v.into_iter().map(|x| C64::new(x, 0.0)).collect(), false))
-        }
-    }
-}
-
-/// (descr, shape, data offset) of an NPY v1/v2/v3 header.
-fn npy_header(b: &[u8]) -> Result<(String, Vec<usize>, usize)> {
-    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
-        bail!("not an NPY file");
-    }
-    let (hlen, start) = match b[6] {
-        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
-        2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
-        v => bail!("unsupported NPY version {v}"),
-    };
-    if b.len() < start + hlen {
-        bail!("truncated NPY header");
-    }
-    let h = std::str::from_utf8(&b[start..start + hlen]).context("NPY header is not text")?;
-    let field = |key: &str| -> Option<&str> {
-        let i = h.find(key)? + key.len();
-        let rest = h[i..].trim_start().strip_prefix(':')?.trim_start();
-        Some(rest)
-    };
-    let descr = field("'descr'")
-        .and_then(|r| r.strip_prefix('\''))
-        .and_then(|r| r.split('\'').next())
-        .context("NPY header without descr")?
-        .to_string();
-    if field("'fortran_order'").is_some_and(|r| r.starts_with("True")) {
-        bail!("Fortran-ordered NPY is not supported");
-    }
-    let shape_s = field("'shape'")
-        .and_then(|r| r.strip_prefix('('))
-        .and_then(|r| r.split(')').next())
-        .context("NPY header without shape")?;
-    let shape: Vec<usize> = shape_s
-        .split(',')
-        .map(|x| x.trim())
-        .filter(|x| !x.is_empty())
-        .map(|x| x.parse::<usize>())
-        .collect::<std::result::Result<_, _>>()
-        .context("NPY shape")?;
-    Ok((descr, shape, start + hlen))
+    let v: Vec<f64> = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+    Ok(if is_complex {
+        let n = v.len() / 2;
+        ((0..n).map(|k| C64::new(v[k], v[n + k])).collect(), true)
+    } else {
+        (v.into_iter().map(|x| C64::new(x, 0.0)).collect(), false)
+    })
 }
 
 /// Write a 1-D complex128 NPY (temp file, then rename).
 fn write_complex_npy(path: &Path, v: &[C64]) -> Result<()> {
-    let mut header = format!(
-        "{{'descr': '<c16', 'fortran_order': False, 'shape': ({},), }}",
-        v.len()
-    );
-    // Pad so that magic + version + length + header + '\n' is a multiple of 64.
-    let total = 10 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - total % 64) % 64));
-    header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + 16 * v.len());
-    out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for c in v {
-        out.extend_from_slice(&c.re.to_le_bytes());
-        out.extend_from_slice(&c.im.to_le_bytes());
-    }
-    let tmp = path.with_extension("npy.tmp");
-    std::fs::write(&tmp, out).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    let planar: Vec<f64> = v.iter().map(|c| c.re).chain(v.iter().map(|c| c.im)).collect();
+    let t = Tensor::from_vec(planar, (2, v.len()), &Device::Cpu)?;
+    genprior_pipeline::files::write_npy_complex128(&t, path)
 }
 
 fn hankel(a: HankelArgs) -> Result<()> {

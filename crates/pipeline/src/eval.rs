@@ -454,6 +454,8 @@ fn score_samples(samples: &Tensor, truth: &Tensor, k: usize) -> Result<Scores> {
             seconds: 0.0,
             mean_acceptance: None,
             trace: Value::Null,
+            // Eval's image sets are real images (PSNR/SSIM on the values themselves).
+            complex_image: false,
         };
         let c = rec.calibration(Some(&truth.narrow(0, i, 1)?))?;
         cov.push(c["interval_90_coverage"].as_f64().unwrap_or(f64::NAN));

@@ -90,9 +90,9 @@ fn npy_header(bytes: &[u8]) -> Result<(String, bool, Vec<usize>, usize)> {
     Ok((descr, fortran, shape, start + len))
 }
 
-/// A complex `.npy` (`<c8` / `<c16`) as a planar f64 tensor `(2, ...shape)`; `None` when the
-/// file is not complex.
-fn read_complex_npy(path: &Path) -> Result<Option<Tensor>> {
+/// A complex `.npy` (`<c8` / `<c16`) as a planar f64 tensor `(2, ...shape)` (axis 0 = real,
+/// imaginary part); `None` when the file is not complex.
+pub fn read_complex_npy(path: &Path) -> Result<Option<Tensor>> {
     let bytes = std::fs::read(path)?;
     let (descr, fortran, shape, offset) = npy_header(&bytes)?;
     let width = match descr.as_str() {
@@ -133,6 +133,15 @@ fn read_complex_npy(path: &Path) -> Result<Option<Tensor>> {
 /// Write a planar complex tensor `(2, ...S)` (axis 0 = real, imaginary) as a `complex64`
 /// `.npy` of shape S, atomically.
 pub fn write_npy_complex(t: &Tensor, path: &Path) -> Result<()> {
+    write_complex(t, path, false)
+}
+
+/// [`write_npy_complex`] as `complex128` (full f64 precision).
+pub fn write_npy_complex128(t: &Tensor, path: &Path) -> Result<()> {
+    write_complex(t, path, true)
+}
+
+fn write_complex(t: &Tensor, path: &Path, f64_parts: bool) -> Result<()> {
     let dims = t.dims();
     if dims.first() != Some(&2) {
         bail!("a planar complex tensor has axis 0 of length 2, got shape {dims:?}");
@@ -140,9 +149,9 @@ pub fn write_npy_complex(t: &Tensor, path: &Path) -> Result<()> {
     let shape = &dims[1..];
     let v = t
         .to_device(&Device::Cpu)?
-        .to_dtype(DType::F32)?
+        .to_dtype(DType::F64)?
         .flatten_all()?
-        .to_vec1::<f32>()?;
+        .to_vec1::<f64>()?;
     let n = v.len() / 2;
     let shape_text = match shape.len() {
         1 => format!("({},)", shape[0]),
@@ -166,8 +175,13 @@ pub fn write_npy_complex(t: &Tensor, path: &Path) -> Result<()> {
     bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
     bytes.extend_from_slice(header.as_bytes());
     for i in 0..n {
-        bytes.extend_from_slice(&v[i].to_le_bytes());
-        bytes.extend_from_slice(&v[n + i].to_le_bytes());
+        for part in [v[i], v[n + i]] {
+            if f64_parts {
+                bytes.extend_from_slice(&part.to_le_bytes());
+            } else {
+                bytes.extend_from_slice(&(part as f32).to_le_bytes());
+            }
+        }
     }
     write_atomic(path, &bytes)
 }
