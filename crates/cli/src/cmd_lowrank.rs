@@ -930,7 +930,11 @@ fn read_signal(path: &Path) -> Result<(Vec<C64>, bool)> {
 
 /// Write a 1-D complex128 NPY (temp file, then rename).
 fn write_complex_npy(path: &Path, v: &[C64]) -> Result<()> {
-    let planar: Vec<f64> = v.iter().map(|c| c.re).chain(v.iter().map(|c| c.im)).collect();
+    let planar: Vec<f64> = v
+        .iter()
+        .map(|c| c.re)
+        .chain(v.iter().map(|c| c.im))
+        .collect();
     let t = Tensor::from_vec(planar, (2, v.len()), &Device::Cpu)?;
     genprior_pipeline::files::write_npy_complex128(&t, path)
 }

@@ -164,7 +164,9 @@ fn write_complex(t: &Tensor, path: &Path, f64_parts: bool) -> Result<()> {
                 .join(", ")
         ),
     };
-    let mut header = format!("{{'descr': '<c8', 'fortran_order': False, 'shape': {shape_text}, }}");
+    let descr = if f64_parts { "<c16" } else { "<c8" };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
     // Pad so that the data starts at a multiple of 64 bytes, ending with a newline.
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
