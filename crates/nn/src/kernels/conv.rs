@@ -337,11 +337,6 @@ pub fn conv2d_forward(
     y
 }
 
-/// `∂L/∂x` of `y = conv2d(x, w)` given `gy = ∂L/∂y` (B × Co × Ho × Wo): per image and band
-/// `col = Wᵀ · gy[:, band]`, then col2im. Returns `gx` (B × Ci × H × W).
-///
-/// Work is split over (image, input-channel range) tasks: each computes its own rows of
-/// `col` and adds them into its own gradient planes, so tasks never write the same memory.
 /// `∂L/∂w` (Co × Ci × kh × kw) of `y = conv2d(x, w)` from `x` and `∂L/∂y`:
 /// `Σ_b gy_b (Co × P) · col_bᵀ (P × K)`, a band of output rows at a time. The images and bands
 /// are summed in a fixed order with a multi-threaded GEMM, so the result is deterministic.
@@ -406,6 +401,11 @@ pub fn conv2d_kernel_grad(g: &ConvGeom, x: &[f32], gy: &[f32]) -> Vec<f32> {
     dw
 }
 
+/// `∂L/∂x` of `y = conv2d(x, w)` given `gy = ∂L/∂y` (B × Co × Ho × Wo): per image and band
+/// `col = Wᵀ · gy[:, band]`, then col2im. Returns `gx` (B × Ci × H × W).
+///
+/// Work is split over (image, input-channel range) tasks: each computes its own rows of
+/// `col` and adds them into its own gradient planes, so tasks never write the same memory.
 pub fn conv2d_input_grad(g: &ConvGeom, gy: &[f32], w: &[f32]) -> Vec<f32> {
     let (ho, wo) = g.out_hw();
     let (k, pout, pin) = (g.k(), ho * wo, g.h * g.w);
