@@ -3,8 +3,6 @@
 //! loads, installs the signal handler and draws progress.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use genprior_pipeline::batch::{self, BatchEvent, BatchJob, Group};
@@ -84,16 +82,6 @@ pub struct MergeArgs {
     pub out: PathBuf,
 }
 
-/// SIGTERM and SIGINT set the returned flag; a second SIGINT exits at once.
-fn stop_flag() -> Result<Arc<AtomicBool>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register_conditional_shutdown(SIGINT, 130, stop.clone())?;
-    signal_hook::flag::register(SIGINT, stop.clone())?;
-    signal_hook::flag::register(SIGTERM, stop.clone())?;
-    Ok(stop)
-}
-
 /// The settings every shard of a run must share (`batch.json`).
 fn settings(args: &BatchArgs, source: &str, sampler: &serde_json::Value) -> serde_json::Value {
     json!({
@@ -129,7 +117,7 @@ pub fn run(mut args: BatchArgs) -> Result<std::process::ExitCode> {
         std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
     );
     let method_opts = args.method_opts.options_for(&args.method)?;
-    let stop = stop_flag()?;
+    let stop = common::stop_flag()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create the output folder {}", args.out.display()))?;
     let prior = common::load_prior(&args.model, None)?;

@@ -4,8 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -17,7 +16,7 @@ use genprior_train::{
 };
 use indicatif::ProgressBar;
 
-use crate::common::{bar_style, DeviceArgs};
+use crate::common::{self, bar_style, DeviceArgs};
 
 /// Exit status of a run stopped by SIGINT/SIGTERM (after its final checkpoint).
 const EXIT_INTERRUPTED: u8 = 130;
@@ -155,16 +154,6 @@ fn load_images(path: &Path, channels: usize, size: usize) -> Result<Tensor> {
     Ok(Tensor::cat(&all, 0)?)
 }
 
-/// SIGTERM and SIGINT set the returned flag; a second SIGINT exits at once.
-fn stop_flag() -> Result<Arc<AtomicBool>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register_conditional_shutdown(SIGINT, 130, stop.clone())?;
-    signal_hook::flag::register(SIGINT, stop.clone())?;
-    signal_hook::flag::register(SIGTERM, stop.clone())?;
-    Ok(stop)
-}
-
 struct Run<'a> {
     out: &'a Path,
     ckpt: PathBuf,
@@ -258,7 +247,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         ckpt,
     };
     let sample_every = args.sample_every.unwrap_or(args.checkpoint_every);
-    let stop = stop_flag()?;
+    let stop = common::stop_flag()?;
     let bar = ProgressBar::new(args.steps);
     bar.set_style(bar_style(
         "{bar:30} {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",

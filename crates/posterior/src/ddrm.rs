@@ -69,7 +69,7 @@ const SEED_TAG: u64 = 0x4444_524D; // "DDRM"
 /// needs: a linear operator with a Gaussian likelihood and a known SVD.
 pub fn require_svd<'a>(method: &str, op: &'a dyn Operator) -> Result<(&'a dyn OperatorSvd, f64)> {
     let needs = "a linear operator with a Gaussian likelihood and a known SVD \
-                 (denoise, inpaint-*, deblur-*, sr*, small cs)";
+                 (denoise, inpaint-*, deblur-*, sr*, small cs, single-coil mri)";
     if !op.is_linear_gaussian() {
         let why = if op.is_linear() {
             "its likelihood is not Gaussian"
