@@ -114,9 +114,10 @@ pub trait Operator: Send + Sync {
     fn noise_sigma(&self) -> f64 {
         self.noise().noise_sigma()
     }
-    /// The likelihood's temperature m, with L(x; y) = −f(x)/(2m²): the σ the Gaussian
-    /// likelihood uses (the noise σ unless overridden by the `likelihood-sigma` option), τ for
-    /// `one-bit`. The PCS step-size rule uses it.
+    /// The likelihood's scale m, with L(x; y) = −f(x)/(2m²): the σ the Gaussian likelihood
+    /// uses (the noise σ unless overridden by the `likelihood-sigma` option), τ for `one-bit`.
+    /// PCS uses √T·m in its step-size rule unless `--pcs-m` is given; the target's temperature
+    /// T lives in the posterior layer (`--likelihood-temperature`), not here.
     fn temperature(&self) -> f64 {
         self.noise().temperature()
     }

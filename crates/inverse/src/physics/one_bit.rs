@@ -2,7 +2,10 @@
 //! ([`Identity`]) with the [`LogisticSign`] noise model: y ∈ {±1}, P(y = +1 | x) = sigmoid(x/τ)
 //! independently per entry (τ default 0.4), no additive noise (σ must be 0).
 //!
-//! L(x; y) = −Σ log(1 + exp(−y x/τ)); the temperature reported to the PCS step-size rule is τ.
+//! L(x; y) = −Σ log(1 + exp(−y x/τ)); the scale m reported to the PCS step-size rule is τ.
+//! The reference code's one-bit target is this L raised to 1/(2m²), m = 0.36 (FFHQ) / 0.38
+//! (ImageNet): in genprior `--likelihood-temperature 2m² --pcs-m m`, which `--protocol dpnp-*`
+//! sets.
 //! Baseline: y itself (the per-pixel maximum-likelihood estimate clipped to the image range).
 
 use std::sync::Arc;
