@@ -72,7 +72,7 @@ pub struct EvalArgs {
     /// Recompute results even when a matching one exists.
     #[arg(long)]
     pub force: bool,
-    /// Exact PCS on linear-Gaussian tasks (sr*, inpaint-*, deblur-*, cs, denoise): `exact`
+    /// Exact PCS on linear-Gaussian tasks (sr*, inpaint-*, deblur-*, cs, ct, mri, mri-multicoil, denoise): `exact`
     /// samples the Gaussian PCS target exactly (perturb-and-solve), `same` uses --pcs. The
     /// Langevin step-size rule suits none of them well at once: MALA's acceptance falls to
     /// 0.08 on inpainting with the step size that suits super-resolution.
