@@ -204,14 +204,7 @@ fn reconstruct(task: &str, method: &str, extra: &[&str], out: &Path) -> std::pro
     .args(extra)
     .arg("--out")
     .arg(out);
-    // Tiny budgets for every method (each reads the flags it declares).
-    cmd.args(["--k-start", "1", "--eta-max", "0.03", "--eta-min", "0.02"]);
-    for o in genprior_posterior::all_options() {
-        if o.name.ends_with("-steps") {
-            let v = if o.name == "outer-steps" { "2" } else { "3" };
-            cmd.arg(format!("--{}", o.name)).arg(v);
-        }
-    }
+    cmd.args(tiny_budgets());
     cmd.output().unwrap()
 }
 

@@ -45,22 +45,6 @@ fn task_args(task: &str, mask: &Path) -> Vec<String> {
     a
 }
 
-/// Tiny-step options: every method reads the flags it declares and ignores the others.
-/// Cheap settings for every method: each `*-steps` budget of the registry at 3 (DPnP's outer
-/// steps at 2), and η small enough that DDS takes few network evaluations.
-fn tiny(_method: &str) -> Vec<String> {
-    let mut v: Vec<String> = ["--k-start", "1", "--eta-max", "0.03", "--eta-min", "0.02"]
-        .map(String::from)
-        .to_vec();
-    for o in genprior_posterior::all_options() {
-        if o.name.ends_with("-steps") {
-            v.push(format!("--{}", o.name));
-            v.push(if o.name == "outer-steps" { "2" } else { "3" }.into());
-        }
-    }
-    v
-}
-
 fn run_reconstruct(extra: &[String], out: &Path) -> std::process::Output {
     bin()
         .args([
@@ -109,7 +93,7 @@ fn check_outputs(out: &Path, task: &str, method: &str, with_truth: bool) {
     assert!(r["seconds"].as_f64().unwrap() >= 0.0);
     assert!(r["std_scale"].as_f64().unwrap() > 0.0);
     assert!(r["parameters"]["task"]["task"] == task);
-    // The budgets of tiny(): DPS 3 steps; DiffPIR 3 steps on its quadratic grid, the last of
+    // The budgets of tiny_budgets(): DPS 3 steps; DiffPIR 3 steps on its quadratic grid, the last of
     // which evaluates nothing. A method not named here only needs to evaluate the network.
     let nfe = r["nfe"].as_u64().unwrap();
     match method {
@@ -160,7 +144,7 @@ fn every_task_and_method_end_to_end() {
                 "--method".into(),
                 method.into(),
             ]);
-            extra.extend(tiny(method));
+            extra.extend(tiny_budgets());
             let o = run_reconstruct(&extra, &out);
             if stderr(&o).contains("MRI images have 1 channel") {
                 // The RGB fixture model cannot be an MRI prior (tests/mri.rs runs them all).
@@ -300,7 +284,7 @@ fn degrade_then_reconstruct_from_measurement() {
         "--seed".into(),
         "5".into(),
     ]);
-    extra.extend(tiny("dpnp-ddim"));
+    extra.extend(tiny_budgets());
     let o = bin()
         .args([
             "reconstruct",
@@ -322,7 +306,7 @@ fn degrade_then_reconstruct_from_measurement() {
     let out = tmp.join("from-measurement");
     let mut extra = task_args("sr4", &mask);
     extra.extend(["--measurement".to_string(), y.display().to_string()]);
-    extra.extend(tiny("dpnp-ddim"));
+    extra.extend(tiny_budgets());
     let o = run_reconstruct(&extra, &out);
     assert_success(&o);
     check_outputs(&out, "sr4", "dpnp-ddim", false);
@@ -336,7 +320,7 @@ fn bad_inputs_are_clear_errors() {
     let out = tmp.join("out");
     let with = |args: &[&str]| -> std::process::Output {
         let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        v.extend(tiny("dpnp-ddim"));
+        v.extend(tiny_budgets());
         run_reconstruct(&v, &out)
     };
     let c = clean.display().to_string();
@@ -479,12 +463,12 @@ fn protocols_set_the_reference_values_and_explicit_flags_win() {
     let (clean, mask) = inputs(&tmp);
     let input = ["--input".to_string(), clean.display().to_string()];
     // DPnP on one-bit, FFHQ: the reference's tempered target, step rule, grid and warm start;
-    // tiny()'s explicit budgets and η win over the protocol's.
+    // tiny_budgets()'s explicit budgets and η win over the protocol's.
     let out = tmp.join("dpnp-one-bit");
     let mut extra = task_args("one-bit", &mask);
     extra.extend(input.clone());
     extra.extend(["--protocol".into(), "dpnp-ffhq".into()]);
-    extra.extend(tiny("dpnp-ddim"));
+    extra.extend(tiny_budgets());
     let o = run_reconstruct(&extra, &out);
     assert_success(&o);
     check_outputs(&out, "one-bit", "dpnp-ddim", true);
@@ -531,7 +515,7 @@ fn protocols_set_the_reference_values_and_explicit_flags_win() {
     let mut extra = task_args("sr4", &mask);
     extra.extend(input.clone());
     extra.extend(["--protocol".into(), "dps-ffhq".into()]);
-    extra.extend(tiny("dps"));
+    extra.extend(tiny_budgets());
     assert_success(&run_reconstruct(&extra, &out));
     check_outputs(&out, "sr4", "dps", true);
     let r = report(&out);
@@ -565,7 +549,7 @@ fn protocols_set_the_reference_values_and_explicit_flags_win() {
         "--method".into(),
         "dpnp-ddpm".into(),
     ]);
-    extra.extend(tiny("dpnp-ddpm"));
+    extra.extend(tiny_budgets());
     assert_success(&run_reconstruct(&extra, &out));
     check_outputs(&out, "sr4", "dpnp-ddpm", true);
     let r = report(&out);

@@ -97,3 +97,19 @@ pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// Tiny-step options: every method reads the flags it declares and ignores the others.
+/// Cheap settings for every method: each `*-steps` budget of the registry at 3 (DPnP's outer
+/// steps at 2), and η small enough that DDS takes few network evaluations.
+pub fn tiny_budgets() -> Vec<String> {
+    let mut v: Vec<String> = ["--k-start", "1", "--eta-max", "0.03", "--eta-min", "0.02"]
+        .map(String::from)
+        .to_vec();
+    for o in genprior_posterior::all_options() {
+        if o.name.ends_with("-steps") {
+            v.push(format!("--{}", o.name));
+            v.push(if o.name == "outer-steps" { "2" } else { "3" }.into());
+        }
+    }
+    v
+}

@@ -71,7 +71,7 @@ pub trait OperatorSvd: Send + Sync {
     }
 }
 
-fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
+pub(crate) fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
     if got == want {
         Ok(())
     } else {

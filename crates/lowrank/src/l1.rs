@@ -113,16 +113,7 @@ impl L1Problem {
 
     /// Robust matrix sensing y = A(X⋆) + s with the ℓ1 loss.
     pub fn sensing(a: Design, y: &Tensor) -> Result<Self> {
-        let m = y
-            .dims1()
-            .map_err(|_| LowRankError::InvalidInput("measurements y must be 1-D".into()))?;
-        if m != a.m() {
-            return invalid(format!(
-                "{m} measurements but the design has {} rows",
-                a.m()
-            ));
-        }
-        check_float(y, "measurements y")?;
+        crate::matrix::check_measurements(&a, y)?;
         let y = y.to_dtype(a.dtype())?;
         let y_l1 = l1(&y)?;
         if y_l1 == 0.0 {

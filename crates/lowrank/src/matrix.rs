@@ -655,6 +655,20 @@ impl Design {
     }
 }
 
+/// Checks sensing measurements against their design: 1-D, one per design row, floating point.
+pub(crate) fn check_measurements(a: &Design, y: &Tensor) -> Result<()> {
+    let m = y
+        .dims1()
+        .map_err(|_| LowRankError::InvalidInput("measurements y must be 1-D".into()))?;
+    if m != a.m() {
+        return invalid(format!(
+            "{m} measurements but the design has {} rows",
+            a.m()
+        ));
+    }
+    check_float(y, "measurements y")
+}
+
 /// Matrix sensing y = A(X⋆).
 #[derive(Debug, Clone)]
 pub struct MatrixSensing {
@@ -665,16 +679,7 @@ pub struct MatrixSensing {
 
 impl MatrixSensing {
     pub fn new(a: Design, y: &Tensor) -> Result<Self> {
-        let m = y
-            .dims1()
-            .map_err(|_| LowRankError::InvalidInput("measurements y must be 1-D".into()))?;
-        if m != a.m() {
-            return invalid(format!(
-                "{m} measurements but the design has {} rows",
-                a.m()
-            ));
-        }
-        check_float(y, "measurements y")?;
+        check_measurements(&a, y)?;
         let ynorm = fro(y)?;
         if ynorm == 0.0 {
             return invalid("all measurements are zero");

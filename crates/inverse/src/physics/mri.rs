@@ -56,7 +56,7 @@ use crate::host::to_host;
 use crate::linalg::norm2;
 use crate::noise::NoiseModel;
 use crate::operator::{clip_unit, noise_check_measurement, Operator};
-use crate::svd::{FourierSvd, OperatorSvd};
+use crate::svd::{check_len, FourierSvd, OperatorSvd};
 use crate::task::{
     inner_message, OptionDefault, OptionSpec, OptionType, TaskEntry, TaskOptions,
     DEFAULT_NOISE_SIGMA,
@@ -68,6 +68,8 @@ pub const MASK_PATTERNS: &[&str] = &["random", "gaussian", "equispaced"];
 pub const MRI_BASELINES: &[&str] = &["zero-filled", "cg-sense", "rss"];
 const BASELINE_HELP: &str = "classical MRI baseline: the zero-filled inverse FFT (coil-combined with the maps), CG-SENSE, or the root-sum-of-squares of the zero-filled coil images (a magnitude: complex images only).";
 
+/// Default acceleration R.
+pub const DEFAULT_ACCELERATION: usize = 4;
 /// Default number of simulated coils.
 pub const DEFAULT_COILS: usize = 8;
 /// The most CG-SENSE iterations.
@@ -78,7 +80,7 @@ const MASK_OPTIONS: [OptionSpec; 4] = [
         "acceleration",
         "MRI acceleration R: about W/R of the W k-space columns are sampled.",
         OptionType::Integer,
-        OptionDefault::Integer(4),
+        OptionDefault::Integer(DEFAULT_ACCELERATION as u64),
     ),
     OptionSpec::new(
         "center-fraction",
@@ -352,7 +354,7 @@ fn task_mask(o: &TaskOptions, task: &str, h: usize, w: usize) -> Result<Vec<bool
         }
         return Ok(mask);
     }
-    let r = o.size_opt("acceleration")?.unwrap_or(4);
+    let r = o.size_opt("acceleration")?.unwrap_or(DEFAULT_ACCELERATION);
     let cf = o
         .float_opt("center-fraction")?
         .unwrap_or_else(|| default_center_fraction(r));
@@ -920,15 +922,5 @@ impl OperatorSvd for MriSvd {
                 .forward_host(&b.v(&self.on_range(ybar.to_vec(), true))?),
             None => Ok(self.on_range(ybar.to_vec(), false)),
         }
-    }
-}
-
-fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(InverseError::Unsupported(format!(
-            "MRI SVD: {what} has {got} values, expected {want}"
-        )))
     }
 }
