@@ -18,6 +18,7 @@
 //! copied); see README.md for the conventions. The PCS sampler of DPnP lives in
 //! `genprior-posterior` with the other samplers.
 
+pub mod device;
 pub mod error;
 pub mod fft;
 pub mod fill;

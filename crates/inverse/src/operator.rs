@@ -106,6 +106,16 @@ pub trait Operator: Send + Sync {
     fn svd(&self) -> Option<&dyn crate::svd::OperatorSvd> {
         None
     }
+    /// The forward map as device tensor ops on `device` in `dtype` (f32 or f64), for samplers
+    /// that keep their loop on the device (see [`crate::device`]); `None` (the default) means
+    /// the task runs on the host only.
+    fn device_map(
+        &self,
+        _device: &candle_core::Device,
+        _dtype: candle_core::DType,
+    ) -> Result<Option<Box<dyn crate::device::DeviceMap>>> {
+        Ok(None)
+    }
 
     // ---------------------------------------------------------- provided, from A + noise
 

@@ -5,6 +5,7 @@
 //! data simulated with σ = 0.2); it must be positive for L to exist, while σ = 0 (noise-free
 //! simulation) is allowed.
 
+use candle_core::Tensor;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
@@ -104,5 +105,23 @@ impl NoiseModel for Gaussian {
             direction: r,
             divisor: s * s,
         })
+    }
+    fn has_device_likelihood(&self) -> bool {
+        true
+    }
+    fn device_log_likelihood_and_grad(
+        &self,
+        z: &Tensor,
+        y: &Tensor,
+    ) -> Option<Result<(Tensor, Tensor)>> {
+        let run = || -> Result<(Tensor, Tensor)> {
+            let s = self
+                .positive_likelihood_sigma()
+                .map_err(InverseError::InvalidArgument)?;
+            let r = y.broadcast_sub(z)?;
+            let l = (crate::device::batch_sum(&r.sqr()?)? * (-1.0 / (2.0 * s * s)))?;
+            Ok((l, (r / (s * s))?))
+        };
+        Some(run())
     }
 }

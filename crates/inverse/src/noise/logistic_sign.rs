@@ -4,6 +4,7 @@
 //! L(z; y) = −Σ log(1 + exp(−y z/τ)), ∇_z L = (y/τ) sigmoid(−y z/τ); the temperature reported
 //! to the PCS step-size rule is τ. With the identity operator this is the `one-bit` task.
 
+use candle_core::Tensor;
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -84,6 +85,28 @@ impl NoiseModel for LogisticSign {
             direction,
             divisor: 1.0,
         })
+    }
+    fn has_device_likelihood(&self) -> bool {
+        true
+    }
+    /// softplus(u) = max(u, 0) + ln(1 + e^{−|u|}) and sigmoid(−t) = e^{−softplus(t)}, both
+    /// stable in f32.
+    fn device_log_likelihood_and_grad(
+        &self,
+        z: &Tensor,
+        y: &Tensor,
+    ) -> Option<Result<(Tensor, Tensor)>> {
+        let run = || -> Result<(Tensor, Tensor)> {
+            let softplus = |u: &Tensor| -> Result<Tensor> {
+                Ok((u.relu()? + (u.abs()?.neg()?.exp()? + 1.0)?.log()?)?)
+            };
+            let yb = y.broadcast_as(z.shape())?;
+            let t = ((&yb * z)? / self.tau)?;
+            let l = crate::device::batch_sum(&softplus(&t.neg()?)?)?.neg()?;
+            let g = ((yb / self.tau)? * softplus(&t)?.neg()?.exp()?)?;
+            Ok((l, g))
+        };
+        Some(run())
     }
     fn check_measurement(&self, y: &[f64]) -> std::result::Result<(), String> {
         match y.iter().find(|&&v| v != 1.0 && v != -1.0) {

@@ -17,6 +17,7 @@ pub use gaussian::Gaussian;
 pub use logistic_sign::LogisticSign;
 pub use poisson::{Poisson, Transmission};
 
+use candle_core::Tensor;
 use rand::rngs::StdRng;
 
 use crate::error::Result;
@@ -86,5 +87,19 @@ pub trait NoiseModel: Send + Sync + std::fmt::Debug {
     /// zero-mean noise; the post-log sinogram for [`Transmission`] counts.
     fn linearized(&self, y: &[f64]) -> Vec<f64> {
         y.to_vec()
+    }
+    /// Whether [`NoiseModel::device_log_likelihood_and_grad`] is implemented.
+    fn has_device_likelihood(&self) -> bool {
+        false
+    }
+    /// L(z_b; y_b) as a `(B,)` tensor and ∇_z L shaped like `z`, in tensor ops on `z`'s device
+    /// (see [`crate::device`]); `y` has batch 1 (shared) or B. `None`: no device form (the
+    /// caller falls back to the host path).
+    fn device_log_likelihood_and_grad(
+        &self,
+        _z: &Tensor,
+        _y: &Tensor,
+    ) -> Option<Result<(Tensor, Tensor)>> {
+        None
     }
 }

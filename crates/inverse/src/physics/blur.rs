@@ -346,6 +346,16 @@ impl Blur {
 }
 
 impl Operator for Blur {
+    /// Re F⁻¹(k̂ ⊙ F x) with F = F_H ⊗ F_W as two matrix products each way.
+    fn device_map(
+        &self,
+        device: &candle_core::Device,
+        dtype: candle_core::DType,
+    ) -> Result<Option<Box<dyn crate::device::DeviceMap>>> {
+        Ok(Some(Box::new(FourierMultiplier::new(
+            self.shape, &self.khat, device, dtype,
+        )?)))
+    }
     fn name(&self) -> &str {
         &self.name
     }
@@ -400,5 +410,82 @@ impl Operator for Blur {
         Some(Ok(self.filter(rhs, |k| {
             Complex64::new(1.0 / (alpha * self.khat[k].norm_sqr() + beta), 0.0)
         })))
+    }
+}
+
+/// x ↦ Re F⁻¹(k̂ ⊙ F x) per channel on a device, F the unnormalised 2-D DFT as matrix
+/// products (see [`crate::device`]); the adjoint uses conj(k̂), the shifted-Gram solve the
+/// multiplier 1/(α|k̂|² + β).
+struct FourierMultiplier {
+    fwd: crate::device::CxSeparable,
+    inv: crate::device::CxSeparable,
+    /// k̂ as `(1, 1, H, W)` real and imaginary parts.
+    khat: crate::device::Cx,
+    /// |k̂|², `(1, 1, H, W)`.
+    power: candle_core::Tensor,
+}
+
+impl FourierMultiplier {
+    fn new(
+        shape: [usize; 3],
+        khat: &[Complex64],
+        device: &candle_core::Device,
+        dtype: candle_core::DType,
+    ) -> Result<Self> {
+        use crate::device::{dft_matrix, upload, Cx, CxMat, CxSeparable, DftKind};
+        let [_, h, w] = shape;
+        let conj_scaled = |n: usize| -> Vec<(f64, f64)> {
+            dft_matrix(DftKind::Plain, n, n, 0)
+                .into_iter()
+                .map(|(re, im)| (re / n as f64, -im / n as f64))
+                .collect()
+        };
+        let fwd = CxSeparable {
+            l: CxMat::new(&dft_matrix(DftKind::Plain, h, h, 0), h, h, device, dtype)?,
+            r: CxMat::new(&dft_matrix(DftKind::Plain, w, w, 0), w, w, device, dtype)?,
+        };
+        let inv = CxSeparable {
+            l: CxMat::new(&conj_scaled(h), h, h, device, dtype)?,
+            r: CxMat::new(&conj_scaled(w), w, w, device, dtype)?,
+        };
+        let re: Vec<f64> = khat.iter().map(|k| k.re).collect();
+        let im: Vec<f64> = khat.iter().map(|k| k.im).collect();
+        let pw: Vec<f64> = khat.iter().map(|k| k.norm_sqr()).collect();
+        Ok(Self {
+            fwd,
+            inv,
+            khat: Cx {
+                re: upload(&re, &[1, 1, h, w], device, dtype)?,
+                im: upload(&im, &[1, 1, h, w], device, dtype)?,
+            },
+            power: upload(&pw, &[1, 1, h, w], device, dtype)?,
+        })
+    }
+
+    fn filter(&self, x: &candle_core::Tensor, k: &crate::device::Cx) -> Result<candle_core::Tensor> {
+        let z = self.fwd.apply_real(x)?.mul(k)?;
+        Ok(self.inv.apply(&z)?.re)
+    }
+}
+
+impl crate::device::DeviceMap for FourierMultiplier {
+    fn forward(&self, x: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+        self.filter(x, &self.khat)
+    }
+    fn vjp(&self, _x: &candle_core::Tensor, v: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+        self.filter(v, &self.khat.conj()?)
+    }
+    fn solve_shifted_gram(
+        &self,
+        rhs: &candle_core::Tensor,
+        alpha: f64,
+        beta: f64,
+    ) -> Option<Result<candle_core::Tensor>> {
+        let run = || -> Result<candle_core::Tensor> {
+            let m = self.power.affine(alpha, beta)?.recip()?;
+            let z = self.fwd.apply_real(rhs)?.scale(&m)?;
+            Ok(self.inv.apply(&z)?.re)
+        };
+        Some(run())
     }
 }

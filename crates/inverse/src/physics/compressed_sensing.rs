@@ -139,6 +139,17 @@ impl CompressedSensing {
 }
 
 impl Operator for CompressedSensing {
+    fn device_map(
+        &self,
+        device: &candle_core::Device,
+        dtype: candle_core::DType,
+    ) -> Result<Option<Box<dyn crate::device::DeviceMap>>> {
+        let n = self.a.len() / self.m;
+        Ok(Some(Box::new(DenseMap {
+            dense: crate::device::Dense::new(&self.a, self.m, n, device, dtype)?,
+            shape: self.shape,
+        })))
+    }
     fn name(&self) -> &str {
         "cs"
     }
@@ -192,5 +203,22 @@ impl Operator for CompressedSensing {
             2 * self.m + 100,
         )?;
         self.adjoint_host(&v)
+    }
+}
+
+/// The Gaussian matrix on flattened images as a device map.
+struct DenseMap {
+    dense: crate::device::Dense,
+    shape: [usize; 3],
+}
+
+impl crate::device::DeviceMap for DenseMap {
+    fn forward(&self, x: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+        self.dense.apply(&x.flatten_from(1)?)
+    }
+    fn vjp(&self, _x: &candle_core::Tensor, v: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+        let [c, h, w] = self.shape;
+        let b = v.dim(0)?;
+        Ok(self.dense.adjoint(v)?.reshape((b, c, h, w))?)
     }
 }

@@ -66,6 +66,15 @@ impl Identity {
 }
 
 impl Operator for Identity {
+    fn device_map(
+        &self,
+        device: &candle_core::Device,
+        dtype: candle_core::DType,
+    ) -> Result<Option<Box<dyn crate::device::DeviceMap>>> {
+        Ok(Some(Box::new(crate::device::Diagonal::new(
+            None, self.shape, device, dtype,
+        )?)))
+    }
     fn name(&self) -> &str {
         &self.name
     }

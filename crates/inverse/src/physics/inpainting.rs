@@ -245,6 +245,18 @@ impl Inpainting {
 }
 
 impl Operator for Inpainting {
+    fn device_map(
+        &self,
+        device: &candle_core::Device,
+        dtype: candle_core::DType,
+    ) -> Result<Option<Box<dyn crate::device::DeviceMap>>> {
+        Ok(Some(Box::new(crate::device::Diagonal::new(
+            Some(&self.mask),
+            self.shape,
+            device,
+            dtype,
+        )?)))
+    }
     fn name(&self) -> &str {
         &self.name
     }

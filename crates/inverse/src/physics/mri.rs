@@ -696,6 +696,42 @@ impl Mri {
 }
 
 impl Operator for Mri {
+    /// The centred orthonormal DFT as two matrix products per coil image, coil maps and mask
+    /// as elementwise products (see [`crate::device`]).
+    fn device_map(
+        &self,
+        device: &candle_core::Device,
+        dtype: candle_core::DType,
+    ) -> Result<Option<Box<dyn crate::device::DeviceMap>>> {
+        use crate::device::{dft_matrix, upload, Cx, CxMat, CxSeparable, DftKind};
+        let [c, h, w] = self.shape;
+        let n = self.hw();
+        let mask: Vec<f64> = self.mask.iter().map(|&m| m as u8 as f64).collect();
+        let gram: &[f64] = if c == 1 { &self.sym_mask } else { &mask };
+        let maps = match &self.maps {
+            Some(m) => {
+                let nc = self.coils();
+                let re: Vec<f64> = m.iter().map(|v| v.re).collect();
+                let im: Vec<f64> = m.iter().map(|v| v.im).collect();
+                Some(Cx {
+                    re: upload(&re, &[1, nc, h, w], device, dtype)?,
+                    im: upload(&im, &[1, nc, h, w], device, dtype)?,
+                })
+            }
+            None => None,
+        };
+        debug_assert_eq!(mask.len(), n);
+        Ok(Some(Box::new(MriMap {
+            complex: c == 2,
+            dft: CxSeparable {
+                l: CxMat::new(&dft_matrix(DftKind::CentredOrtho, h, h, 0), h, h, device, dtype)?,
+                r: CxMat::new(&dft_matrix(DftKind::CentredOrtho, w, w, 0), w, w, device, dtype)?,
+            },
+            mask: upload(&mask, &[1, 1, h, w], device, dtype)?,
+            gram_mask: upload(gram, &[1, 1, h, w], device, dtype)?,
+            maps,
+        })))
+    }
     fn name(&self) -> &str {
         self.name
     }
@@ -922,5 +958,91 @@ impl OperatorSvd for MriSvd {
                 .forward_host(&b.v(&self.on_range(ybar.to_vec(), true))?),
             None => Ok(self.on_range(ybar.to_vec(), false)),
         }
+    }
+}
+
+/// [`Mri`] on a device: images `(B, C, H, W)` with C = 1 (real) or 2 (planar complex),
+/// k-space `(B, 2, H, W)` (single-coil) or `(B, 2, N, H, W)` (multi-coil).
+struct MriMap {
+    complex: bool,
+    dft: crate::device::CxSeparable,
+    /// `(1, 1, H, W)`, 1 where sampled.
+    mask: Tensor,
+    /// The shifted-Gram solve's per-frequency mask: ½(M + M̃) for real images, M for complex.
+    gram_mask: Tensor,
+    /// Coil maps `(1, N, H, W)`, or `None` for single-coil.
+    maps: Option<crate::device::Cx>,
+}
+
+impl MriMap {
+    /// The image as a complex `(B, 1, H, W)`.
+    fn complex_of(&self, x: &Tensor) -> Result<crate::device::Cx> {
+        if self.complex {
+            Ok(crate::device::Cx {
+                re: x.narrow(1, 0, 1)?,
+                im: x.narrow(1, 1, 1)?,
+            })
+        } else {
+            crate::device::Cx::real(x.clone())
+        }
+    }
+    fn planar_of(&self, z: crate::device::Cx) -> Result<Tensor> {
+        if self.complex {
+            Ok(Tensor::cat(&[z.re, z.im], 1)?)
+        } else {
+            Ok(z.re)
+        }
+    }
+}
+
+impl crate::device::DeviceMap for MriMap {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let img = self.complex_of(x)?;
+        let v = match &self.maps {
+            Some(m) => img.mul(m)?,
+            None => img,
+        };
+        let k = self.dft.apply(&v)?.scale(&self.mask)?;
+        Ok(match self.maps {
+            // (B, 1, H, W) parts → (B, 2, H, W).
+            None => Tensor::cat(&[k.re, k.im], 1)?,
+            // (B, N, H, W) parts → (B, 2, N, H, W).
+            Some(_) => Tensor::stack(&[k.re, k.im], 1)?,
+        })
+    }
+    fn vjp(&self, _x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let k = match self.maps {
+            None => crate::device::Cx {
+                re: y.narrow(1, 0, 1)?,
+                im: y.narrow(1, 1, 1)?,
+            },
+            Some(_) => crate::device::Cx {
+                re: y.narrow(1, 0, 1)?.squeeze(1)?,
+                im: y.narrow(1, 1, 1)?.squeeze(1)?,
+            },
+        };
+        let v = self.dft.adjoint(&k.scale(&self.mask)?)?;
+        let img = match &self.maps {
+            Some(m) => {
+                let p = v.mul(&m.conj()?)?;
+                crate::device::Cx {
+                    re: p.re.sum_keepdim(1)?,
+                    im: p.im.sum_keepdim(1)?,
+                }
+            }
+            None => v,
+        };
+        self.planar_of(img)
+    }
+    fn solve_shifted_gram(&self, rhs: &Tensor, alpha: f64, beta: f64) -> Option<Result<Tensor>> {
+        if self.maps.is_some() {
+            return None;
+        }
+        let run = || -> Result<Tensor> {
+            let m = self.gram_mask.affine(alpha, beta)?.recip()?;
+            let v = self.dft.apply(&self.complex_of(rhs)?)?.scale(&m)?;
+            self.planar_of(self.dft.adjoint(&v)?)
+        };
+        Some(run())
     }
 }

@@ -216,6 +216,35 @@ impl PhaseRetrieval {
 }
 
 impl Operator for PhaseRetrieval {
+    /// z = L (M ⊙ x) Rᵀ with L, R the fftshifted orthonormal DFTs of the padded grid restricted
+    /// to the image's rows and columns; A(x) = |z|, Jᵀv = M ⊙ Re(Lᴴ (v z/|z|) R̄).
+    fn device_map(
+        &self,
+        device: &candle_core::Device,
+        dtype: candle_core::DType,
+    ) -> Result<Option<Box<dyn crate::device::DeviceMap>>> {
+        use crate::device::{dft_matrix, upload, CxMat, CxSeparable, DftKind};
+        let [_, h, w] = self.shape;
+        Ok(Some(Box::new(CodedDiffraction {
+            dft: CxSeparable {
+                l: CxMat::new(
+                    &dft_matrix(DftKind::ShiftedOrtho, self.ph, h, self.top),
+                    self.ph,
+                    h,
+                    device,
+                    dtype,
+                )?,
+                r: CxMat::new(
+                    &dft_matrix(DftKind::ShiftedOrtho, self.pw, w, self.left),
+                    self.pw,
+                    w,
+                    device,
+                    dtype,
+                )?,
+            },
+            mask: upload(&self.mask, &[1, 1, h, w], device, dtype)?,
+        })))
+    }
     fn name(&self) -> &str {
         "phase-retrieval"
     }
@@ -334,5 +363,34 @@ impl Operator for PhaseRetrieval {
         }
         clip_unit(&mut out);
         Ok(out)
+    }
+}
+
+/// Coded diffraction on a device (see [`PhaseRetrieval::device_map`]).
+struct CodedDiffraction {
+    dft: crate::device::CxSeparable,
+    /// M, `(1, 1, H, W)`.
+    mask: candle_core::Tensor,
+}
+
+impl CodedDiffraction {
+    fn spectrum(&self, x: &candle_core::Tensor) -> Result<crate::device::Cx> {
+        self.dft.apply_real(&x.broadcast_mul(&self.mask)?)
+    }
+}
+
+impl crate::device::DeviceMap for CodedDiffraction {
+    fn forward(&self, x: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+        self.spectrum(x)?.abs()
+    }
+    fn vjp(&self, x: &candle_core::Tensor, v: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+        let z = self.spectrum(x)?;
+        let a = z.abs()?;
+        // v/|z| where z ≠ 0, 0 where z = 0.
+        let nonzero = a.gt(0.0)?.to_dtype(a.dtype())?;
+        let safe = (&a + (1.0 - &nonzero)?)?;
+        let ratio = ((v / safe)? * nonzero)?;
+        let g = self.dft.adjoint(&z.scale(&ratio)?)?.re;
+        Ok(g.broadcast_mul(&self.mask)?)
     }
 }

@@ -282,6 +282,20 @@ impl SuperResolution {
 }
 
 impl Operator for SuperResolution {
+    /// X ↦ D_h X D_wᵀ per channel with the dense 1-D downsampling matrices.
+    fn device_map(
+        &self,
+        device: &candle_core::Device,
+        dtype: candle_core::DType,
+    ) -> Result<Option<Box<dyn crate::device::DeviceMap>>> {
+        use crate::device::{Mat, Separable};
+        let (h, w) = (self.down_h.in_len, self.down_w.in_len);
+        let (oh, ow) = (self.down_h.out_len(), self.down_w.out_len());
+        Ok(Some(Box::new(SeparableMap(Separable {
+            l: Mat::new(&self.down_h.to_dense(), oh, h, device, dtype)?,
+            r: Mat::new(&self.down_w.to_dense(), ow, w, device, dtype)?,
+        }))))
+    }
     fn name(&self) -> &str {
         &self.name
     }
@@ -347,5 +361,17 @@ impl Operator for SuperResolution {
         );
         clip_unit(&mut out);
         Ok(out)
+    }
+}
+
+/// [`crate::device::Separable`] as a linear device map.
+struct SeparableMap(crate::device::Separable);
+
+impl crate::device::DeviceMap for SeparableMap {
+    fn forward(&self, x: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+        self.0.apply(x)
+    }
+    fn vjp(&self, _x: &candle_core::Tensor, v: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+        self.0.adjoint(v)
     }
 }

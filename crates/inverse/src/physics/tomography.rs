@@ -449,6 +449,53 @@ fn fourier_filter(size: usize, filter: FbpFilter) -> Vec<f64> {
 }
 
 impl Operator for Tomography {
+    /// The projector as a sparse matrix: every sample's bilinear stencil, merged per
+    /// (ray, pixel), the zero padding dropped (see [`crate::device::SparseRows`]).
+    fn device_map(
+        &self,
+        device: &candle_core::Device,
+        dtype: candle_core::DType,
+    ) -> Result<Option<Box<dyn crate::device::DeviceMap>>> {
+        let [_, h, w] = self.shape;
+        let wp = w + 2;
+        let rays = self.row_ptr.len() - 1;
+        let mut triplets: Vec<(u32, u32, f64)> = Vec::new();
+        let mut row: Vec<(u32, f64)> = Vec::new();
+        for r in 0..rays {
+            row.clear();
+            for s in self.row_ptr[r]..self.row_ptr[r + 1] {
+                let b = self.base[s] as usize;
+                let [dr, dc] = self.frac[s];
+                for (p, wgt) in [
+                    (b, (1.0 - dr) * (1.0 - dc)),
+                    (b + 1, (1.0 - dr) * dc),
+                    (b + wp, dr * (1.0 - dc)),
+                    (b + wp + 1, dr * dc),
+                ] {
+                    let (i, j) = (p / wp, p % wp);
+                    if wgt != 0.0 && (1..=h).contains(&i) && (1..=w).contains(&j) {
+                        row.push((((i - 1) * w + j - 1) as u32, wgt));
+                    }
+                }
+            }
+            row.sort_by_key(|e| e.0);
+            let mut k = 0;
+            while k < row.len() {
+                let (p, mut acc) = row[k];
+                k += 1;
+                while k < row.len() && row[k].0 == p {
+                    acc += row[k].1;
+                    k += 1;
+                }
+                triplets.push((r as u32, p, acc));
+            }
+        }
+        Ok(Some(Box::new(ProjectorMap {
+            sparse: crate::device::SparseRows::new(rays, h * w, &triplets, device, dtype)?,
+            shape: self.shape,
+            sino: [self.angles_deg.len(), self.n_det],
+        })))
+    }
     fn name(&self) -> &str {
         TASK
     }
@@ -523,5 +570,31 @@ impl Operator for Tomography {
         let mut out = self.fbp(&self.noise.linearized(y))?;
         clip_unit(&mut out);
         Ok(out)
+    }
+}
+
+/// [`Tomography`]'s projector on a device, channel by channel.
+struct ProjectorMap {
+    sparse: crate::device::SparseRows,
+    shape: [usize; 3],
+    /// (angles K, detector bins D).
+    sino: [usize; 2],
+}
+
+impl crate::device::DeviceMap for ProjectorMap {
+    fn forward(&self, x: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+        let [c, h, w] = self.shape;
+        let b = x.dim(0)?;
+        let flat = x.contiguous()?.reshape((b * c, h * w))?;
+        Ok(self
+            .sparse
+            .apply(&flat)?
+            .reshape((b, c, self.sino[0], self.sino[1]))?)
+    }
+    fn vjp(&self, _x: &candle_core::Tensor, v: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+        let [c, h, w] = self.shape;
+        let b = v.dim(0)?;
+        let flat = v.contiguous()?.reshape((b * c, self.sino[0] * self.sino[1]))?;
+        Ok(self.sparse.adjoint(&flat)?.reshape((b, c, h, w))?)
     }
 }

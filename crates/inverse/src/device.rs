@@ -1,0 +1,471 @@
+//! Operators as device tensors: forward maps, vector–Jacobian products, likelihoods and
+//! shifted-Gram solves written in candle ops, so they run on whatever device the tensors live
+//! on (CPU, CUDA, Metal) in f32 or f64, with no host round trip.
+//!
+//! The host operators ([`Operator::forward_host`] and friends, f64 on host buffers) stay the
+//! reference; a task that can run on a device says so by returning a [`DeviceMap`] from
+//! [`Operator::device_map`], built from its own host-side description (its mask, matrices,
+//! kernel spectrum). [`DeviceOperator`] composes that map with the noise model's device
+//! likelihood ([`NoiseModel::device_log_likelihood_and_grad`]) and a measurement uploaded once.
+//!
+//! Building blocks, shared by the operator files:
+//! - [`right_mul`] / [`left_mul`]: a batch of matrices times a fixed matrix, as one 2-D matmul;
+//! - [`Separable`]: X ↦ L X Rᵀ per channel (super-resolution's resize matrices);
+//! - [`Cx`] and [`CxSeparable`]: complex tensors as (re, im) pairs and Z ↦ L Z Rᵀ with complex
+//!   L, R — a 2-D DFT as two matrix products (candle has no FFT; F X Fᵀ is exact and runs on
+//!   any backend), with padding, cropping and (i)fftshift folded into the matrices;
+//! - [`dft_matrix`]: the 1-D DFT matrices (plain, centred, orthonormal, padded);
+//! - [`SparseRows`]: a fixed sparse matrix as (row, column, weight) triplets applied with
+//!   `index_select` + `index_add` (CT's ray-driven projector);
+//! - [`Dense`]: a dense matrix on flattened images (compressed sensing).
+//!
+//! Images are `(B, C, H, W)`; measurements `(B, ...measurement_shape())` as on the host.
+
+use candle_core::{DType, Device, Tensor, D};
+
+use crate::error::{InverseError, Result};
+use crate::operator::Operator;
+
+/// A forward map A on device tensors, batched (see the module docs).
+pub trait DeviceMap: Send + Sync {
+    /// A(x): `(B, C, H, W)` → `(B, ...measurement_shape())`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+    /// J(x)ᵀv for a measurement-shaped `v` (Aᵀv for a linear map, `x` unused).
+    fn vjp(&self, x: &Tensor, v: &Tensor) -> Result<Tensor>;
+    /// (α AᵀA + β I)⁻¹ rhs when AᵀA is diagonal or Fourier-diagonal; `None`: use CG.
+    fn solve_shifted_gram(&self, _rhs: &Tensor, _alpha: f64, _beta: f64) -> Option<Result<Tensor>> {
+        None
+    }
+}
+
+/// Uploads a row-major host buffer as a tensor of `shape`.
+pub fn upload(v: &[f64], shape: &[usize], device: &Device, dtype: DType) -> Result<Tensor> {
+    Ok(Tensor::from_slice(v, shape, &Device::Cpu)?
+        .to_dtype(dtype)?
+        .to_device(device)?)
+}
+
+/// `x · m` for `x` of shape `(..., K)` and a matrix `m` of shape `(K, N)`: one 2-D matmul.
+pub fn right_mul(x: &Tensor, m: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let k = *dims.last().expect("rank ≥ 1");
+    let rows = x.elem_count() / k.max(1);
+    let n = m.dim(1)?;
+    let mut out = dims;
+    *out.last_mut().expect("rank ≥ 1") = n;
+    Ok(x.contiguous()?.reshape((rows, k))?.matmul(m)?.reshape(out)?)
+}
+
+/// `m · x` for `x` of shape `(..., H, W)` and a matrix `m` of shape `(P, H)`, given `mt = mᵀ`:
+/// `(xᵀ mᵀ)ᵀ` with one 2-D matmul.
+pub fn left_mul(mt: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let r = x.rank();
+    Ok(right_mul(&x.transpose(r - 2, r - 1)?, mt)?.transpose(r - 2, r - 1)?)
+}
+
+/// A real matrix and its transpose on a device.
+#[derive(Clone)]
+pub struct Mat {
+    pub m: Tensor,
+    pub t: Tensor,
+}
+
+impl Mat {
+    /// From a row-major `rows × cols` host matrix.
+    pub fn new(v: &[f64], rows: usize, cols: usize, device: &Device, dtype: DType) -> Result<Self> {
+        let m = upload(v, &[rows, cols], device, dtype)?;
+        let t = m.t()?.contiguous()?;
+        Ok(Self { m, t })
+    }
+}
+
+/// X ↦ L X Rᵀ on the last two axes (see the module docs).
+#[derive(Clone)]
+pub struct Separable {
+    pub l: Mat,
+    pub r: Mat,
+}
+
+impl Separable {
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        right_mul(&left_mul(&self.l.t, x)?, &self.r.t)
+    }
+    /// Lᵀ Y R.
+    pub fn adjoint(&self, y: &Tensor) -> Result<Tensor> {
+        right_mul(&left_mul(&self.l.m, y)?, &self.r.m)
+    }
+}
+
+/// A complex tensor as its real and imaginary parts (same shape).
+#[derive(Clone, Debug)]
+pub struct Cx {
+    pub re: Tensor,
+    pub im: Tensor,
+}
+
+impl Cx {
+    /// A real tensor as a complex one (zero imaginary part).
+    pub fn real(re: Tensor) -> Result<Self> {
+        let im = re.zeros_like()?;
+        Ok(Self { re, im })
+    }
+    /// Elementwise product (broadcasting).
+    pub fn mul(&self, o: &Cx) -> Result<Cx> {
+        Ok(Cx {
+            re: (self.re.broadcast_mul(&o.re)? - self.im.broadcast_mul(&o.im)?)?,
+            im: (self.re.broadcast_mul(&o.im)? + self.im.broadcast_mul(&o.re)?)?,
+        })
+    }
+    /// Elementwise product with a real tensor (broadcasting).
+    pub fn scale(&self, s: &Tensor) -> Result<Cx> {
+        Ok(Cx {
+            re: self.re.broadcast_mul(s)?,
+            im: self.im.broadcast_mul(s)?,
+        })
+    }
+    /// The complex conjugate.
+    pub fn conj(&self) -> Result<Cx> {
+        Ok(Cx {
+            re: self.re.clone(),
+            im: self.im.neg()?,
+        })
+    }
+    /// |z|.
+    pub fn abs(&self) -> Result<Tensor> {
+        Ok((self.re.sqr()? + self.im.sqr()?)?.sqrt()?)
+    }
+    /// Sum of two complex tensors.
+    pub fn add(&self, o: &Cx) -> Result<Cx> {
+        Ok(Cx {
+            re: (&self.re + &o.re)?,
+            im: (&self.im + &o.im)?,
+        })
+    }
+}
+
+/// A complex matrix (re, im) and the pieces needed to apply it and its adjoint from either
+/// side.
+#[derive(Clone)]
+pub struct CxMat {
+    re: Mat,
+    im: Mat,
+}
+
+impl CxMat {
+    /// From a row-major `rows × cols` host matrix of (re, im) pairs.
+    pub fn new(
+        v: &[(f64, f64)],
+        rows: usize,
+        cols: usize,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let re: Vec<f64> = v.iter().map(|p| p.0).collect();
+        let im: Vec<f64> = v.iter().map(|p| p.1).collect();
+        Ok(Self {
+            re: Mat::new(&re, rows, cols, device, dtype)?,
+            im: Mat::new(&im, rows, cols, device, dtype)?,
+        })
+    }
+}
+
+/// Z ↦ L Z Rᵀ with complex L (`P × H`) and R (`Q × W`) on the last two axes; its adjoint is
+/// W ↦ Lᴴ W R̄.
+#[derive(Clone)]
+pub struct CxSeparable {
+    pub l: CxMat,
+    pub r: CxMat,
+}
+
+impl CxSeparable {
+    /// L Z Rᵀ.
+    pub fn apply(&self, z: &Cx) -> Result<Cx> {
+        // L Z: (Lr + iLi)(Zr + iZi).
+        let (lr, li) = (&self.l.re.t, &self.l.im.t);
+        let a = Cx {
+            re: (left_mul(lr, &z.re)? - left_mul(li, &z.im)?)?,
+            im: (left_mul(lr, &z.im)? + left_mul(li, &z.re)?)?,
+        };
+        // (L Z) Rᵀ.
+        let (rr, ri) = (&self.r.re.t, &self.r.im.t);
+        Ok(Cx {
+            re: (right_mul(&a.re, rr)? - right_mul(&a.im, ri)?)?,
+            im: (right_mul(&a.re, ri)? + right_mul(&a.im, rr)?)?,
+        })
+    }
+    /// L X Rᵀ for a real X (half the products of [`CxSeparable::apply`]).
+    pub fn apply_real(&self, x: &Tensor) -> Result<Cx> {
+        let a = Cx {
+            re: left_mul(&self.l.re.t, x)?,
+            im: left_mul(&self.l.im.t, x)?,
+        };
+        let (rr, ri) = (&self.r.re.t, &self.r.im.t);
+        Ok(Cx {
+            re: (right_mul(&a.re, rr)? - right_mul(&a.im, ri)?)?,
+            im: (right_mul(&a.re, ri)? + right_mul(&a.im, rr)?)?,
+        })
+    }
+    /// Lᴴ W R̄.
+    pub fn adjoint(&self, w: &Cx) -> Result<Cx> {
+        // Lᴴ W = (Lrᵀ − i Liᵀ)(Wr + iWi); left_mul takes the transpose of its left factor,
+        // so Lᵀ's transpose is L itself.
+        let (lr, li) = (&self.l.re.m, &self.l.im.m);
+        let a = Cx {
+            re: (left_mul(lr, &w.re)? + left_mul(li, &w.im)?)?,
+            im: (left_mul(lr, &w.im)? - left_mul(li, &w.re)?)?,
+        };
+        // (Lᴴ W) R̄ = A (Rr − i Ri).
+        let (rr, ri) = (&self.r.re.m, &self.r.im.m);
+        Ok(Cx {
+            re: (right_mul(&a.re, rr)? + right_mul(&a.im, ri)?)?,
+            im: (right_mul(&a.im, rr)? - right_mul(&a.re, ri)?)?,
+        })
+    }
+}
+
+/// The 1-D DFT conventions [`dft_matrix`] builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DftKind {
+    /// Unnormalised, natural order: F[k][n] = e^{−2πi kn/N}.
+    Plain,
+    /// Orthonormal, centred on both sides: fftshift ∘ F/√N ∘ ifftshift.
+    CentredOrtho,
+    /// Orthonormal with the output fftshifted only: fftshift ∘ F/√N.
+    ShiftedOrtho,
+}
+
+/// The `n_out × n_in` matrix of a 1-D DFT of length `n_out` applied to a length-`n_in` signal
+/// zero-padded to `n_out` with the signal at `offset` (`n_in = n_out`, `offset = 0` for no
+/// padding), as (re, im) pairs.
+pub fn dft_matrix(kind: DftKind, n_out: usize, n_in: usize, offset: usize) -> Vec<(f64, f64)> {
+    let n = n_out;
+    let h = n / 2;
+    let (scale, shift_out, shift_in) = match kind {
+        DftKind::Plain => (1.0, 0, 0),
+        DftKind::CentredOrtho => (1.0 / (n as f64).sqrt(), h, h),
+        DftKind::ShiftedOrtho => (1.0 / (n as f64).sqrt(), h, 0),
+    };
+    let mut out = Vec::with_capacity(n_out * n_in);
+    for k in 0..n_out {
+        // fftshift: output k holds frequency (k − ⌊N/2⌋) mod N.
+        let f = (k + n - shift_out) % n;
+        for j in 0..n_in {
+            // ifftshift: input position p holds x[(p + ⌊N/2⌋) mod N], so sample q sits at
+            // position (q − ⌊N/2⌋) mod N.
+            let q = (j + offset + n - shift_in) % n;
+            let phase = -2.0 * std::f64::consts::PI * ((f * q) % n) as f64 / n as f64;
+            out.push((scale * phase.cos(), scale * phase.sin()));
+        }
+    }
+    out
+}
+
+/// A fixed sparse matrix (`rows × cols`) as triplets, applied to the last axis of a batch.
+#[derive(Clone)]
+pub struct SparseRows {
+    rows: usize,
+    cols: usize,
+    row: Tensor,
+    col: Tensor,
+    weight: Tensor,
+}
+
+impl SparseRows {
+    /// From (row, column, weight) triplets (duplicates are summed).
+    pub fn new(
+        rows: usize,
+        cols: usize,
+        triplets: &[(u32, u32, f64)],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        if let Some(t) = triplets
+            .iter()
+            .find(|t| t.0 as usize >= rows || t.1 as usize >= cols)
+        {
+            return Err(InverseError::InvalidArgument(format!(
+                "sparse triplet ({}, {}) outside a {rows} × {cols} matrix",
+                t.0, t.1
+            )));
+        }
+        let row: Vec<u32> = triplets.iter().map(|t| t.0).collect();
+        let col: Vec<u32> = triplets.iter().map(|t| t.1).collect();
+        let w: Vec<f64> = triplets.iter().map(|t| t.2).collect();
+        let n = triplets.len();
+        Ok(Self {
+            rows,
+            cols,
+            row: Tensor::from_vec(row, n, device)?,
+            col: Tensor::from_vec(col, n, device)?,
+            weight: upload(&w, &[n], device, dtype)?,
+        })
+    }
+    /// `x` `(K, cols)` ↦ `(K, rows)`: y = S x per row of the batch.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let k = x.dim(0)?;
+        let src = x.index_select(&self.col, 1)?.broadcast_mul(&self.weight)?;
+        let zeros = Tensor::zeros((k, self.rows), x.dtype(), x.device())?;
+        Ok(zeros.index_add(&self.row, &src, 1)?)
+    }
+    /// `y` `(K, rows)` ↦ `(K, cols)`: Sᵀ y.
+    pub fn adjoint(&self, y: &Tensor) -> Result<Tensor> {
+        let k = y.dim(0)?;
+        let src = y.index_select(&self.row, 1)?.broadcast_mul(&self.weight)?;
+        let zeros = Tensor::zeros((k, self.cols), y.dtype(), y.device())?;
+        Ok(zeros.index_add(&self.col, &src, 1)?)
+    }
+}
+
+/// A dense `m × n` matrix applied to flattened images.
+#[derive(Clone)]
+pub struct Dense {
+    mat: Mat,
+}
+
+impl Dense {
+    pub fn new(a: &[f64], m: usize, n: usize, device: &Device, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            mat: Mat::new(a, m, n, device, dtype)?,
+        })
+    }
+    /// `(B, n)` ↦ `(B, m)`.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.contiguous()?.matmul(&self.mat.t)?)
+    }
+    /// `(B, m)` ↦ `(B, n)`.
+    pub fn adjoint(&self, y: &Tensor) -> Result<Tensor> {
+        Ok(y.contiguous()?.matmul(&self.mat.m)?)
+    }
+}
+
+/// Per-batch-element sums: `(B, ...)` → `(B,)`.
+pub fn batch_sum(t: &Tensor) -> Result<Tensor> {
+    Ok(t.flatten_from(1)?.sum(D::Minus1)?)
+}
+
+/// An operator on a device: its [`DeviceMap`], its noise model's device likelihood and a
+/// measurement batch uploaded once (batch 1, shared by every chain, or the chain count).
+pub struct DeviceOperator<'a> {
+    op: &'a dyn Operator,
+    map: Box<dyn DeviceMap>,
+    y: Tensor,
+}
+
+impl<'a> DeviceOperator<'a> {
+    /// The device form of `op` against the (already validated) host measurements `ys` of
+    /// batch `by`, on `device` in `dtype` (f32 or f64); `None` when the task or its noise model
+    /// has no device form.
+    pub fn new(
+        op: &'a dyn Operator,
+        ys: &[f64],
+        by: usize,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Option<Self>> {
+        if !matches!(dtype, DType::F32 | DType::F64) {
+            return Err(InverseError::InvalidArgument(format!(
+                "device operators run in f32 or f64, not {dtype:?}"
+            )));
+        }
+        if !op.noise().has_device_likelihood() {
+            return Ok(None);
+        }
+        op.noise().check_likelihood().map_err(|msg| InverseError::InvalidOption {
+            task: op.name().to_string(),
+            msg,
+        })?;
+        let Some(map) = op.device_map(device, dtype)? else {
+            return Ok(None);
+        };
+        let mut shape = vec![by];
+        shape.extend(op.measurement_shape());
+        let y = upload(ys, &shape, device, dtype)?;
+        Ok(Some(Self { op, map, y }))
+    }
+
+    /// Whether `op` has a device form at all (task and noise model).
+    pub fn available(op: &dyn Operator, device: &Device) -> Result<bool> {
+        Ok(op.noise().has_device_likelihood() && op.device_map(device, DType::F32)?.is_some())
+    }
+
+    pub fn operator(&self) -> &dyn Operator {
+        self.op
+    }
+    pub fn map(&self) -> &dyn DeviceMap {
+        self.map.as_ref()
+    }
+    /// The uploaded measurement batch.
+    pub fn measurement(&self) -> &Tensor {
+        &self.y
+    }
+
+    /// (L(x_b; y_b) as a `(B,)` tensor, ∇ₓL shaped like `x`).
+    pub fn log_likelihood_and_grad(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let z = self.map.forward(x)?;
+        let (l, gz) = self
+            .op
+            .noise()
+            .device_log_likelihood_and_grad(&z, &self.y)
+            .ok_or_else(|| {
+                InverseError::Unsupported(format!(
+                    "the {} noise model has no device likelihood",
+                    self.op.noise().name()
+                ))
+            })??;
+        Ok((l, self.map.vjp(x, &gz)?))
+    }
+
+    /// Aᵀv (linear operators).
+    pub fn adjoint(&self, v: &Tensor) -> Result<Tensor> {
+        if !self.op.is_linear() {
+            return Err(InverseError::Unsupported(format!(
+                "task `{}` is not linear: it has no adjoint",
+                self.op.name()
+            )));
+        }
+        // A linear map's vjp does not read its point x.
+        self.map.vjp(v, v)
+    }
+}
+
+/// A = diag(d) on images (`d` of length C·H·W), or the identity (`d = None`): denoising,
+/// one-bit (with its sign noise), inpainting.
+pub struct Diagonal {
+    d: Option<Tensor>,
+}
+
+impl Diagonal {
+    pub fn new(
+        d: Option<&[f64]>,
+        shape: [usize; 3],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let [c, h, w] = shape;
+        Ok(Self {
+            d: d.map(|d| upload(d, &[1, c, h, w], device, dtype))
+                .transpose()?,
+        })
+    }
+}
+
+impl DeviceMap for Diagonal {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match &self.d {
+            Some(d) => x.broadcast_mul(d)?,
+            None => x.clone(),
+        })
+    }
+    fn vjp(&self, _x: &Tensor, v: &Tensor) -> Result<Tensor> {
+        self.forward(v)
+    }
+    fn solve_shifted_gram(&self, rhs: &Tensor, alpha: f64, beta: f64) -> Option<Result<Tensor>> {
+        let run = || -> Result<Tensor> {
+            Ok(match &self.d {
+                Some(d) => rhs.broadcast_div(&d.sqr()?.affine(alpha, beta)?)?,
+                None => (rhs / (alpha + beta))?,
+            })
+        };
+        Some(run())
+    }
+}
