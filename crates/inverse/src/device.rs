@@ -53,7 +53,10 @@ pub fn right_mul(x: &Tensor, m: &Tensor) -> Result<Tensor> {
     let n = m.dim(1)?;
     let mut out = dims;
     *out.last_mut().expect("rank ≥ 1") = n;
-    Ok(x.contiguous()?.reshape((rows, k))?.matmul(m)?.reshape(out)?)
+    Ok(x.contiguous()?
+        .reshape((rows, k))?
+        .matmul(m)?
+        .reshape(out)?)
 }
 
 /// `m · x` for `x` of shape `(..., H, W)` and a matrix `m` of shape `(P, H)`, given `mt = mᵀ`:
@@ -370,10 +373,12 @@ impl<'a> DeviceOperator<'a> {
         if !op.noise().has_device_likelihood() {
             return Ok(None);
         }
-        op.noise().check_likelihood().map_err(|msg| InverseError::InvalidOption {
-            task: op.name().to_string(),
-            msg,
-        })?;
+        op.noise()
+            .check_likelihood()
+            .map_err(|msg| InverseError::InvalidOption {
+                task: op.name().to_string(),
+                msg,
+            })?;
         let Some(map) = op.device_map(device, dtype)? else {
             return Ok(None);
         };

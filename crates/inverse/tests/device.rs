@@ -54,7 +54,10 @@ fn build(task: &str, shape: [usize; 3], extra: &[(&str, &str)]) -> Option<Box<dy
 
 fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(u, v)| (u - v).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(u, v)| (u - v).abs())
+        .fold(0.0, f64::max)
 }
 
 fn max_abs(a: &[f64]) -> f64 {
@@ -155,8 +158,18 @@ fn check(op: &dyn Operator, dtype: DType, tol: f64) -> bool {
                 lh.push(li);
                 gh.extend(gi);
             }
-            close(&l, &lh, tol, &format!("{name}: log-likelihood (y batch {by})"));
-            close(&g, &gh, tol, &format!("{name}: ∇ log-likelihood (y batch {by})"));
+            close(
+                &l,
+                &lh,
+                tol,
+                &format!("{name}: log-likelihood (y batch {by})"),
+            );
+            close(
+                &g,
+                &gh,
+                tol,
+                &format!("{name}: ∇ log-likelihood (y batch {by})"),
+            );
         }
     }
 

@@ -41,6 +41,7 @@ pub mod lgd;
 pub mod method;
 pub mod options;
 pub mod pcs;
+pub mod pcs_device;
 pub mod pigdm;
 pub mod protocol;
 pub mod reddiff;
@@ -65,8 +66,8 @@ pub use method::{
 };
 pub use options::{MethodOptions, OptionDefault, OptionSpec, OptionType, OptionValue, Resolved};
 pub use pcs::{
-    exact_gaussian_host, misfit, pcs, pcs_host, pcs_seeded, pcs_seeded_tempered, step_scale,
-    PcsConfig, PcsMethod, PcsOutput,
+    device_loop, exact_gaussian_host, misfit, pcs, pcs_host, pcs_seeded, pcs_seeded_tempered,
+    step_scale, PcsBackend, PcsConfig, PcsMethod, PcsOutput,
 };
 pub use protocol::{protocol, Protocol, PROTOCOLS};
 pub use stats::mean_and_std;

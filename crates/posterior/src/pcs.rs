@@ -44,6 +44,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
+use genprior_inverse::device::DeviceOperator;
 use genprior_inverse::host::{from_host, to_host};
 use genprior_inverse::linalg::shifted_gram_cg;
 use genprior_inverse::{InverseError, Operator, Result};
@@ -74,6 +75,33 @@ impl std::str::FromStr for PcsMethod {
     }
 }
 
+/// Where PCS runs (see [`crate::pcs_device`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PcsBackend {
+    /// On the chains' device when it is not the CPU and the task has a device form
+    /// ([`genprior_inverse::Operator::device_map`] and a device likelihood), else on the host.
+    #[default]
+    Auto,
+    /// On the host in f64 (threads over chains).
+    Host,
+    /// On the chains' device (an error if the task has no device form).
+    Device,
+}
+
+impl std::str::FromStr for PcsBackend {
+    type Err = InverseError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "host" => Ok(Self::Host),
+            "device" => Ok(Self::Device),
+            o => Err(InverseError::InvalidArgument(format!(
+                "unknown PCS backend `{o}`; expected auto, host or device"
+            ))),
+        }
+    }
+}
+
 /// PCS settings. Reference values (Xu & Chi, FFHQ / ImageNet): `scale` 0.8 / 1.2 for phase
 /// retrieval, 0.2 / 0.32 for one-bit, 0.6 / 1000 for SR×4; `steps` 1000; `reg` 50.
 #[derive(Debug, Clone)]
@@ -94,6 +122,10 @@ pub struct PcsConfig {
     pub likelihood_temperature: f64,
     /// Conjugate-gradient iteration cap of `Exact`.
     pub cg_max_iter: usize,
+    /// Host or device loop.
+    pub backend: PcsBackend,
+    /// The device loop's dtype; `None`: f64 on the CPU, f32 on GPUs.
+    pub device_dtype: Option<candle_core::DType>,
 }
 
 impl Default for PcsConfig {
@@ -106,6 +138,8 @@ impl Default for PcsConfig {
             temperature: None,
             likelihood_temperature: 1.0,
             cg_max_iter: 5000,
+            backend: PcsBackend::Auto,
+            device_dtype: None,
         }
     }
 }
@@ -116,6 +150,38 @@ impl Default for PcsConfig {
 pub struct PcsOutput {
     pub samples: Tensor,
     pub acceptance: Vec<f64>,
+}
+
+/// Which loop [`pcs_seeded_tempered`] will run for `op` with chains on `device` under `cfg`:
+/// `Some(dtype)` for the device loop, `None` for the host loop; an error if the device loop is
+/// required but the task has none.
+pub fn device_loop(
+    op: &dyn Operator,
+    device: &candle_core::Device,
+    cfg: &PcsConfig,
+) -> Result<Option<candle_core::DType>> {
+    use candle_core::DType;
+    let dtype = cfg.device_dtype.unwrap_or(if device.is_cpu() {
+        DType::F64
+    } else {
+        DType::F32
+    });
+    match cfg.backend {
+        PcsBackend::Host => Ok(None),
+        PcsBackend::Auto if device.is_cpu() => Ok(None),
+        PcsBackend::Auto => Ok(DeviceOperator::available(op, device)?.then_some(dtype)),
+        PcsBackend::Device => {
+            if DeviceOperator::available(op, device)? {
+                Ok(Some(dtype))
+            } else {
+                Err(InverseError::Unsupported(format!(
+                    "task `{}` with {} noise has no device form for PCS; use --pcs-backend host (or auto)",
+                    op.name(),
+                    op.noise().name()
+                )))
+            }
+        }
+    }
 }
 
 /// One chain's (sample, acceptance rate).
@@ -240,6 +306,25 @@ pub fn pcs_seeded_tempered(
             task: op.name().to_string(),
             msg: format!("measurement batch {by} must be 1 or the chain count {b}"),
         });
+    }
+    if let Some(dtype) = device_loop(op, x0.device(), cfg)? {
+        if let Some(dop) = DeviceOperator::new(op, &ys, by, x0.device(), dtype)? {
+            let w = weight / cfg.likelihood_temperature;
+            let out = crate::pcs_device::pcs_device(
+                &dop,
+                &x0.to_dtype(dtype)?,
+                gamma,
+                m,
+                cfg,
+                step,
+                w,
+                chain_seeds,
+            )?;
+            return Ok(PcsOutput {
+                samples: out.samples.to_dtype(x0.dtype())?,
+                acceptance: out.acceptance,
+            });
+        }
     }
     let xs = to_host(x0)?;
     let (n, ml) = (op.image_len(), op.measurement_len());
@@ -428,6 +513,9 @@ fn langevin_host(
             accepted += 1;
             continue;
         }
+        // The uniform is drawn before the finiteness check, so every step draws the same
+        // values whatever happens (the device loop relies on it).
+        let u: f64 = rng.random();
         if !lp.is_finite() || gp.iter().any(|v| !v.is_finite()) {
             continue;
         }
@@ -441,7 +529,6 @@ fn langevin_host(
         }
         let log_q_rev = -rev / (2.0 * sp * sp) - n as f64 * sp.ln();
         let log_alpha = log_target(lp, &prop) + log_q_rev - log_target(lx, &x) - log_q_fwd;
-        let u: f64 = rng.random();
         if log_alpha >= 0.0 || u.ln() < log_alpha {
             std::mem::swap(&mut x, &mut prop);
             lx = lp;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use genprior_inverse::physics::{one_bit, Blur, CompressedSensing, Identity, Inpainting, Kernel2d};
 use genprior_inverse::{build_task, Gaussian, NoiseModel, Operator, TaskOptions};
-use genprior_posterior::pcs::{pcs, PcsConfig, PcsMethod};
+use genprior_posterior::pcs::{pcs, PcsBackend, PcsConfig, PcsMethod};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -170,6 +170,29 @@ fn small_cs() -> (CompressedSensing, Vec<f64>, Vec<f64>) {
     (op, vec![0.5, -0.3, 0.2], vec![0.2, -0.1, 0.4, 0.0])
 }
 
+/// Which PCS loop a test runs: the host loop, or the device loop in a dtype.
+type Backend = (PcsBackend, Option<DType>);
+const HOST: Backend = (PcsBackend::Host, None);
+const DEVICE_F32: Backend = (PcsBackend::Device, Some(DType::F32));
+
+/// [`run_pcs`] with the loop of `backend`.
+fn run_pcs_on(
+    backend: Backend,
+    op: &dyn Operator,
+    y: &[f64],
+    x0: &[f64],
+    gamma: f64,
+    cfg: &PcsConfig,
+    seed: u64,
+) -> (Vec<f64>, Vec<f64>) {
+    let cfg = PcsConfig {
+        backend: backend.0,
+        device_dtype: backend.1,
+        ..cfg.clone()
+    };
+    run_pcs(op, y, x0, gamma, &cfg, seed)
+}
+
 fn run_pcs(
     op: &dyn Operator,
     y: &[f64],
@@ -195,8 +218,7 @@ fn run_pcs(
     )
 }
 
-#[test]
-fn mala_samples_the_gaussian_target() {
+fn mala_samples_the_gaussian_target_on(backend: Backend) {
     let (op, y, x0) = small_cs();
     let (mean, cov) = closed_form(&op, &y, &x0, GAMMA);
     let var: Vec<f64> = (0..4).map(|i| cov[i * 4 + i]).collect();
@@ -209,8 +231,9 @@ fn mala_samples_the_gaussian_target() {
         temperature: None,
         likelihood_temperature: 1.0,
         cg_max_iter: 100,
+        ..PcsConfig::default()
     };
-    let (s, acc) = run_pcs(&op, &y, &x0, GAMMA, &cfg, 1);
+    let (s, acc) = run_pcs_on(backend, &op, &y, &x0, GAMMA, &cfg, 1);
     let mean_acc = acc.iter().sum::<f64>() / acc.len() as f64;
     eprintln!("mala acceptance {mean_acc:.3}");
     assert!(mean_acc > 0.3 && mean_acc < 1.0, "acceptance {mean_acc}");
@@ -218,7 +241,16 @@ fn mala_samples_the_gaussian_target() {
 }
 
 #[test]
-fn mala_with_large_steps_still_samples_the_target() {
+fn mala_samples_the_gaussian_target() {
+    mala_samples_the_gaussian_target_on(HOST);
+}
+
+#[test]
+fn mala_samples_the_gaussian_target_on_the_device_in_f32() {
+    mala_samples_the_gaussian_target_on(DEVICE_F32);
+}
+
+fn mala_with_large_steps_still_samples_the_target_on(backend: Backend) {
     // big steps: many rejections, and unadjusted Langevin would be far off
     let (op, y, x0) = small_cs();
     let (mean, cov) = closed_form(&op, &y, &x0, GAMMA);
@@ -231,12 +263,23 @@ fn mala_with_large_steps_still_samples_the_target() {
         temperature: None,
         likelihood_temperature: 1.0,
         cg_max_iter: 100,
+        ..PcsConfig::default()
     };
-    let (s, acc) = run_pcs(&op, &y, &x0, GAMMA, &cfg, 2);
+    let (s, acc) = run_pcs_on(backend, &op, &y, &x0, GAMMA, &cfg, 2);
     let mean_acc = acc.iter().sum::<f64>() / acc.len() as f64;
     eprintln!("mala-large acceptance {mean_acc:.3}");
     assert!(mean_acc > 0.05 && mean_acc < 0.9, "acceptance {mean_acc}");
     check_gaussian("mala-large", &s, 4, &mean, &var);
+}
+
+#[test]
+fn mala_with_large_steps_still_samples_the_target() {
+    mala_with_large_steps_still_samples_the_target_on(HOST);
+}
+
+#[test]
+fn mala_with_large_steps_still_samples_the_target_on_the_device_in_f32() {
+    mala_with_large_steps_still_samples_the_target_on(DEVICE_F32);
 }
 
 #[test]
@@ -259,6 +302,7 @@ fn ula_has_the_documented_bias() {
         temperature: None,
         likelihood_temperature: 1.0,
         cg_max_iter: 100,
+        ..PcsConfig::default()
     };
     let s2 = g2 * (1.0 - (1.0 - a_step).powi(2));
     let ad = dense(&op);
@@ -291,8 +335,7 @@ fn ula_has_the_documented_bias() {
     check_gaussian("ula", &s, 4, &mean, &ula_var);
 }
 
-#[test]
-fn exact_pcs_samples_the_gaussian_target() {
+fn exact_pcs_samples_the_gaussian_target_on(backend: Backend) {
     let (cs, y, x0) = small_cs();
     let kernel = Kernel2d::new(2, 2, vec![0.5, 0.2, 0.2, 0.1]).unwrap();
     let blur = Blur::new("deblur-gauss", [1, 2, 3], kernel, gauss(SIGMA)).unwrap();
@@ -320,14 +363,23 @@ fn exact_pcs_samples_the_gaussian_target() {
         let n = op.image_len();
         let (mean, cov) = closed_form(op, y, x0, GAMMA);
         let var: Vec<f64> = (0..n).map(|i| cov[i * n + i]).collect();
-        let (s, acc) = run_pcs(op, y, x0, GAMMA, &cfg, 10 + k as u64);
+        let (s, acc) = run_pcs_on(backend, op, y, x0, GAMMA, &cfg, 10 + k as u64);
         assert!(acc.iter().all(|a| *a == 1.0));
         check_gaussian(&format!("exact {}", op.name()), &s, n, &mean, &var);
     }
 }
 
 #[test]
-fn mala_samples_a_non_gaussian_one_bit_target() {
+fn exact_pcs_samples_the_gaussian_target() {
+    exact_pcs_samples_the_gaussian_target_on(HOST);
+}
+
+#[test]
+fn exact_pcs_samples_the_gaussian_target_on_the_device_in_f32() {
+    exact_pcs_samples_the_gaussian_target_on(DEVICE_F32);
+}
+
+fn mala_samples_a_non_gaussian_one_bit_target_on(backend: Backend) {
     // π(x) ∝ sigmoid(y x/τ) N(x; x0, γ²) per pixel: moments by quadrature.
     let tau = 0.4;
     let gamma = 0.4;
@@ -342,8 +394,9 @@ fn mala_samples_a_non_gaussian_one_bit_target() {
         temperature: None,
         likelihood_temperature: 1.0,
         cg_max_iter: 0,
+        ..PcsConfig::default()
     };
-    let (s, acc) = run_pcs(&op, &y, &x0, gamma, &cfg, 4);
+    let (s, acc) = run_pcs_on(backend, &op, &y, &x0, gamma, &cfg, 4);
     let mean_acc = acc.iter().sum::<f64>() / acc.len() as f64;
     eprintln!("one-bit mala acceptance {mean_acc:.3}");
     assert!(mean_acc > 0.5);
@@ -393,6 +446,16 @@ fn mala_samples_a_non_gaussian_one_bit_target() {
             v[i]
         );
     }
+}
+
+#[test]
+fn mala_samples_a_non_gaussian_one_bit_target() {
+    mala_samples_a_non_gaussian_one_bit_target_on(HOST);
+}
+
+#[test]
+fn mala_samples_a_non_gaussian_one_bit_target_on_the_device_in_f32() {
+    mala_samples_a_non_gaussian_one_bit_target_on(DEVICE_F32);
 }
 
 #[test]

@@ -462,7 +462,11 @@ impl FourierMultiplier {
         })
     }
 
-    fn filter(&self, x: &candle_core::Tensor, k: &crate::device::Cx) -> Result<candle_core::Tensor> {
+    fn filter(
+        &self,
+        x: &candle_core::Tensor,
+        k: &crate::device::Cx,
+    ) -> Result<candle_core::Tensor> {
         let z = self.fwd.apply_real(x)?.mul(k)?;
         Ok(self.inv.apply(&z)?.re)
     }
@@ -472,7 +476,11 @@ impl crate::device::DeviceMap for FourierMultiplier {
     fn forward(&self, x: &candle_core::Tensor) -> Result<candle_core::Tensor> {
         self.filter(x, &self.khat)
     }
-    fn vjp(&self, _x: &candle_core::Tensor, v: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+    fn vjp(
+        &self,
+        _x: &candle_core::Tensor,
+        v: &candle_core::Tensor,
+    ) -> Result<candle_core::Tensor> {
         self.filter(v, &self.khat.conj()?)
     }
     fn solve_shifted_gram(

@@ -216,7 +216,11 @@ impl crate::device::DeviceMap for DenseMap {
     fn forward(&self, x: &candle_core::Tensor) -> Result<candle_core::Tensor> {
         self.dense.apply(&x.flatten_from(1)?)
     }
-    fn vjp(&self, _x: &candle_core::Tensor, v: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+    fn vjp(
+        &self,
+        _x: &candle_core::Tensor,
+        v: &candle_core::Tensor,
+    ) -> Result<candle_core::Tensor> {
         let [c, h, w] = self.shape;
         let b = v.dim(0)?;
         Ok(self.dense.adjoint(v)?.reshape((b, c, h, w))?)

@@ -724,8 +724,20 @@ impl Operator for Mri {
         Ok(Some(Box::new(MriMap {
             complex: c == 2,
             dft: CxSeparable {
-                l: CxMat::new(&dft_matrix(DftKind::CentredOrtho, h, h, 0), h, h, device, dtype)?,
-                r: CxMat::new(&dft_matrix(DftKind::CentredOrtho, w, w, 0), w, w, device, dtype)?,
+                l: CxMat::new(
+                    &dft_matrix(DftKind::CentredOrtho, h, h, 0),
+                    h,
+                    h,
+                    device,
+                    dtype,
+                )?,
+                r: CxMat::new(
+                    &dft_matrix(DftKind::CentredOrtho, w, w, 0),
+                    w,
+                    w,
+                    device,
+                    dtype,
+                )?,
             },
             mask: upload(&mask, &[1, 1, h, w], device, dtype)?,
             gram_mask: upload(gram, &[1, 1, h, w], device, dtype)?,

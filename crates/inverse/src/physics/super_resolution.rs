@@ -371,7 +371,11 @@ impl crate::device::DeviceMap for SeparableMap {
     fn forward(&self, x: &candle_core::Tensor) -> Result<candle_core::Tensor> {
         self.0.apply(x)
     }
-    fn vjp(&self, _x: &candle_core::Tensor, v: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+    fn vjp(
+        &self,
+        _x: &candle_core::Tensor,
+        v: &candle_core::Tensor,
+    ) -> Result<candle_core::Tensor> {
         self.0.adjoint(v)
     }
 }

@@ -591,10 +591,16 @@ impl crate::device::DeviceMap for ProjectorMap {
             .apply(&flat)?
             .reshape((b, c, self.sino[0], self.sino[1]))?)
     }
-    fn vjp(&self, _x: &candle_core::Tensor, v: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+    fn vjp(
+        &self,
+        _x: &candle_core::Tensor,
+        v: &candle_core::Tensor,
+    ) -> Result<candle_core::Tensor> {
         let [c, h, w] = self.shape;
         let b = v.dim(0)?;
-        let flat = v.contiguous()?.reshape((b * c, self.sino[0] * self.sino[1]))?;
+        let flat = v
+            .contiguous()?
+            .reshape((b * c, self.sino[0] * self.sino[1]))?;
         Ok(self.sparse.adjoint(&flat)?.reshape((b, c, h, w))?)
     }
 }
