@@ -38,6 +38,16 @@ pub struct BenchArgs {
     /// replaces, on the ddpm-cifar10-32 layer shapes at --batch, and print the speedups.
     #[arg(long)]
     pub ops: bool,
+    /// Instead of the network: time one MALA PCS call per task (denoise, inpainting, SR,
+    /// deblur, phase retrieval, one-bit, MRI, multi-coil MRI; CS and CT up to 64²) with the
+    /// host loop (f64, CPU threads) and the device loop (f32 tensor ops on --device), in the
+    /// same run, at each --pcs-sizes side with 3 channels, --batch chains and --iters Langevin
+    /// steps (a tenth of them above 64²); prints ms per step and the device/host ratio.
+    #[arg(long)]
+    pub pcs: bool,
+    /// Image sides for --pcs.
+    #[arg(long, value_delimiter = ',', default_value = "32,256")]
+    pub pcs_sizes: Vec<usize>,
 }
 
 /// Peak resident memory of this process in bytes (Linux; 0 elsewhere).
@@ -57,6 +67,10 @@ pub fn peak_rss_bytes() -> u64 {
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.batch == 0 || args.iters == 0 {
         bail!("--batch and --iters must be at least 1");
+    }
+    if args.pcs {
+        let (device, _) = args.device.open()?;
+        return crate::bench_pcs::run(&device, &args.pcs_sizes, args.batch, args.iters, args.json);
     }
     if args.ops {
         return crate::bench_ops::run(args.batch, args.iters, args.json);

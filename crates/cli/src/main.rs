@@ -3,6 +3,7 @@
 //! The binary only parses arguments, loads, calls library crates and writes files.
 
 mod bench_ops;
+mod bench_pcs;
 mod cmd_batch;
 mod cmd_bench;
 mod cmd_eval;

@@ -346,24 +346,42 @@ pub fn batch_sum(t: &Tensor) -> Result<Tensor> {
     Ok(t.flatten_from(1)?.sum(D::Minus1)?)
 }
 
+/// How a [`DeviceOperator`] evaluates A: its tensor ops, or (on the CPU, for tasks whose
+/// host FFT beats DFT-as-matmul there) the host operator image by image.
+#[derive(Clone)]
+enum Eval {
+    Tensor(std::sync::Arc<dyn DeviceMap>),
+    Host { ys: std::sync::Arc<Vec<f64>> },
+}
+
 /// An operator on a device: its [`DeviceMap`], its noise model's device likelihood and a
 /// measurement batch uploaded once (batch 1, shared by every chain, or the chain count).
+///
+/// On the CPU, a task that says its host form is faster there
+/// ([`Operator::host_faster_on_cpu`]: the FFT-based ones) is evaluated through its host
+/// operator ([`DeviceOperator::new`] with `host_on_cpu`), which is what "keep the host FFT on
+/// the CPU, selected per device" means; everywhere else, and whenever `host_on_cpu` is false,
+/// through its tensor ops.
+#[derive(Clone)]
 pub struct DeviceOperator<'a> {
     op: &'a dyn Operator,
-    map: Box<dyn DeviceMap>,
+    eval: Eval,
     y: Tensor,
+    by: usize,
 }
 
 impl<'a> DeviceOperator<'a> {
     /// The device form of `op` against the (already validated) host measurements `ys` of
     /// batch `by`, on `device` in `dtype` (f32 or f64); `None` when the task or its noise model
-    /// has no device form.
+    /// has no device form. `host_on_cpu`: on the CPU, evaluate tasks that are faster on the
+    /// host (see the type docs) with their host operator.
     pub fn new(
         op: &'a dyn Operator,
         ys: &[f64],
         by: usize,
         device: &Device,
         dtype: DType,
+        host_on_cpu: bool,
     ) -> Result<Option<Self>> {
         if !matches!(dtype, DType::F32 | DType::F64) {
             return Err(InverseError::InvalidArgument(format!(
@@ -379,13 +397,20 @@ impl<'a> DeviceOperator<'a> {
                 task: op.name().to_string(),
                 msg,
             })?;
-        let Some(map) = op.device_map(device, dtype)? else {
-            return Ok(None);
+        let eval = if host_on_cpu && device.is_cpu() && op.host_faster_on_cpu() {
+            Eval::Host {
+                ys: std::sync::Arc::new(ys.to_vec()),
+            }
+        } else {
+            match op.device_map(device, dtype)? {
+                Some(map) => Eval::Tensor(std::sync::Arc::from(map)),
+                None => return Ok(None),
+            }
         };
         let mut shape = vec![by];
         shape.extend(op.measurement_shape());
         let y = upload(ys, &shape, device, dtype)?;
-        Ok(Some(Self { op, map, y }))
+        Ok(Some(Self { op, eval, y, by }))
     }
 
     /// Whether `op` has a device form at all (task and noise model).
@@ -393,31 +418,127 @@ impl<'a> DeviceOperator<'a> {
         Ok(op.noise().has_device_likelihood() && op.device_map(device, DType::F32)?.is_some())
     }
 
+    /// This operator for chains `lo..lo + len` of a batch (the measurement batch narrowed to
+    /// them when it has one measurement per chain).
+    pub fn chains(&self, lo: usize, len: usize) -> Result<Self> {
+        let mut out = self.clone();
+        if self.by > 1 {
+            out.y = self.y.narrow(0, lo, len)?;
+            out.by = len;
+            if let Eval::Host { ys } = &self.eval {
+                let m = self.op.measurement_len();
+                out.eval = Eval::Host {
+                    ys: std::sync::Arc::new(ys[lo * m..(lo + len) * m].to_vec()),
+                };
+            }
+        }
+        Ok(out)
+    }
+
     pub fn operator(&self) -> &dyn Operator {
         self.op
-    }
-    pub fn map(&self) -> &dyn DeviceMap {
-        self.map.as_ref()
     }
     /// The uploaded measurement batch.
     pub fn measurement(&self) -> &Tensor {
         &self.y
     }
 
+    /// A(x).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.eval {
+            Eval::Tensor(map) => map.forward(x),
+            Eval::Host { .. } => self.op.forward(x),
+        }
+    }
+
+    /// J(x)ᵀv.
+    pub fn vjp(&self, x: &Tensor, v: &Tensor) -> Result<Tensor> {
+        match &self.eval {
+            Eval::Tensor(map) => map.vjp(x, v),
+            Eval::Host { .. } => {
+                let (n, m) = (self.op.image_len(), self.op.measurement_len());
+                let (xs, vs) = (crate::host::to_host(x)?, crate::host::to_host(v)?);
+                let mut out = Vec::with_capacity(xs.len());
+                for (xi, vi) in xs.chunks_exact(n).zip(vs.chunks_exact(m)) {
+                    out.extend(self.op.vjp_host(xi, vi)?);
+                }
+                crate::host::from_host(out, x.dims(), x.device(), x.dtype())
+            }
+        }
+    }
+
+    /// (α AᵀA + β I)⁻¹ rhs where the task has a direct solve.
+    pub fn solve_shifted_gram(
+        &self,
+        rhs: &Tensor,
+        alpha: f64,
+        beta: f64,
+    ) -> Option<Result<Tensor>> {
+        match &self.eval {
+            Eval::Tensor(map) => map.solve_shifted_gram(rhs, alpha, beta),
+            Eval::Host { .. } => {
+                let run = || -> Option<Result<Tensor>> {
+                    let n = self.op.image_len();
+                    let rs = match crate::host::to_host(rhs) {
+                        Ok(v) => v,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    let mut out = Vec::with_capacity(rs.len());
+                    for ri in rs.chunks_exact(n) {
+                        match self.op.solve_shifted_gram_host(ri, alpha, beta)? {
+                            Ok(v) => out.extend(v),
+                            Err(e) => return Some(Err(e)),
+                        }
+                    }
+                    Some(crate::host::from_host(
+                        out,
+                        rhs.dims(),
+                        rhs.device(),
+                        rhs.dtype(),
+                    ))
+                };
+                run()
+            }
+        }
+    }
+
     /// (L(x_b; y_b) as a `(B,)` tensor, ∇ₓL shaped like `x`).
     pub fn log_likelihood_and_grad(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let z = self.map.forward(x)?;
-        let (l, gz) = self
-            .op
-            .noise()
-            .device_log_likelihood_and_grad(&z, &self.y)
-            .ok_or_else(|| {
-                InverseError::Unsupported(format!(
-                    "the {} noise model has no device likelihood",
-                    self.op.noise().name()
+        match &self.eval {
+            Eval::Tensor(map) => {
+                let z = map.forward(x)?;
+                let (l, gz) = self
+                    .op
+                    .noise()
+                    .device_log_likelihood_and_grad(&z, &self.y)
+                    .ok_or_else(|| {
+                        InverseError::Unsupported(format!(
+                            "the {} noise model has no device likelihood",
+                            self.op.noise().name()
+                        ))
+                    })??;
+                Ok((l, map.vjp(x, &gz)?))
+            }
+            Eval::Host { ys } => {
+                let (n, m) = (self.op.image_len(), self.op.measurement_len());
+                let xs = crate::host::to_host(x)?;
+                let mut ls = Vec::new();
+                let mut gs = Vec::with_capacity(xs.len());
+                for (i, xi) in xs.chunks_exact(n).enumerate() {
+                    let j = if self.by == 1 { 0 } else { i };
+                    let (l, g) = self
+                        .op
+                        .log_likelihood_and_grad_host(xi, &ys[j * m..(j + 1) * m])?;
+                    ls.push(l);
+                    gs.extend(g);
+                }
+                let b = ls.len();
+                Ok((
+                    crate::host::from_host(ls, &[b], x.device(), x.dtype())?,
+                    crate::host::from_host(gs, x.dims(), x.device(), x.dtype())?,
                 ))
-            })??;
-        Ok((l, self.map.vjp(x, &gz)?))
+            }
+        }
     }
 
     /// Aᵀv (linear operators).
@@ -428,11 +549,13 @@ impl<'a> DeviceOperator<'a> {
                 self.op.name()
             )));
         }
-        // A linear map's vjp does not read its point x.
-        self.map.vjp(v, v)
+        let [c, h, w] = self.op.image_shape();
+        let b = v.dim(0)?;
+        // A linear map's vjp does not read its point x; give it one of the image's shape.
+        let x = Tensor::zeros((b, c, h, w), v.dtype(), v.device())?;
+        self.vjp(&x, v)
     }
 }
-
 /// A = diag(d) on images (`d` of length C·H·W), or the identity (`d = None`): denoising,
 /// one-bit (with its sign noise), inpainting.
 pub struct Diagonal {

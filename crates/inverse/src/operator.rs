@@ -116,6 +116,12 @@ pub trait Operator: Send + Sync {
     ) -> Result<Option<Box<dyn crate::device::DeviceMap>>> {
         Ok(None)
     }
+    /// Whether the host form beats the [`Operator::device_map`] form on the CPU (the
+    /// FFT-based tasks, whose device form is a DFT as matrix products); a
+    /// [`crate::device::DeviceOperator`] on the CPU then evaluates A on the host.
+    fn host_faster_on_cpu(&self) -> bool {
+        false
+    }
 
     // ---------------------------------------------------------- provided, from A + noise
 

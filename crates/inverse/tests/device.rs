@@ -143,9 +143,9 @@ fn check(op: &dyn Operator, dtype: DType, tol: f64) -> bool {
             .chunks(n)
             .flat_map(|xi| op.simulate_host(xi, &mut rng).unwrap())
             .collect();
-        for by in [1, b] {
+        for (by, host_on_cpu) in [(1, false), (b, false), (1, true), (b, true)] {
             let ys = &ys[..by * m];
-            let dop = DeviceOperator::new(op, ys, by, &Device::Cpu, dtype)
+            let dop = DeviceOperator::new(op, ys, by, &Device::Cpu, dtype, host_on_cpu)
                 .unwrap()
                 .expect("device form");
             let (l, g) = dop.log_likelihood_and_grad(&x).unwrap();
@@ -235,14 +235,14 @@ fn photon_noise_has_no_device_likelihood_and_says_so() {
     let op = build("denoise", [1, 8, 8], &[("noise", "poisson")]).unwrap();
     let ys = vec![0.0; op.measurement_len()];
     assert!(
-        DeviceOperator::new(op.as_ref(), &ys, 1, &Device::Cpu, DType::F32)
+        DeviceOperator::new(op.as_ref(), &ys, 1, &Device::Cpu, DType::F32, true)
             .unwrap()
             .is_none()
     );
     assert!(!DeviceOperator::available(op.as_ref(), &Device::Cpu).unwrap());
     let op = build("denoise", [1, 8, 8], &[]).unwrap();
     assert!(DeviceOperator::available(op.as_ref(), &Device::Cpu).unwrap());
-    let err = DeviceOperator::new(op.as_ref(), &ys, 1, &Device::Cpu, DType::BF16)
+    let err = DeviceOperator::new(op.as_ref(), &ys, 1, &Device::Cpu, DType::BF16, true)
         .err()
         .unwrap()
         .to_string();

@@ -170,6 +170,8 @@ pub struct DapsConfig {
     /// `Ula` (reference), `Mala` or `Exact`.
     pub langevin: PcsMethod,
     pub langevin_steps: usize,
+    /// Where the Langevin chains run (see [`crate::pcs::PcsBackend`]).
+    pub backend: crate::pcs::PcsBackend,
     pub lr: f64,
     pub lr_min_ratio: f64,
     /// τ of the data weight β = (m/τ)²; `None`: β = 1.
@@ -188,6 +190,7 @@ impl DapsConfig {
             r: DapsR::Sigma,
             langevin: PcsMethod::Ula,
             langevin_steps: 100,
+            backend: crate::pcs::PcsBackend::Auto,
             lr: default_lr(op),
             lr_min_ratio: 0.01,
             tau: default_tau(op),
@@ -212,6 +215,7 @@ impl DapsConfig {
                 "daps-langevin-steps",
                 opts.usize("daps-langevin-steps")?,
             )?,
+            backend: opts.choice("pcs-backend")?.parse()?,
             lr: opts.opt_f64("daps-lr")?.unwrap_or_else(|| default_lr(op)),
             lr_min_ratio: opts.f64("daps-lr-min-ratio")?,
             tau,
@@ -301,6 +305,7 @@ impl DapsConfig {
             "daps_r": match &self.r { DapsR::Sigma => json!("sigma"), DapsR::Levels(v) => json!(v) },
             "daps_langevin": label,
             "daps_langevin_steps": self.langevin_steps,
+            "pcs_backend": format!("{:?}", self.backend).to_lowercase(),
             "daps_lr": self.lr,
             "daps_lr_min_ratio": self.lr_min_ratio,
             "daps_tau": self.tau,
@@ -320,6 +325,7 @@ impl DapsConfig {
 
 /// Every option DAPS declares.
 pub const DAPS_OPTIONS: &[OptionSpec] = &[
+    crate::pcs::PCS_BACKEND_OPTION,
     OptionSpec::new(
         "daps-steps",
         "DAPS: annealing levels on the poly-7 grid from --daps-sigma-max to --daps-sigma-min (reference DAPS-1K: 200; a cheaper budget: 50 with --daps-ode-steps 2)",
@@ -515,6 +521,7 @@ pub fn daps(
     let pcs_cfg = PcsConfig {
         method: cfg.langevin,
         steps: cfg.langevin_steps,
+        backend: cfg.backend,
         ..PcsConfig::default()
     };
     let mut x = noise.draw(&[c, h, w], &device)?.affine(sigmas[0], 0.0)?;

@@ -422,6 +422,7 @@ pub fn default_pcs_scale(op: &dyn Operator) -> f64 {
 
 /// The options of both DPnP variants.
 pub const DPNP_OPTIONS: &[OptionSpec] = &[
+    crate::pcs::PCS_BACKEND_OPTION,
     OptionSpec::new(
         "outer-steps",
         "DPnP: outer steps K (k_start at η_max, then geometric from η_max to η_min)",
@@ -627,6 +628,7 @@ impl DpnpSampler {
             reg: pcs_reg,
             temperature: pcs_m,
             likelihood_temperature,
+            backend: opts.choice("pcs-backend")?.parse()?,
             ..PcsConfig::default()
         };
         let mut settings = json!({
@@ -640,6 +642,7 @@ impl DpnpSampler {
             "eta_min": eta_min,
             "pcs": pcs_name,
             "pcs_steps": pcs_steps,
+            "pcs_backend": opts.choice("pcs-backend")?,
             "dds_steps": dds_steps,
             "pcs_scale": pcs_scale,
             "pcs_reg": pcs_reg,

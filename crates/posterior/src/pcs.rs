@@ -102,6 +102,14 @@ impl std::str::FromStr for PcsBackend {
     }
 }
 
+/// The `pcs-backend` option of the samplers that run PCS (DPnP, DAPS).
+pub const PCS_BACKEND_OPTION: crate::options::OptionSpec = crate::options::OptionSpec::new(
+    "pcs-backend",
+    "Where PCS / Langevin runs: auto (on the GPU when the model is on one and the task has a device form, else on the host), host (f64 on CPU threads), device (tensor ops on the model's device: f32 on GPUs, f64 on the CPU; an error if the task has no device form, e.g. photon noise)",
+    crate::options::OptionType::Choice(&["auto", "host", "device"]),
+    crate::options::OptionDefault::Choice("auto"),
+);
+
 /// PCS settings. Reference values (Xu & Chi, FFHQ / ImageNet): `scale` 0.8 / 1.2 for phase
 /// retrieval, 0.2 / 0.32 for one-bit, 0.6 / 1000 for SR×4; `steps` 1000; `reg` 50.
 #[derive(Debug, Clone)]
@@ -126,6 +134,9 @@ pub struct PcsConfig {
     pub backend: PcsBackend,
     /// The device loop's dtype; `None`: f64 on the CPU, f32 on GPUs.
     pub device_dtype: Option<candle_core::DType>,
+    /// The device loop on the CPU evaluates FFT-based tasks with their host FFT (faster there
+    /// than a DFT as matrix products); `false` forces the tensor form (parity tests).
+    pub host_fft_on_cpu: bool,
 }
 
 impl Default for PcsConfig {
@@ -140,6 +151,7 @@ impl Default for PcsConfig {
             cg_max_iter: 5000,
             backend: PcsBackend::Auto,
             device_dtype: None,
+            host_fft_on_cpu: true,
         }
     }
 }
@@ -308,7 +320,9 @@ pub fn pcs_seeded_tempered(
         });
     }
     if let Some(dtype) = device_loop(op, x0.device(), cfg)? {
-        if let Some(dop) = DeviceOperator::new(op, &ys, by, x0.device(), dtype)? {
+        if let Some(dop) =
+            DeviceOperator::new(op, &ys, by, x0.device(), dtype, cfg.host_fft_on_cpu)?
+        {
             let w = weight / cfg.likelihood_temperature;
             let out = crate::pcs_device::pcs_device(
                 &dop,

@@ -34,9 +34,72 @@ const CHUNK_VALUES: usize = 1 << 22;
 
 /// Runs PCS on the device for the chains `x0` (`(B, C, H, W)`, on the device, in the device
 /// path's dtype) against `dop`'s measurement; `m` the step rule's scale, `step` an optional
-/// fixed step, `weight` the likelihood weight β/T, one seed per chain.
+/// fixed step, `weight` the likelihood weight β/T, one seed per chain. On the CPU the chains
+/// are split over threads (candle's CPU tensor ops are mostly single-threaded); each chain
+/// has its own random stream, so results do not depend on the split.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn pcs_device(
+    dop: &DeviceOperator<'_>,
+    x0: &Tensor,
+    gamma: f64,
+    m: f64,
+    cfg: &PcsConfig,
+    step: Option<f64>,
+    weight: f64,
+    seeds: &[u64],
+) -> Result<PcsOutput> {
+    let b = x0.dim(0)?;
+    let threads = if x0.device().is_cpu() {
+        std::thread::available_parallelism()
+            .map(|v| v.get())
+            .unwrap_or(1)
+            .min(b)
+    } else {
+        1
+    };
+    if threads <= 1 {
+        return pcs_device_chains(dop, x0, gamma, m, cfg, step, weight, seeds);
+    }
+    let per = b.div_ceil(threads);
+    let parts: Vec<Result<PcsOutput>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..b)
+            .step_by(per)
+            .map(|lo| {
+                let len = per.min(b - lo);
+                sc.spawn(move || -> Result<PcsOutput> {
+                    let d = dop.chains(lo, len)?;
+                    let x = x0.narrow(0, lo, len)?;
+                    pcs_device_chains(&d, &x, gamma, m, cfg, step, weight, &seeds[lo..lo + len])
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(InverseError::Numerical(
+                        "a PCS worker thread panicked".into(),
+                    ))
+                })
+            })
+            .collect()
+    });
+    let mut samples = Vec::with_capacity(parts.len());
+    let mut acceptance = Vec::with_capacity(b);
+    for p in parts {
+        let p = p?;
+        samples.push(p.samples);
+        acceptance.extend(p.acceptance);
+    }
+    Ok(PcsOutput {
+        samples: Tensor::cat(&samples, 0)?,
+        acceptance,
+    })
+}
+
+/// [`pcs_device`] for one group of chains, on the calling thread.
+#[allow(clippy::too_many_arguments)]
+fn pcs_device_chains(
     dop: &DeviceOperator<'_>,
     x0: &Tensor,
     gamma: f64,
@@ -69,8 +132,8 @@ fn finite(t: &Tensor) -> Result<Tensor> {
     } else {
         batch_sum(t)?
     };
-    // NaN and ±inf give NaN here; NaN = 0 is false.
-    Ok((&s - &s)?.eq(0.0)?)
+    // s·0 is 0 for finite s and NaN for NaN and ±inf; NaN = 0 is false.
+    Ok((&s * 0.0)?.eq(0.0)?)
 }
 
 /// Random values for chunks of steps, drawn on a producer thread from the per-chain RNGs in
@@ -283,13 +346,13 @@ fn exact_device(
     let (s2, g2) = (sigma * sigma, gamma * gamma);
     let rhs = ((dop.adjoint(&ytil)? / s2)? + (xtil / g2)?)?;
     let (alpha, beta) = (1.0 / s2, 1.0 / g2);
-    let samples = match dop.map().solve_shifted_gram(&rhs, alpha, beta) {
+    let samples = match dop.solve_shifted_gram(&rhs, alpha, beta) {
         Some(r) => r?,
         None => {
             let tol = if dtype == DType::F64 { 1e-10 } else { 1e-5 };
             cg_device(
                 |v| {
-                    let g = dop.map().vjp(v, &dop.map().forward(v)?)?;
+                    let g = dop.vjp(v, &dop.forward(v)?)?;
                     Ok(((g * alpha)? + (v * beta)?)?)
                 },
                 &rhs,

@@ -14,8 +14,8 @@ use candle_core::{Device, Tensor};
 use common::*;
 use genprior_diffusion::BatchNoise;
 use genprior_posterior::{
-    dds_sample, dpnp, dps, DdsMethod, DpnpConfig, DpsConfig, DpsMisfit, EtaSchedule, PcsConfig,
-    PcsMethod, WarmStart,
+    dds_sample, dpnp, dps, DdsMethod, DpnpConfig, DpsConfig, DpsMisfit, EtaSchedule, PcsBackend,
+    PcsConfig, PcsMethod, WarmStart,
 };
 
 /// Worst |mean error| in standard errors and worst |variance ratio − 1| in relative SEs.
@@ -399,4 +399,45 @@ fn dds_with_a_step_budget_stays_close_to_the_denoising_posterior() {
         }
     }
     assert!(dds_nfe_with_budget(&s, DdsMethod::Ddim, eta, Some(0)).is_err());
+}
+
+#[test]
+fn dpnp_with_the_device_pcs_loop_equals_the_host_loop() {
+    // A whole DPnP run (MALA PCS, DDS-DDIM) with PCS on the device (f64 on the CPU backend)
+    // against the host loop, same seeds: the chains are the same to round-off.
+    let s = schedule();
+    let model = prior(&s);
+    let (op, _, y, _) = cs_problem();
+    let yt = y_tensor(&y);
+    let run = |backend: PcsBackend| -> Vec<f32> {
+        let cfg = DpnpConfig {
+            etas: EtaSchedule::Constant { eta: 0.5, steps: 3 },
+            dds: DdsMethod::Ddim,
+            dds_steps: None,
+            pcs: PcsConfig {
+                method: PcsMethod::Mala,
+                steps: 50,
+                backend,
+                ..PcsConfig::default()
+            },
+            warm_start: WarmStart::Noise,
+            samples: 6,
+            seed: 3,
+            first_index: 0,
+        };
+        dpnp(&model, &s, &op, &yt, &cfg, &mut |_| {})
+            .unwrap()
+            .samples
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let (h, d) = (run(PcsBackend::Host), run(PcsBackend::Device));
+    let diff = h
+        .iter()
+        .zip(&d)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff <= 1e-4, "device vs host DPnP: max difference {diff}");
 }

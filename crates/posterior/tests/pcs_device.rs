@@ -128,6 +128,10 @@ fn device_langevin_in_f32_stays_within_f32_round_off_of_the_host() {
             ..langevin(PcsMethod::Ula)
         };
         let (hs, _) = run(op.as_ref(), &cfg, PcsBackend::Host, None);
+        let cfg = PcsConfig {
+            host_fft_on_cpu: false,
+            ..cfg
+        };
         let (ds, _) = run(op.as_ref(), &cfg, PcsBackend::Device, Some(DType::F32));
         let d = max_diff(&hs, &ds);
         assert!(d < 1e-3, "{}: f32 device vs host {d:e}", op.name());
@@ -145,11 +149,25 @@ fn device_exact_sampler_matches_the_host() {
             ..PcsConfig::default()
         };
         let (hs, _) = run(op.as_ref(), &cfg, PcsBackend::Host, None);
-        let (ds, _) = run(op.as_ref(), &cfg, PcsBackend::Device, Some(DType::F64));
+        let tensor_form = PcsConfig {
+            host_fft_on_cpu: false,
+            ..cfg.clone()
+        };
+        let (ds, _) = run(
+            op.as_ref(),
+            &tensor_form,
+            PcsBackend::Device,
+            Some(DType::F64),
+        );
         let d = max_diff(&hs, &ds);
         eprintln!("{} exact: max |device − host| = {d:e}", op.name());
         assert!(d < 1e-7, "{} exact: device vs host {d:e}", op.name());
-        let (fs, _) = run(op.as_ref(), &cfg, PcsBackend::Device, Some(DType::F32));
+        let (fs, _) = run(
+            op.as_ref(),
+            &tensor_form,
+            PcsBackend::Device,
+            Some(DType::F32),
+        );
         let d = max_diff(&hs, &fs);
         assert!(d < 1e-3, "{} exact f32: device vs host {d:e}", op.name());
     }

@@ -347,6 +347,10 @@ impl Blur {
 
 impl Operator for Blur {
     /// Re F⁻¹(k̂ ⊙ F x) with F = F_H ⊗ F_W as two matrix products each way.
+    /// The host FFT beats the DFT as matrix products on the CPU.
+    fn host_faster_on_cpu(&self) -> bool {
+        true
+    }
     fn device_map(
         &self,
         device: &candle_core::Device,
