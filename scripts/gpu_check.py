@@ -11,6 +11,9 @@ Steps, in this order (so that a tight time budget loses the most expensive part 
   b. bench    `genprior bench` forward, random weights, per arch x dtype x batch.
   e. loop     per-step cost of the sampling loop (`genprior sample` at two step counts)
               against the bare forward: the host-side noise and its upload.
+  p. pcs      `genprior bench --pcs`: one MALA PCS call per task with the host loop (f64, CPU
+              threads) and the device loop (f32 tensor ops on the GPU), ms per Langevin step
+              at 32 and 256 px, and the device/host ratio.
   d. torch    the same forwards in PyTorch (scripts/gpu_bench_torch.py), for the ratio.
   c. recon    one DPnP-DDIM and one DPS reconstruction on a 256-px random-weight model at the
               reference step counts (16 outer steps x 1,000 MALA steps, 2,823 network
@@ -331,6 +334,24 @@ def step_loop(r, args, summary):
     summary["sampling_loop"] = res
 
 
+def step_pcs(r, args, summary):
+    if r.left() < 60:
+        summary["pcs"] = dict(error="skipped: time budget")
+        return
+    sizes = "16" if args.cpu_dry_run else "32,256"
+    ok, so, se, secs = r.run(["bench", "--pcs", "--device", r.dev, "--pcs-sizes", sizes, "--batch", "2",
+                              "--iters", "40", "--json"])
+    if ok:
+        rows = json.loads(so.strip().splitlines()[-1])
+        summary["pcs"] = dict(rows=rows, wall_seconds=secs)
+        for row in rows:
+            log(f"pcs {row['task']} {row['size']}: host {row['host_ms_per_step']:.3f} ms/step, "
+                f"device {row['device_ms_per_step']:.3f} ms/step")
+    else:
+        summary["pcs"] = dict(error=last_error(se))
+        log(f"pcs: FAILED {summary['pcs']['error']}")
+
+
 def step_torch(r, args, summary):
     py = args.torch_python
     if not py:
@@ -503,6 +524,19 @@ def write_markdown(summary, path):
                      "which is the host-drawn seeded noise and its upload plus the scheduler step.")
         else:
             L.append(f"not measured: {lp.get('error')}")
+    pc = summary.get("pcs")
+    if pc:
+        L.append("")
+        L.append("## p. PCS per Langevin step: host loop (f64, CPU) vs device loop (f32, GPU)")
+        L.append("")
+        if pc.get("rows"):
+            L.append("| task | image | host ms/step | device ms/step | device/host |")
+            L.append("|---|---|---|---|---|")
+            for row in pc["rows"]:
+                L.append(f"| {row['task']} | {row['channels']}×{row['size']}² | {fmt(row['host_ms_per_step'])} | "
+                         f"{fmt(row['device_ms_per_step'])} | {fmt(row['device_over_host'], 2)} |")
+        else:
+            L.append(f"not measured: {pc.get('error')}")
     L.append("")
     if "reconstruction" not in summary:
         L.append("## c. Reconstructions: not run")
@@ -552,7 +586,7 @@ def main():
     ap.add_argument("--recon-size", type=int, default=256)
     ap.add_argument("--recon-dtype", default="bf16")
     ap.add_argument("--recon-samples", type=int, default=4)
-    ap.add_argument("--skip", default="", help="comma list of steps to skip: parity,bench,loop,torch,recon")
+    ap.add_argument("--skip", default="", help="comma list of steps to skip: parity,bench,loop,pcs,torch,recon")
     args = ap.parse_args()
     args.bin = os.path.abspath(args.bin)
     os.makedirs(args.out, exist_ok=True)
@@ -590,7 +624,8 @@ def main():
         pass
     summary = dict(env=env)
     r = Runner(args)
-    steps = [("parity", step_parity), ("bench", step_bench), ("loop", step_loop), ("torch", step_torch),
+    steps = [("parity", step_parity), ("bench", step_bench), ("loop", step_loop), ("pcs", step_pcs),
+             ("torch", step_torch),
              ("recon", step_recon)]
     for name, fn in steps:
         if name in skip:

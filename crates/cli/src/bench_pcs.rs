@@ -59,7 +59,19 @@ fn time_call(op: &dyn Operator, y: &Tensor, x0: &Tensor, cfg: &PcsConfig) -> Res
     Ok(t.elapsed().as_secs_f64() * 1e3 / cfg.steps as f64)
 }
 
-pub fn time_pcs(device: &Device, sizes: &[usize], chains: usize, steps: usize) -> Result<Vec<Row>> {
+pub fn time_pcs(
+    device: &Device,
+    sizes: &[usize],
+    only: &[String],
+    chains: usize,
+    steps: usize,
+) -> Result<Vec<Row>> {
+    if let Some(t) = only.iter().find(|t| !TASKS.iter().any(|(n, _)| n == t)) {
+        bail!(
+            "--pcs-tasks: unknown task `{t}` (expected some of {:?})",
+            TASKS.iter().map(|t| t.0).collect::<Vec<_>>()
+        );
+    }
     if chains == 0 || steps == 0 || sizes.is_empty() {
         bail!("--batch, --iters and --pcs-sizes must be positive");
     }
@@ -72,7 +84,7 @@ pub fn time_pcs(device: &Device, sizes: &[usize], chains: usize, steps: usize) -
             steps
         };
         for &(task, max_size) in TASKS {
-            if size > max_size {
+            if size > max_size || !(only.is_empty() || only.iter().any(|t| t == task)) {
                 continue;
             }
             // MRI images are real (1 channel) or complex (2); the rest are RGB.
@@ -129,11 +141,12 @@ pub fn time_pcs(device: &Device, sizes: &[usize], chains: usize, steps: usize) -
 pub fn run(
     device: &Device,
     sizes: &[usize],
+    only: &[String],
     chains: usize,
     steps: usize,
     json: bool,
 ) -> Result<()> {
-    let rows = time_pcs(device, sizes, chains, steps)?;
+    let rows = time_pcs(device, sizes, only, chains, steps)?;
     if json {
         let v: Vec<_> = rows
             .iter()

@@ -48,6 +48,9 @@ pub struct BenchArgs {
     /// Image sides for --pcs.
     #[arg(long, value_delimiter = ',', default_value = "32,256")]
     pub pcs_sizes: Vec<usize>,
+    /// Only these tasks for --pcs (default: all of them).
+    #[arg(long, value_delimiter = ',')]
+    pub pcs_tasks: Vec<String>,
 }
 
 /// Peak resident memory of this process in bytes (Linux; 0 elsewhere).
@@ -70,7 +73,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if args.pcs {
         let (device, _) = args.device.open()?;
-        return crate::bench_pcs::run(&device, &args.pcs_sizes, args.batch, args.iters, args.json);
+        return crate::bench_pcs::run(
+            &device,
+            &args.pcs_sizes,
+            &args.pcs_tasks,
+            args.batch,
+            args.iters,
+            args.json,
+        );
     }
     if args.ops {
         return crate::bench_ops::run(args.batch, args.iters, args.json);

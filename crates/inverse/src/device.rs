@@ -15,8 +15,9 @@
 //!   L, R — a 2-D DFT as two matrix products (candle has no FFT; F X Fᵀ is exact and runs on
 //!   any backend), with padding, cropping and (i)fftshift folded into the matrices;
 //! - [`dft_matrix`]: the 1-D DFT matrices (plain, centred, orthonormal, padded);
-//! - [`SparseRows`]: a fixed sparse matrix as (row, column, weight) triplets applied with
-//!   `index_select` + `index_add` (CT's ray-driven projector);
+//! - [`SparseRows`]: a fixed sparse matrix in ELLPACK form for S and Sᵀ, applied with
+//!   `index_select`, a product and a sum — no scatter, so no atomics and deterministic on GPUs
+//!   (CT's ray-driven projector);
 //! - [`Dense`]: a dense matrix on flattened images (compressed sensing).
 //!
 //! Images are `(B, C, H, W)`; measurements `(B, ...measurement_shape())` as on the host.
@@ -263,14 +264,52 @@ pub fn dft_matrix(kind: DftKind, n_out: usize, n_in: usize, offset: usize) -> Ve
     out
 }
 
-/// A fixed sparse matrix (`rows × cols`) as triplets, applied to the last axis of a batch.
+/// One direction of a [`SparseRows`] matrix in ELLPACK form: every output has `k` (index,
+/// weight) slots, padded with weight 0, so a product is one gather, one multiply and one sum
+/// (no scatter, hence no atomics on GPUs and the same result on every run).
+#[derive(Clone)]
+struct Ell {
+    n_out: usize,
+    k: usize,
+    idx: Tensor,
+    weight: Tensor,
+}
+
+impl Ell {
+    fn new(n_out: usize, lists: &[Vec<(u32, f64)>], device: &Device, dtype: DType) -> Result<Self> {
+        let k = lists.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut idx = vec![0u32; n_out * k];
+        let mut w = vec![0.0; n_out * k];
+        for (o, list) in lists.iter().enumerate() {
+            for (s, &(i, v)) in list.iter().enumerate() {
+                idx[o * k + s] = i;
+                w[o * k + s] = v;
+            }
+        }
+        Ok(Self {
+            n_out,
+            k,
+            idx: Tensor::from_vec(idx, n_out * k, device)?,
+            weight: upload(&w, &[n_out * k], device, dtype)?,
+        })
+    }
+    /// `(K, n_in)` ↦ `(K, n_out)`.
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let b = x.dim(0)?;
+        Ok(x.contiguous()?
+            .index_select(&self.idx, 1)?
+            .broadcast_mul(&self.weight)?
+            .reshape((b, self.n_out, self.k))?
+            .sum(2)?)
+    }
+}
+
+/// A fixed sparse matrix (`rows × cols`) applied to the last axis of a batch, stored in
+/// ELLPACK form for both S and Sᵀ (see [`Ell`]).
 #[derive(Clone)]
 pub struct SparseRows {
-    rows: usize,
-    cols: usize,
-    row: Tensor,
-    col: Tensor,
-    weight: Tensor,
+    fwd: Ell,
+    adj: Ell,
 }
 
 impl SparseRows {
@@ -291,31 +330,39 @@ impl SparseRows {
                 t.0, t.1
             )));
         }
-        let row: Vec<u32> = triplets.iter().map(|t| t.0).collect();
-        let col: Vec<u32> = triplets.iter().map(|t| t.1).collect();
-        let w: Vec<f64> = triplets.iter().map(|t| t.2).collect();
-        let n = triplets.len();
+        let merge = |lists: &mut Vec<Vec<(u32, f64)>>| {
+            for l in lists.iter_mut() {
+                l.sort_by_key(|e| e.0);
+                l.dedup_by(|a, b| {
+                    if a.0 == b.0 {
+                        b.1 += a.1;
+                        true
+                    } else {
+                        false
+                    }
+                });
+            }
+        };
+        let mut by_row: Vec<Vec<(u32, f64)>> = vec![Vec::new(); rows];
+        let mut by_col: Vec<Vec<(u32, f64)>> = vec![Vec::new(); cols];
+        for &(r, c, w) in triplets {
+            by_row[r as usize].push((c, w));
+            by_col[c as usize].push((r, w));
+        }
+        merge(&mut by_row);
+        merge(&mut by_col);
         Ok(Self {
-            rows,
-            cols,
-            row: Tensor::from_vec(row, n, device)?,
-            col: Tensor::from_vec(col, n, device)?,
-            weight: upload(&w, &[n], device, dtype)?,
+            fwd: Ell::new(rows, &by_row, device, dtype)?,
+            adj: Ell::new(cols, &by_col, device, dtype)?,
         })
     }
     /// `x` `(K, cols)` ↦ `(K, rows)`: y = S x per row of the batch.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        let k = x.dim(0)?;
-        let src = x.index_select(&self.col, 1)?.broadcast_mul(&self.weight)?;
-        let zeros = Tensor::zeros((k, self.rows), x.dtype(), x.device())?;
-        Ok(zeros.index_add(&self.row, &src, 1)?)
+        self.fwd.apply(x)
     }
     /// `y` `(K, rows)` ↦ `(K, cols)`: Sᵀ y.
     pub fn adjoint(&self, y: &Tensor) -> Result<Tensor> {
-        let k = y.dim(0)?;
-        let src = y.index_select(&self.row, 1)?.broadcast_mul(&self.weight)?;
-        let zeros = Tensor::zeros((k, self.cols), y.dtype(), y.device())?;
-        Ok(zeros.index_add(&self.col, &src, 1)?)
+        self.adj.apply(y)
     }
 }
 
@@ -358,7 +405,7 @@ enum Eval {
 /// measurement batch uploaded once (batch 1, shared by every chain, or the chain count).
 ///
 /// On the CPU, a task that says its host form is faster there
-/// ([`Operator::host_faster_on_cpu`]: the FFT-based ones) is evaluated through its host
+/// ([`Operator::host_faster_on_cpu`]: the FFT-based ones and CT) is evaluated through its host
 /// operator ([`DeviceOperator::new`] with `host_on_cpu`), which is what "keep the host FFT on
 /// the CPU, selected per device" means; everywhere else, and whenever `host_on_cpu` is false,
 /// through its tensor ops.
@@ -416,23 +463,6 @@ impl<'a> DeviceOperator<'a> {
     /// Whether `op` has a device form at all (task and noise model).
     pub fn available(op: &dyn Operator, device: &Device) -> Result<bool> {
         Ok(op.noise().has_device_likelihood() && op.device_map(device, DType::F32)?.is_some())
-    }
-
-    /// This operator for chains `lo..lo + len` of a batch (the measurement batch narrowed to
-    /// them when it has one measurement per chain).
-    pub fn chains(&self, lo: usize, len: usize) -> Result<Self> {
-        let mut out = self.clone();
-        if self.by > 1 {
-            out.y = self.y.narrow(0, lo, len)?;
-            out.by = len;
-            if let Eval::Host { ys } = &self.eval {
-                let m = self.op.measurement_len();
-                out.eval = Eval::Host {
-                    ys: std::sync::Arc::new(ys[lo * m..(lo + len) * m].to_vec()),
-                };
-            }
-        }
-        Ok(out)
     }
 
     pub fn operator(&self) -> &dyn Operator {

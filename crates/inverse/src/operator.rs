@@ -117,7 +117,8 @@ pub trait Operator: Send + Sync {
         Ok(None)
     }
     /// Whether the host form beats the [`Operator::device_map`] form on the CPU (the
-    /// FFT-based tasks, whose device form is a DFT as matrix products); a
+    /// FFT-based tasks, whose device form is a DFT as matrix products, and CT, whose device
+    /// projector is padded gathers); a
     /// [`crate::device::DeviceOperator`] on the CPU then evaluates A on the host.
     fn host_faster_on_cpu(&self) -> bool {
         false

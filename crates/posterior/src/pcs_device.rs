@@ -34,72 +34,11 @@ const CHUNK_VALUES: usize = 1 << 22;
 
 /// Runs PCS on the device for the chains `x0` (`(B, C, H, W)`, on the device, in the device
 /// path's dtype) against `dop`'s measurement; `m` the step rule's scale, `step` an optional
-/// fixed step, `weight` the likelihood weight β/T, one seed per chain. On the CPU the chains
-/// are split over threads (candle's CPU tensor ops are mostly single-threaded); each chain
-/// has its own random stream, so results do not depend on the split.
+/// fixed step, `weight` the likelihood weight β/T, one seed per chain. (On the CPU, candle
+/// spreads each tensor op over its own thread pool; splitting the chains over threads as well
+/// was measured slower: the threads serialise on that pool.)
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn pcs_device(
-    dop: &DeviceOperator<'_>,
-    x0: &Tensor,
-    gamma: f64,
-    m: f64,
-    cfg: &PcsConfig,
-    step: Option<f64>,
-    weight: f64,
-    seeds: &[u64],
-) -> Result<PcsOutput> {
-    let b = x0.dim(0)?;
-    let threads = if x0.device().is_cpu() {
-        std::thread::available_parallelism()
-            .map(|v| v.get())
-            .unwrap_or(1)
-            .min(b)
-    } else {
-        1
-    };
-    if threads <= 1 {
-        return pcs_device_chains(dop, x0, gamma, m, cfg, step, weight, seeds);
-    }
-    let per = b.div_ceil(threads);
-    let parts: Vec<Result<PcsOutput>> = std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..b)
-            .step_by(per)
-            .map(|lo| {
-                let len = per.min(b - lo);
-                sc.spawn(move || -> Result<PcsOutput> {
-                    let d = dop.chains(lo, len)?;
-                    let x = x0.narrow(0, lo, len)?;
-                    pcs_device_chains(&d, &x, gamma, m, cfg, step, weight, &seeds[lo..lo + len])
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(InverseError::Numerical(
-                        "a PCS worker thread panicked".into(),
-                    ))
-                })
-            })
-            .collect()
-    });
-    let mut samples = Vec::with_capacity(parts.len());
-    let mut acceptance = Vec::with_capacity(b);
-    for p in parts {
-        let p = p?;
-        samples.push(p.samples);
-        acceptance.extend(p.acceptance);
-    }
-    Ok(PcsOutput {
-        samples: Tensor::cat(&samples, 0)?,
-        acceptance,
-    })
-}
-
-/// [`pcs_device`] for one group of chains, on the calling thread.
-#[allow(clippy::too_many_arguments)]
-fn pcs_device_chains(
     dop: &DeviceOperator<'_>,
     x0: &Tensor,
     gamma: f64,

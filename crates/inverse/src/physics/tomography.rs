@@ -451,6 +451,10 @@ fn fourier_filter(size: usize, filter: FbpFilter) -> Vec<f64> {
 impl Operator for Tomography {
     /// The projector as a sparse matrix: every sample's bilinear stencil, merged per
     /// (ray, pixel), the zero padding dropped (see [`crate::device::SparseRows`]).
+    /// The host projector (exact nonzeros, f64 loops) beats the padded gathers on the CPU.
+    fn host_faster_on_cpu(&self) -> bool {
+        true
+    }
     fn device_map(
         &self,
         device: &candle_core::Device,
