@@ -552,17 +552,38 @@ impl<'a> DeviceOperator<'a> {
             Eval::Host { ys } => {
                 let (n, m) = (self.op.image_len(), self.op.measurement_len());
                 let xs = crate::host::to_host(x)?;
-                let mut ls = Vec::new();
-                let mut gs = Vec::with_capacity(xs.len());
-                for (i, xi) in xs.chunks_exact(n).enumerate() {
+                let b = xs.len() / n;
+                // Images on host threads, as the host PCS loop runs its chains.
+                let one = |i: usize| -> Result<(f64, Vec<f64>)> {
                     let j = if self.by == 1 { 0 } else { i };
-                    let (l, g) = self
-                        .op
-                        .log_likelihood_and_grad_host(xi, &ys[j * m..(j + 1) * m])?;
+                    self.op.log_likelihood_and_grad_host(
+                        &xs[i * n..(i + 1) * n],
+                        &ys[j * m..(j + 1) * m],
+                    )
+                };
+                let parts: Vec<Result<(f64, Vec<f64>)>> = if b == 1 {
+                    vec![one(0)]
+                } else {
+                    std::thread::scope(|sc| {
+                        let hs: Vec<_> = (0..b).map(|i| sc.spawn(move || one(i))).collect();
+                        hs.into_iter()
+                            .map(|h| {
+                                h.join().unwrap_or_else(|_| {
+                                    Err(InverseError::Numerical(
+                                        "a likelihood thread panicked".into(),
+                                    ))
+                                })
+                            })
+                            .collect()
+                    })
+                };
+                let mut ls = Vec::with_capacity(b);
+                let mut gs = Vec::with_capacity(xs.len());
+                for p in parts {
+                    let (l, g) = p?;
                     ls.push(l);
                     gs.extend(g);
                 }
-                let b = ls.len();
                 Ok((
                     crate::host::from_host(ls, &[b], x.device(), x.dtype())?,
                     crate::host::from_host(gs, x.dims(), x.device(), x.dtype())?,

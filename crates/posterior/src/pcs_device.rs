@@ -79,9 +79,9 @@ fn finite(t: &Tensor) -> Result<Tensor> {
 /// the host path's order.
 struct Chunk {
     steps: usize,
-    /// `(B, steps, n)` normals.
+    /// `(steps, B, n)` normals (step-major, so each step's slice is contiguous).
     z: Vec<f64>,
-    /// `(B, steps)` uniforms (MALA only).
+    /// `(steps, B)` uniforms (MALA only).
     u: Vec<f64>,
 }
 
@@ -105,11 +105,11 @@ fn produce(
         };
         for (i, r) in rngs.iter_mut().enumerate() {
             for s in 0..k {
-                for v in &mut z[(i * k + s) * n..(i * k + s + 1) * n] {
+                for v in &mut z[(s * b + i) * n..(s * b + i + 1) * n] {
                     *v = StandardNormal.sample(r);
                 }
                 if uniforms {
-                    u[i * k + s] = r.random();
+                    u[s * b + i] = r.random();
                 }
             }
         }
@@ -174,12 +174,12 @@ fn langevin_device(
                 InverseError::Numerical("the PCS noise producer stopped early".into())
             })?;
             let k = chunk.steps;
-            let zs = Tensor::from_vec(chunk.z, (b, k, c, h, w), &candle_core::Device::Cpu)?
+            let zs = Tensor::from_vec(chunk.z, (k, b, c, h, w), &candle_core::Device::Cpu)?
                 .to_dtype(dtype)?
                 .to_device(&dev)?;
             let us = if adjust {
                 Some(
-                    Tensor::from_vec(chunk.u, (b, k), &candle_core::Device::Cpu)?
+                    Tensor::from_vec(chunk.u, (k, b), &candle_core::Device::Cpu)?
                         .to_dtype(dtype)?
                         .to_device(&dev)?,
                 )
@@ -187,7 +187,7 @@ fn langevin_device(
                 None
             };
             for s in 0..k {
-                let z = zs.narrow(1, s, 1)?.squeeze(1)?;
+                let z = zs.get(s)?;
                 let (a, sd) = move_params(&lx)?;
                 // x' = x + a(x₀ − x) + γ² a ∇L + s z
                 let drift = ((x0 - &x)? + (&gx * g2)?)?;
@@ -211,7 +211,7 @@ fn langevin_device(
                 let dprop = ((rev / (sp1.sqr()? * 2.0)?)?.neg()? + (zsq * 0.5)?)?;
                 let dnorm = ((sp1.log()? - sd1.log()?)? * n as f64)?;
                 let log_alpha = ((dtarget + dprop)? - dnorm)?;
-                let u = us.narrow(1, s, 1)?.squeeze(1)?;
+                let u = us.get(s)?;
                 let take = log_alpha
                     .ge(0.0)?
                     .maximum(&u.log()?.lt(&log_alpha)?)?
