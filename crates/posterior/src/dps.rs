@@ -41,7 +41,9 @@ use crate::method::{
     Chains, MethodEntry, MethodProgress, PosteriorSampler, Problem, SamplerOutput,
 };
 use crate::options::{at_least_one, OptionDefault, OptionSpec, OptionType, Resolved};
+use crate::pcs::{device_backend, PcsBackend};
 use crate::seeds;
+use genprior_inverse::device::DeviceOperator;
 
 /// The data-misfit DPS descends (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +105,9 @@ pub struct DpsConfig {
     pub misfit: DpsMisfit,
     /// Likelihood temperature T: the guidance is the misfit gradient of L/T (1: untempered).
     pub temperature: f64,
+    /// Where the likelihood gradient runs: on the model's device through the operator's
+    /// device form (no host round trip per step), or on the host (see [`PcsBackend`]).
+    pub backend: PcsBackend,
 }
 
 impl DpsConfig {
@@ -113,6 +118,7 @@ impl DpsConfig {
             zeta: default_zeta(op),
             misfit: DpsMisfit::for_operator(op),
             temperature: 1.0,
+            backend: PcsBackend::Auto,
         }
     }
 
@@ -133,6 +139,7 @@ impl DpsConfig {
             zeta,
             misfit: DpsMisfit::from_choice(&opts.choice("dps-misfit")?, op)?,
             temperature,
+            backend: opts.choice("pcs-backend")?.parse()?,
         })
     }
 
@@ -143,6 +150,7 @@ impl DpsConfig {
             "zeta": self.zeta,
             "dps_misfit": format!("{:?}", self.misfit),
             "likelihood_temperature": self.temperature,
+            "dps_backend": format!("{:?}", self.backend).to_lowercase(),
         })
     }
 }
@@ -179,7 +187,13 @@ pub const LIKELIHOOD_TEMPERATURE: OptionSpec = OptionSpec {
 pub const DPS: MethodEntry = MethodEntry {
     name: "dps",
     summary: "Diffusion Posterior Sampling (Chung et al. 2023): ancestral DDPM with a likelihood gradient through the network",
-    options: &[DPS_STEPS, ZETA, DPS_MISFIT, LIKELIHOOD_TEMPERATURE],
+    options: &[
+        DPS_STEPS,
+        ZETA,
+        DPS_MISFIT,
+        LIKELIHOOD_TEMPERATURE,
+        crate::pcs::PCS_BACKEND_OPTION,
+    ],
     build: |opts, op| {
         Ok(Box::new(DpsSampler {
             cfg: DpsConfig::from_options(opts, op)?,
@@ -277,6 +291,42 @@ fn misfit_grad(
         .broadcast_mul(&coef)?)
 }
 
+/// [`misfit_grad`] through the operator's device form: the same coefficients as tensor ops
+/// on the chains' device, so nothing comes back to the host.
+fn misfit_grad_device(
+    dop: &DeviceOperator<'_>,
+    dtype: candle_core::DType,
+    x0: &Tensor,
+    misfit: DpsMisfit,
+    temperature: f64,
+) -> Result<Tensor> {
+    let op = dop.operator();
+    let (l, g) = dop.log_likelihood_and_grad(&x0.to_dtype(dtype)?)?;
+    let b = l.dim(0)?;
+    let m = op.temperature();
+    let inv_t = 1.0 / temperature;
+    let coef = match misfit {
+        DpsMisfit::Norm => {
+            // −m²/√f with f = −2m²L where f > 0, else 0 (as the host path).
+            let f = (&l * (-2.0 * m * m))?;
+            let pos = f.gt(0.0)?;
+            let root = pos.where_cond(&f, &f.ones_like()?)?.sqrt()?;
+            let c = (root.recip()? * (-m * m * inv_t))?;
+            pos.where_cond(&c, &c.zeros_like()?)?
+        }
+        DpsMisfit::NegLogLik => {
+            let s = -(m / (op.measurement_len() as f64).sqrt()) * inv_t;
+            (l.ones_like()? * s)?
+        }
+        DpsMisfit::MeanNegLogLik => {
+            let s = -1.0 / op.measurement_len() as f64 * inv_t;
+            (l.ones_like()? * s)?
+        }
+    };
+    Ok(g.broadcast_mul(&coef.reshape((b, 1, 1, 1))?)?
+        .to_dtype(candle_core::DType::F32)?)
+}
+
 /// Runs DPS for `k` chains against `y`: batch 1 (shared by all chains) or batch k (chain i
 /// against y_i). All randomness (x_T and
 /// the step noise) from `seed`. `progress(step, total)` after every step.
@@ -333,7 +383,17 @@ pub fn dps_indexed(
             cfg.temperature
         ));
     }
-    let mut guidance = |_: usize, x0: &Tensor| misfit_grad(op, x0, y, cfg.misfit, cfg.temperature);
+    let device_form = match device_backend(op, model.device(), cfg.backend, None)? {
+        Some(dtype) => {
+            let (by, ys) = op.measurement_to_host(y)?;
+            DeviceOperator::new(op, &ys, by, model.device(), dtype, true)?.map(|d| (d, dtype))
+        }
+        None => None,
+    };
+    let mut guidance = |_: usize, x0: &Tensor| match &device_form {
+        Some((dop, dtype)) => misfit_grad_device(dop, *dtype, x0, cfg.misfit, cfg.temperature),
+        None => misfit_grad(op, x0, y, cfg.misfit, cfg.temperature),
+    };
     let (samples, nfe) = guided_ddpm(
         model,
         schedule,

@@ -105,7 +105,7 @@ impl std::str::FromStr for PcsBackend {
 /// The `pcs-backend` option of the samplers that run PCS (DPnP, DAPS).
 pub const PCS_BACKEND_OPTION: crate::options::OptionSpec = crate::options::OptionSpec::new(
     "pcs-backend",
-    "Where PCS / Langevin runs: auto (on the GPU when the model is on one and the task has a device form, else on the host), host (f64 on CPU threads), device (tensor ops on the model's device: f32 on GPUs, f64 on the CPU; an error if the task has no device form, e.g. photon noise)",
+    "Where the likelihood math runs (PCS / Langevin steps of DPnP and DAPS, DPS's likelihood gradient): auto (on the GPU when the model is on one and the task has a device form, else on the host), host (f64 on CPU threads), device (tensor ops on the model's device: f32 on GPUs, f64 on the CPU; an error if the task has no device form, e.g. photon noise)",
     crate::options::OptionType::Choice(&["auto", "host", "device"]),
     crate::options::OptionDefault::Choice("auto"),
 );
@@ -172,13 +172,25 @@ pub fn device_loop(
     device: &candle_core::Device,
     cfg: &PcsConfig,
 ) -> Result<Option<candle_core::DType>> {
+    device_backend(op, device, cfg.backend, cfg.device_dtype)
+}
+
+/// Whether `backend` puts `op`'s likelihood on `device` (see [`PcsBackend`]): `Some(dtype)`
+/// (`dtype`, else f64 on the CPU and f32 on GPUs) or `None` for the host; an error if
+/// `Device` is asked for and the task has no device form. Shared by PCS and DPS.
+pub fn device_backend(
+    op: &dyn Operator,
+    device: &candle_core::Device,
+    backend: PcsBackend,
+    dtype: Option<candle_core::DType>,
+) -> Result<Option<candle_core::DType>> {
     use candle_core::DType;
-    let dtype = cfg.device_dtype.unwrap_or(if device.is_cpu() {
+    let dtype = dtype.unwrap_or(if device.is_cpu() {
         DType::F64
     } else {
         DType::F32
     });
-    match cfg.backend {
+    match backend {
         PcsBackend::Host => Ok(None),
         PcsBackend::Auto if device.is_cpu() => Ok(None),
         PcsBackend::Auto => Ok(DeviceOperator::available(op, device)?.then_some(dtype)),
@@ -187,7 +199,7 @@ pub fn device_loop(
                 Ok(Some(dtype))
             } else {
                 Err(InverseError::Unsupported(format!(
-                    "task `{}` with {} noise has no device form for PCS; use --pcs-backend host (or auto)",
+                    "task `{}` with {} noise has no device form; use --pcs-backend host (or auto)",
                     op.name(),
                     op.noise().name()
                 )))

@@ -314,6 +314,7 @@ fn dpnp_annealed_reaches_pi_eta_min_and_dps_error_is_recorded() {
         zeta: 0.3,
         misfit: DpsMisfit::Norm,
         temperature: 1.0,
+        backend: PcsBackend::Auto,
     };
     let d = dps(&model, &s, &op, &yt, k, &dcfg, 5, &mut |_, _| {}).unwrap();
     let (zm, zv, r) = errors(&d.samples, &pm, &pv);
@@ -440,4 +441,39 @@ fn dpnp_with_the_device_pcs_loop_equals_the_host_loop() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     assert!(diff <= 1e-4, "device vs host DPnP: max difference {diff}");
+}
+
+#[test]
+fn dps_with_the_device_likelihood_equals_the_host_one() {
+    // DPS's likelihood gradient through the operator's device form (f64 on the CPU backend)
+    // against the host operator, same seed: the same chains to f32 round-off.
+    let s = schedule();
+    let model = prior(&s);
+    let (op, _, y, _) = cs_problem();
+    let yt = y_tensor(&y);
+    let run = |backend: PcsBackend, misfit: DpsMisfit| -> Vec<f32> {
+        let cfg = DpsConfig {
+            steps: 30,
+            zeta: 0.3,
+            misfit,
+            temperature: 1.0,
+            backend,
+        };
+        dps(&model, &s, &op, &yt, 4, &cfg, 9, &mut |_, _| {})
+            .unwrap()
+            .samples
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    for misfit in [DpsMisfit::Norm, DpsMisfit::NegLogLik] {
+        let (h, d) = (run(PcsBackend::Host, misfit), run(PcsBackend::Device, misfit));
+        let diff = h
+            .iter()
+            .zip(&d)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff <= 1e-4, "{misfit:?}: device vs host DPS {diff}");
+    }
 }

@@ -55,6 +55,7 @@ fn one_draw_without_perturbation_is_dps() {
             zeta: zeta * lambda.sqrt(),
             misfit: DpsMisfit::Norm,
             temperature: 1.0,
+            backend: genprior_posterior::PcsBackend::Auto,
         },
         21,
         &mut |_, _| {},
