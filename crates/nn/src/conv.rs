@@ -1,4 +1,5 @@
-//! 2-D convolution on the fast CPU kernels, with an input gradient that is itself a GEMM.
+//! 2-D convolution on the fast CPU kernels, with an input gradient that is itself a GEMM,
+//! and on every other device and dtype a backward made of forward convolutions.
 //!
 //! On CPU f32 tensors [`Conv2d`] runs [`crate::kernels::conv`] as a candle custom op:
 //! - forward: Winograd F(2×2, 3×3) for 3×3 stride-1 padding-1 layers on large enough maps
@@ -13,12 +14,35 @@
 //!   the convolution of the input (batch and channels swapped) with the output gradient as
 //!   kernel, dilated by the stride; bias gradient: the sum of the output gradient.
 //!
-//! All are checked against candle's own `conv2d` and its backward in the tests. Other devices
-//! and dtypes use candle's `conv2d` directly (CUDA keeps cuDNN/cuBLAS).
+//! Other devices (CUDA, Metal) and dtypes (f64, f16, bf16) take the generic path
+//! ([`conv2d_generic`]): the forward is candle's `conv2d` (cuDNN or im2col + cuBLAS on CUDA,
+//! im2col + GEMM on Metal and CPU); without a tracked input or kernel that is all. When a
+//! gradient is wanted, candle's own backward would again call `conv_transpose2d` (a naive
+//! loop kernel on CUDA and CPU, the same remainder bug) and would compute the kernel gradient
+//! even for constant weights. candle's backward for `conv2d` cannot be replaced, so the
+//! forward result is computed detached and re-attached to `x` and `w` by a custom op
+//! (`GenericGradOp`) whose forward is a device copy of it (one output-sized copy, only when a
+//! gradient is tracked: a custom op must return fresh storage, and candle offers no way to
+//! build a device conv from inside one) and whose backward is made of tensor ops that run on
+//! the tensors' own device:
+//! - input gradient ([`conv2d_input_grad_generic`]): `∂y` dilated by the stride (s − 1 zeros
+//!   between entries, built by zero-padding a reshaped view and reshaping back), zero-padded by
+//!   k − 1 − p on each side plus the stride remainder (H + 2p − k) mod s at the far end so the
+//!   result has the input's exact size, then a stride-1 `conv2d` with the kernel flipped in
+//!   both spatial axes and with its channel axes swapped;
+//! - kernel gradient ([`conv2d_kernel_grad_generic`], only for a tracked kernel): the
+//!   convolution of the input with the output gradient as kernel, as above.
+//!
+//! All are checked against candle's own `conv2d` and its backward in the tests, the generic
+//! path also against the CPU custom op and the adjoint identities in f64.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Shape, Tensor};
+use candle_core::backend::{BackendDevice, BackendStorage};
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp2, CustomOp3, DType, Layout, MetalStorage, Module, Shape,
+    Storage, Tensor,
+};
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::kernels::conv::{conv2d_forward, conv2d_input_grad, conv2d_kernel_grad, ConvGeom};
 use crate::kernels::winograd::{self, transform_kernel};
@@ -196,8 +220,8 @@ fn conv2d_impl(
             None => x.apply_op2(&w, op),
         }
     } else {
-        // Other devices and dtypes: candle's conv2d.
-        let y = x.conv2d(w, padding, stride, 1, 1)?;
+        // Other devices and dtypes: candle's conv2d, our backward.
+        let y = conv2d_generic(x, w, padding, stride)?;
         match bias {
             Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
             None => Ok(y),
@@ -550,14 +574,267 @@ fn kernel_grad(
             .contiguous()?
             .apply_op2_no_bwd(&grad.contiguous()?, &KernelGradOp { geom });
     }
-    // Elsewhere: (Cin, B, H, W) ⋆ (Cout, B, Ho, Wo) with dilation s → (Cin, Cout, ≥kh, ≥kw).
+    conv2d_kernel_grad_generic(x, grad, (kh, kw), p, s)
+}
+
+/// `∂L/∂w` of `y = conv2d(x, w, padding, stride)` from `∂L/∂y`, in candle ops that run on any
+/// device: `(Cin, B, H, W) ⋆ (Cout, B, Ho, Wo)` with dilation `stride` gives
+/// `(Cin, Cout, ≥kh, ≥kw)`; the first `kh × kw` taps, channels swapped back, are the gradient.
+pub fn conv2d_kernel_grad_generic(
+    x: &Tensor,
+    grad: &Tensor,
+    (kh, kw): (usize, usize),
+    padding: usize,
+    stride: usize,
+) -> candle_core::Result<Tensor> {
+    let _t = profile::scope("conv/kernel-grad-generic");
     let xt = x.detach().transpose(0, 1)?.contiguous()?;
     let gt = grad.transpose(0, 1)?.contiguous()?;
-    let g = xt.conv2d(&gt, p, 1, s, 1)?;
+    let g = xt.conv2d(&gt, padding, 1, stride, 1)?;
     g.narrow(2, 0, kh)?
         .narrow(3, 0, kw)?
         .transpose(0, 1)?
         .contiguous()
+}
+
+/// `x.conv2d(w, padding, stride, 1, 1)` on any device and dtype with the generic backward of
+/// the module docs: candle's forward, and when `x` or `w` is tracked, gradients from
+/// [`conv2d_input_grad_generic`] and [`conv2d_kernel_grad_generic`] instead of candle's
+/// `conv_transpose2d`. [`conv2d`] takes this path wherever the CPU f32 kernels do not apply;
+/// calling it directly forces it (the tests do, on the CPU).
+pub fn conv2d_generic(
+    x: &Tensor,
+    w: &Tensor,
+    padding: usize,
+    stride: usize,
+) -> candle_core::Result<Tensor> {
+    if !x.track_op() && !w.track_op() {
+        return x.conv2d(w, padding, stride, 1, 1);
+    }
+    let y = x.detach().conv2d(&w.detach(), padding, stride, 1, 1)?;
+    x.apply_op2(
+        w,
+        GenericGradOp {
+            y: Mutex::new(Some(y)),
+            padding,
+            stride,
+        },
+    )
+}
+
+/// Re-attaches a detached `conv2d(x, w)` (held until the forward takes it, so the graph keeps
+/// only the copy) to `x` and `w`, with the generic backward.
+struct GenericGradOp {
+    y: Mutex<Option<Tensor>>,
+    padding: usize,
+    stride: usize,
+}
+
+/// A fresh contiguous copy of `(s, l)` on its own device.
+fn copy_out<S>(s: &S, l: &Layout) -> candle_core::Result<(S, Shape)>
+where
+    S: BackendStorage,
+    S::Device: BackendDevice<Storage = S>,
+{
+    // SAFETY: `copy_strided_src` writes every element of the new buffer before it is read.
+    let mut dst = unsafe { s.device().alloc_uninit(l.shape(), s.dtype())? };
+    s.copy_strided_src(&mut dst, 0, l)?;
+    Ok((dst, l.shape().clone()))
+}
+
+impl GenericGradOp {
+    /// Copies the held result out with `pick`, which selects this backend's storage.
+    fn take<S>(&self, pick: impl Fn(&Storage) -> Option<&S>) -> candle_core::Result<(S, Shape)>
+    where
+        S: BackendStorage,
+        S::Device: BackendDevice<Storage = S>,
+    {
+        let y = self
+            .y
+            .lock()
+            .map_err(|_| candle_core::Error::msg("conv2d: poisoned lock"))?
+            .take()
+            .ok_or_else(|| candle_core::Error::msg("conv2d: the generic op ran twice"))?;
+        let (storage, layout) = y.storage_and_layout();
+        match pick(&storage) {
+            Some(s) => copy_out(s, layout),
+            None => candle_core::bail!("conv2d: result on another device than its input"),
+        }
+    }
+}
+
+impl CustomOp2 for GenericGradOp {
+    fn name(&self) -> &'static str {
+        "genprior-conv2d-generic-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.take(|s| match s {
+            Storage::Cpu(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    fn cuda_fwd(
+        &self,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        self.take(|s| match s {
+            Storage::Cuda(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    fn metal_fwd(
+        &self,
+        _: &MetalStorage,
+        _: &Layout,
+        _: &MetalStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(MetalStorage, Shape)> {
+        self.take(|s| match s {
+            Storage::Metal(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        #[cfg(test)]
+        tests::GENERIC_BWD.with(|c| c.set(c.get() + 1));
+        let (_, _, h, wd) = x.dims4()?;
+        let (_, _, kh, kw) = w.dims4()?;
+        let gx = if x.track_op() {
+            Some(conv2d_input_grad_generic(
+                grad,
+                &w.detach(),
+                (h, wd),
+                self.padding,
+                self.stride,
+            )?)
+        } else {
+            None
+        };
+        let gw = if w.track_op() {
+            Some(conv2d_kernel_grad_generic(
+                x,
+                grad,
+                (kh, kw),
+                self.padding,
+                self.stride,
+            )?)
+        } else {
+            None
+        };
+        Ok((gx, gw))
+    }
+}
+
+/// `∂L/∂x` of `y = conv2d(x, w, padding, stride)` (x of spatial size `input_hw`) from
+/// `grad = ∂L/∂y`, in candle ops that run on any device (see the module docs): the stride-1
+/// convolution of `grad`, dilated by the stride and padded to the input's size, with `w`
+/// flipped and transposed. The work is one forward convolution over the dilated map, so it
+/// runs wherever `conv2d` is fast (cuDNN, im2col + GEMM).
+pub fn conv2d_input_grad_generic(
+    grad: &Tensor,
+    w: &Tensor,
+    (h, wd): (usize, usize),
+    padding: usize,
+    stride: usize,
+) -> candle_core::Result<Tensor> {
+    let _t = profile::scope("conv/input-grad-generic");
+    let (n, co, ho, wo) = grad.dims4()?;
+    let (co_w, ci, kh, kw) = w.dims4()?;
+    let (p, s) = (padding, stride);
+    let out = |size: usize, k: usize| (size + 2 * p >= k).then(|| (size + 2 * p - k) / s + 1);
+    if co != co_w || s == 0 || out(h, kh) != Some(ho) || out(wd, kw) != Some(wo) {
+        candle_core::bail!(
+            "conv2d input gradient: gradient {:?} and kernel {:?} do not fit an input of {h}×{wd} \
+             (padding {p}, stride {s})",
+            grad.dims(),
+            w.dims()
+        );
+    }
+    // Where the last output tap stops short of the padded input's end.
+    let (rh, rw) = ((h + 2 * p - kh) % s, (wd + 2 * p - kw) % s);
+    let d = dilate(&grad.contiguous()?, s, (rh, rw))?;
+    // A stride-1 correlation padded by k − 1 − p (the remainder is already in `d`); negative
+    // (p ≥ k) crops instead. conv2d pads both axes alike, so the common part goes there.
+    let (lh, lw) = (kh as isize - 1 - p as isize, kw as isize - 1 - p as isize);
+    let common = lh.min(lw).max(0);
+    let d = pad_or_crop(&d, 2, lh - common)?;
+    let d = pad_or_crop(&d, 3, lw - common)?;
+    let gx = d.conv2d(&flip_transpose_kernel(w)?, common as usize, 1, 1, 1)?;
+    if gx.dims() != [n, ci, h, wd] {
+        candle_core::bail!(
+            "conv2d input gradient: got {:?}, expected {:?}",
+            gx.dims(),
+            [n, ci, h, wd]
+        );
+    }
+    Ok(gx)
+}
+
+/// `g` (N, C, Ho, Wo) with s − 1 zeros between entries along both spatial axes and `r` more
+/// zeros at the far end of each: (N, C, (Ho − 1)s + 1 + rh, (Wo − 1)s + 1 + rw), `r < s`.
+fn dilate(g: &Tensor, s: usize, (rh, rw): (usize, usize)) -> candle_core::Result<Tensor> {
+    if s == 1 {
+        return Ok(g.clone());
+    }
+    let (n, c, ho, wo) = g.dims4()?;
+    // Each entry becomes the corner of an s × s block of zeros.
+    let d = g
+        .reshape((n, c, ho, 1, wo, 1))?
+        .pad_with_zeros(5, 0, s - 1)?
+        .pad_with_zeros(3, 0, s - 1)?
+        .reshape((n, c, ho * s, wo * s))?;
+    let (hd, wdd) = ((ho - 1) * s + 1 + rh, (wo - 1) * s + 1 + rw);
+    if (hd, wdd) == (ho * s, wo * s) {
+        Ok(d)
+    } else {
+        d.narrow(2, 0, hd)?.narrow(3, 0, wdd)?.contiguous()
+    }
+}
+
+/// `e` zeros on both sides of axis `dim`, or for negative `e`, |e| entries off both sides.
+fn pad_or_crop(t: &Tensor, dim: usize, e: isize) -> candle_core::Result<Tensor> {
+    let m = e.unsigned_abs();
+    match e.cmp(&0) {
+        std::cmp::Ordering::Greater => t.pad_with_zeros(dim, m, m),
+        std::cmp::Ordering::Less => t.narrow(dim, m, t.dim(dim)? - 2 * m),
+        std::cmp::Ordering::Equal => Ok(t.clone()),
+    }
+}
+
+/// `w̃[ci][co][kh − 1 − i][kw − 1 − j] = w[co][ci][i][j]` on `w`'s device: flipping both axes
+/// reverses the flattened `kh·kw` axis, one `index_select`.
+fn flip_transpose_kernel(w: &Tensor) -> candle_core::Result<Tensor> {
+    let (co, ci, kh, kw) = w.dims4()?;
+    let kk = kh * kw;
+    let flipped = if kk == 1 {
+        w.clone()
+    } else {
+        let rev: Vec<u32> = (0..kk as u32).rev().collect();
+        let rev = Tensor::from_vec(rev, kk, w.device())?;
+        w.reshape((co, ci, kk))?
+            .index_select(&rev, 2)?
+            .reshape((co, ci, kh, kw))?
+    };
+    flipped.transpose(0, 1)?.contiguous()
 }
 
 #[cfg(test)]
@@ -565,6 +842,39 @@ mod tests {
     use super::*;
     use crate::test_util::{grads, max_diff};
     use candle_core::Var;
+
+    thread_local! {
+        /// Backward passes of the generic op on this thread.
+        pub(super) static GENERIC_BWD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// (B, Cin, Cout, H, W, k, stride, padding).
+    pub(super) type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+    pub(super) const CASES: [Case; 18] = [
+        (1, 3, 4, 8, 8, 3, 1, 1),
+        (2, 5, 3, 9, 7, 3, 1, 1),
+        (2, 4, 6, 8, 8, 3, 2, 1),
+        (3, 4, 2, 9, 9, 3, 2, 1),
+        (1, 2, 3, 10, 7, 3, 2, 0),
+        (2, 6, 5, 7, 7, 1, 1, 0),
+        (1, 3, 3, 11, 6, 3, 3, 1),
+        (4, 1, 8, 5, 5, 3, 1, 1),
+        (2, 3, 4, 16, 16, 3, 2, 0),
+        (1, 2, 2, 6, 6, 3, 1, 2),
+        // Several im2col bands per image (K·Wo·Ho > COL_BUDGET), batch 1 and 2.
+        (1, 64, 8, 64, 64, 3, 1, 1),
+        (2, 64, 4, 63, 65, 3, 2, 1),
+        // Batch larger than the thread count, odd sizes, stride 2.
+        (8, 3, 5, 13, 11, 3, 2, 1),
+        // 1×1 (the GEMM-only path), 1×1 with stride 2 (im2col path), 5×5 with padding 2.
+        (1, 7, 9, 5, 5, 1, 1, 0),
+        (5, 16, 3, 1, 1, 1, 1, 0),
+        (1, 2, 3, 9, 9, 1, 2, 0),
+        (2, 4, 4, 7, 7, 5, 1, 2),
+        // The UNet's smallest feature map.
+        (3, 16, 16, 4, 4, 3, 1, 1),
+    ];
 
     fn rand(shape: &[usize], seed: u64) -> Tensor {
         crate::test_util::rand(shape, seed, 1.0)
@@ -585,32 +895,7 @@ mod tests {
     /// height only, so it fails when height and width leave different stride remainders).
     #[test]
     fn matches_candle_conv2d_and_the_adjoint_identities() {
-        // (B, Cin, Cout, H, W, k, stride, padding)
-        let cases = [
-            (1, 3, 4, 8, 8, 3, 1, 1),
-            (2, 5, 3, 9, 7, 3, 1, 1),
-            (2, 4, 6, 8, 8, 3, 2, 1),
-            (3, 4, 2, 9, 9, 3, 2, 1),
-            (1, 2, 3, 10, 7, 3, 2, 0),
-            (2, 6, 5, 7, 7, 1, 1, 0),
-            (1, 3, 3, 11, 6, 3, 3, 1),
-            (4, 1, 8, 5, 5, 3, 1, 1),
-            (2, 3, 4, 16, 16, 3, 2, 0),
-            (1, 2, 2, 6, 6, 3, 1, 2),
-            // Several im2col bands per image (K·Wo·Ho > COL_BUDGET), batch 1 and 2.
-            (1, 64, 8, 64, 64, 3, 1, 1),
-            (2, 64, 4, 63, 65, 3, 2, 1),
-            // Batch larger than the thread count, odd sizes, stride 2.
-            (8, 3, 5, 13, 11, 3, 2, 1),
-            // 1×1 (the GEMM-only path), 1×1 with stride 2 (im2col path), 5×5 with padding 2.
-            (1, 7, 9, 5, 5, 1, 1, 0),
-            (5, 16, 3, 1, 1, 1, 1, 0),
-            (1, 2, 3, 9, 9, 1, 2, 0),
-            (2, 4, 4, 7, 7, 5, 1, 2),
-            // The UNet's smallest feature map.
-            (3, 16, 16, 4, 4, 3, 1, 1),
-        ];
-        for (i, &(b, ci, co, h, wd, k, s, p)) in cases.iter().enumerate() {
+        for (i, &(b, ci, co, h, wd, k, s, p)) in CASES.iter().enumerate() {
             let x = Var::from_tensor(&rand(&[b, ci, h, wd], 10 + i as u64)).unwrap();
             let w = Var::from_tensor(&rand(&[co, ci, k, k], 20 + i as u64)).unwrap();
             let (oh, ow) = ((h + 2 * p - k) / s + 1, (wd + 2 * p - k) / s + 1);
@@ -744,5 +1029,240 @@ mod tests {
         assert!(m
             .forward_add(&rand(&[1, 3, 5, 5], 2), &rand(&[1, 2, 4, 5], 3))
             .is_err());
+    }
+}
+
+/// The generic backward ([`conv2d_generic`], [`conv2d_input_grad_generic`]) against the CPU
+/// custom op, candle's `conv_transpose2d` backward and the adjoint identities, in f32 and f64.
+#[cfg(test)]
+mod generic_tests {
+    use super::tests::{Case, CASES, GENERIC_BWD};
+    use super::*;
+    use crate::test_util::grads;
+    use candle_core::Var;
+
+    /// Cases only the generic path is asked to do: padding ≥ kernel (the correlation crops).
+    const EXTRA: [Case; 3] = [
+        (2, 3, 4, 5, 6, 1, 1, 1),
+        (1, 2, 3, 7, 8, 1, 2, 1),
+        (2, 3, 2, 6, 5, 3, 2, 3),
+    ];
+
+    fn rand(shape: &[usize], seed: u64) -> Tensor {
+        crate::test_util::rand(shape, seed, 1.0)
+    }
+
+    fn f64(t: &Tensor) -> Tensor {
+        t.to_dtype(DType::F64).unwrap()
+    }
+
+    fn scalar(t: Tensor) -> f64 {
+        t.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+    }
+
+    /// max |a − b| / (1 + max |b|), in f64 whatever the dtypes.
+    fn rel(a: &Tensor, b: &Tensor) -> f64 {
+        let (a, b) = (f64(a), f64(b));
+        let d = scalar((&a - &b).unwrap().abs().unwrap().max_all().unwrap());
+        d / (1.0 + scalar(b.abs().unwrap().max_all().unwrap()))
+    }
+
+    /// ⟨a, b⟩ and Σ |aᵢ bᵢ| (the scale its rounding error is relative to), in f64.
+    fn dot(a: &Tensor, b: &Tensor) -> (f64, f64) {
+        let p = (f64(a) * f64(b)).unwrap();
+        (
+            scalar(p.sum_all().unwrap()),
+            scalar(p.abs().unwrap().sum_all().unwrap()),
+        )
+    }
+
+    /// `⟨lhs⟩ = ⟨rhs⟩` to `tol` relative to the larger of their term scales.
+    fn assert_adjoint(lhs: (f64, f64), rhs: (f64, f64), tol: f64, what: &str) {
+        let scale = 1.0 + lhs.1.max(rhs.1);
+        assert!(
+            (lhs.0 - rhs.0).abs() < tol * scale,
+            "{what}: {} vs {} (scale {scale})",
+            lhs.0,
+            rhs.0
+        );
+    }
+
+    fn out_hw(h: usize, wd: usize, k: usize, s: usize, p: usize) -> (usize, usize) {
+        ((h + 2 * p - k) / s + 1, (wd + 2 * p - k) / s + 1)
+    }
+
+    /// The input gradient alone, from `∂y` and a constant kernel: against the CPU custom op
+    /// (f32), against candle's `conv_transpose2d` (f32 and f64; only where it is right: equal
+    /// height and width stride remainders, whose value it takes as output padding), and in
+    /// f64 against the adjoint identity ⟨conv(x, w), u⟩ = ⟨x, ∂x⟩ on every case.
+    #[test]
+    fn input_grad_matches_the_custom_op_and_conv_transpose2d() {
+        for (i, &(b, ci, co, h, wd, k, s, p)) in CASES.iter().chain(&EXTRA).enumerate() {
+            let seed = 100 + 3 * i as u64;
+            let x = rand(&[b, ci, h, wd], seed);
+            let w = rand(&[co, ci, k, k], seed + 1);
+            let (ho, wo) = out_hw(h, wd, k, s, p);
+            let gy = rand(&[b, co, ho, wo], seed + 2);
+            let generic = conv2d_input_grad_generic(&gy, &w, (h, wd), p, s).unwrap();
+            let xv = Var::from_tensor(&x).unwrap();
+            let fast = grads(&conv2d(xv.as_tensor(), &w, p, s).unwrap(), &gy);
+            let fast = fast.get(xv.as_tensor()).unwrap();
+            let e = rel(&generic, fast);
+            assert!(e < 1e-5, "case {i}: f32 generic vs custom op {e}");
+
+            let (x64, w64, gy64) = (f64(&x), f64(&w), f64(&gy));
+            let g64 = conv2d_input_grad_generic(&gy64, &w64, (h, wd), p, s).unwrap();
+            assert_eq!(g64.dtype(), DType::F64);
+            let e = rel(fast, &g64);
+            assert!(e < 1e-5, "case {i}: f32 custom op vs f64 generic {e}");
+            let y64 = x64.conv2d(&w64, p, s, 1, 1).unwrap();
+            assert_adjoint(
+                dot(&y64, &gy64),
+                dot(&x64, &g64),
+                1e-12,
+                &format!("case {i}: ⟨conv(x), u⟩ vs ⟨x, ∂x⟩"),
+            );
+
+            let (rh, rw) = ((h + 2 * p - k) % s, (wd + 2 * p - k) % s);
+            if rh == rw {
+                let t32 = gy.conv_transpose2d(&w, p, rh, s, 1).unwrap();
+                let t64 = gy64.conv_transpose2d(&w64, p, rh, s, 1).unwrap();
+                let e = rel(&generic, &t32);
+                assert!(e < 1e-5, "case {i}: f32 generic vs conv_transpose2d {e}");
+                let e = rel(&g64, &t64);
+                assert!(e < 1e-12, "case {i}: f64 generic vs conv_transpose2d {e}");
+            }
+        }
+        // A gradient that does not fit the input is an error.
+        let w = rand(&[2, 3, 3, 3], 1);
+        assert!(conv2d_input_grad_generic(&rand(&[1, 2, 4, 4], 2), &w, (9, 9), 1, 1).is_err());
+        assert!(conv2d_input_grad_generic(&rand(&[1, 3, 9, 9], 2), &w, (9, 9), 1, 1).is_err());
+    }
+
+    /// A full backward through the generic op with tracked input and kernel: f64 (which
+    /// [`conv2d`] sends down the generic path) against candle's autograd and the adjoint
+    /// identities to round-off, and f32 forced with [`conv2d_generic`] against the CPU custom
+    /// op.
+    #[test]
+    fn full_backward_matches_candle_and_the_custom_op() {
+        for (i, &(b, ci, co, h, wd, k, s, p)) in CASES.iter().chain(&EXTRA).enumerate() {
+            let seed = 200 + 3 * i as u64;
+            let (x, w) = (rand(&[b, ci, h, wd], seed), rand(&[co, ci, k, k], seed + 1));
+            let (ho, wo) = out_hw(h, wd, k, s, p);
+            let up = rand(&[b, co, ho, wo], seed + 2);
+            let (xv, wv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&w).unwrap());
+            let (x64, w64, up64) = (f64(&x), f64(&w), f64(&up));
+            let (xv64, wv64) = (
+                Var::from_tensor(&x64).unwrap(),
+                Var::from_tensor(&w64).unwrap(),
+            );
+            let (xt, wt) = (xv64.as_tensor(), wv64.as_tensor());
+
+            let before = GENERIC_BWD.with(|c| c.get());
+            let y64 = conv2d(xt, wt, p, s).unwrap();
+            let e = rel(&y64, &x64.conv2d(&w64, p, s, 1, 1).unwrap());
+            assert!(e < 1e-14, "case {i}: f64 forward {e}");
+            let g = grads(&y64, &up64);
+            assert_eq!(GENERIC_BWD.with(|c| c.get()), before + 1, "case {i}");
+            let (gx64, gw64) = (g.get(xt).unwrap(), g.get(wt).unwrap());
+            assert_eq!((gx64.dims(), gw64.dims()), (x.dims(), w.dims()), "case {i}");
+            let lhs = dot(&y64, &up64);
+            assert_adjoint(lhs, dot(xt, gx64), 1e-12, &format!("case {i}: ∂x"));
+            assert_adjoint(lhs, dot(wt, gw64), 1e-12, &format!("case {i}: ∂w"));
+            let (rh, rw) = ((h + 2 * p - k) % s, (wd + 2 * p - k) % s);
+            if rh == rw {
+                let c = grads(&xt.conv2d(wt, p, s, 1, 1).unwrap(), &up64);
+                let e = rel(gx64, c.get(xt).unwrap());
+                assert!(e < 1e-12, "case {i}: f64 ∂x vs candle {e}");
+                let e = rel(gw64, c.get(wt).unwrap());
+                assert!(e < 1e-12, "case {i}: f64 ∂w vs candle {e}");
+            }
+
+            // f32, forced onto the generic path, against the custom op.
+            let (xt, wt) = (xv.as_tensor(), wv.as_tensor());
+            let y = conv2d_generic(xt, wt, p, s).unwrap();
+            let g = grads(&y, &up);
+            let f = grads(&conv2d(xt, wt, p, s).unwrap(), &up);
+            for (what, v, tol) in [("∂x", xt, 1e-5), ("∂w", wt, 1e-5)] {
+                let e = rel(g.get(v).unwrap(), f.get(v).unwrap());
+                assert!(e < tol, "case {i}: f32 generic {what} vs custom op {e}");
+            }
+            let e = rel(g.get(xt).unwrap(), gx64);
+            assert!(e < 1e-5, "case {i}: f32 generic ∂x vs f64 {e}");
+        }
+        // Nothing tracked: candle's conv2d, no op recorded.
+        let y = conv2d_generic(&rand(&[1, 2, 5, 5], 1), &rand(&[3, 2, 3, 3], 2), 1, 1).unwrap();
+        assert!(!y.track_op());
+    }
+
+    /// y = silu(conv(x)) → silu(conv/stride 2) → silu(conv1x1) → conv3x3 + residual, with bias.
+    fn stack(layers: &[Conv2d; 4], x: &Tensor) -> Tensor {
+        let silu = |t: Tensor| candle_nn::ops::silu(&t).unwrap();
+        let h = silu(layers[0].forward(x).unwrap());
+        let h = silu(layers[1].forward(&h).unwrap());
+        let h = silu(layers[2].forward(&h).unwrap());
+        layers[3].forward_add(&h, &h).unwrap()
+    }
+
+    /// The same in candle's own ops (its autograd: `conv_transpose2d`).
+    fn candle_stack(layers: &[Conv2d; 4], x: &Tensor) -> Tensor {
+        let conv = |l: &Conv2d, t: &Tensor, p, s| {
+            let b = l.bias().unwrap();
+            t.conv2d(l.weight(), p, s, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, b.dim(0).unwrap(), 1, 1)).unwrap())
+                .unwrap()
+        };
+        let silu = |t: Tensor| candle_nn::ops::silu(&t).unwrap();
+        let h = silu(conv(&layers[0], x, 1, 1));
+        let h = silu(conv(&layers[1], &h, 1, 2));
+        let h = silu(conv(&layers[2], &h, 0, 1));
+        (conv(&layers[3], &h, 1, 1) + &h).unwrap()
+    }
+
+    /// The input gradient of a small conv stack (odd, non-square maps, a stride-2 layer, 1×1,
+    /// fused residual) in f64 runs every convolution's backward on the generic op and equals
+    /// candle's autograd to round-off and the f32 network on the CPU custom ops to f32 rounding.
+    #[test]
+    fn conv_stack_backward_through_the_generic_path() {
+        let shapes = [(4, 3, 3), (6, 4, 3), (5, 6, 1), (5, 5, 3)];
+        let pads = [(1, 1), (1, 2), (0, 1), (1, 1)];
+        let layers = |dtype: DType| -> [Conv2d; 4] {
+            std::array::from_fn(|j| {
+                let (co, ci, k) = shapes[j];
+                let w = (rand(&[co, ci, k, k], 300 + j as u64) * 0.4).unwrap();
+                let b = rand(&[co], 310 + j as u64);
+                let (p, s) = pads[j];
+                Conv2d::new(
+                    w.to_dtype(dtype).unwrap(),
+                    Some(b.to_dtype(dtype).unwrap()),
+                    p,
+                    s,
+                )
+            })
+        };
+        let (l32, l64) = (layers(DType::F32), layers(DType::F64));
+        let x = rand(&[2, 3, 9, 11], 320);
+        let up = rand(&[2, 5, 5, 6], 321);
+        let (x64, up64) = (f64(&x), f64(&up));
+
+        let xv64 = Var::from_tensor(&x64).unwrap();
+        let before = GENERIC_BWD.with(|c| c.get());
+        let y64 = stack(&l64, xv64.as_tensor());
+        assert_eq!(y64.dims(), up.dims());
+        let g = grads(&y64, &up64);
+        assert_eq!(GENERIC_BWD.with(|c| c.get()), before + 4);
+        let gx64 = g.get(xv64.as_tensor()).unwrap();
+        // No gradient for the constant weights.
+        assert!(g.get(l64[0].weight()).is_none());
+
+        let reference = grads(&candle_stack(&l64, xv64.as_tensor()), &up64);
+        let e = rel(gx64, reference.get(xv64.as_tensor()).unwrap());
+        assert!(e < 1e-12, "f64 stack: generic vs candle autograd {e}");
+
+        let xv = Var::from_tensor(&x).unwrap();
+        let g32 = grads(&stack(&l32, xv.as_tensor()), &up);
+        let e = rel(g32.get(xv.as_tensor()).unwrap(), gx64);
+        assert!(e < 1e-5, "f32 custom ops vs f64 generic {e}");
     }
 }

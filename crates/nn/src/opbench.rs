@@ -1,5 +1,6 @@
 //! Each fast CPU kernel against the candle op it replaces, on the layer shapes of the
-//! ddpm-cifar10-32 UNet, timed in the same run (`genprior bench --ops`).
+//! ddpm-cifar10-32 UNet, timed in the same run (`genprior bench --ops`); also the generic
+//! (any-device) convolution input gradient against candle's `conv_transpose2d`, on the CPU.
 
 use std::time::Instant;
 
@@ -90,6 +91,12 @@ fn conv_rows(b: usize, iters: usize, rows: &mut Vec<OpTiming>) -> Result<()> {
         let out_pad = s - ((so - 1) * st + k - 2 * p);
         let theirs = time(iters, || sync(&gy.conv_transpose2d(&w, p, out_pad, st, 1)?))?;
         rows.push(row("conv2d input grad", &shape, ours, theirs));
+        // The device-generic input gradient (a forward conv2d of the dilated gradient, what
+        // CUDA/Metal and non-f32 dtypes use), timed here on the CPU against the same candle op.
+        let generic = time(iters, || {
+            sync(&conv::conv2d_input_grad_generic(&gy, &w, (s, s), p, st)?)
+        })?;
+        rows.push(row("conv2d input grad (generic)", &shape, generic, theirs));
     }
     Ok(())
 }

@@ -161,8 +161,9 @@ fn flop_counts_match_published_figures() {
 }
 
 /// The input gradient through the whole network (fast conv/group-norm/softmax backward, fused
-/// residuals, channel-major attention) against the f64 network's gradient through candle's own
-/// ops, and against central finite differences along random directions:
+/// residuals, channel-major attention) against the f64 network's gradient (candle's ops, the
+/// convolutions with genprior's generic backward, `conv::conv2d_generic`), and against central
+/// finite differences along random directions:
 /// ⟨∇ₓ Σ u·f(x), v⟩ ≈ (L(x + hv) − L(x − hv)) / 2h.
 #[test]
 fn input_gradient_matches_finite_differences() {
