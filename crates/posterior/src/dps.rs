@@ -150,7 +150,7 @@ impl DpsConfig {
             "zeta": self.zeta,
             "dps_misfit": format!("{:?}", self.misfit),
             "likelihood_temperature": self.temperature,
-            "dps_backend": format!("{:?}", self.backend).to_lowercase(),
+            "pcs_backend": format!("{:?}", self.backend).to_lowercase(),
         })
     }
 }

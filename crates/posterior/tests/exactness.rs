@@ -468,7 +468,10 @@ fn dps_with_the_device_likelihood_equals_the_host_one() {
             .unwrap()
     };
     for misfit in [DpsMisfit::Norm, DpsMisfit::NegLogLik] {
-        let (h, d) = (run(PcsBackend::Host, misfit), run(PcsBackend::Device, misfit));
+        let (h, d) = (
+            run(PcsBackend::Host, misfit),
+            run(PcsBackend::Device, misfit),
+        );
         let diff = h
             .iter()
             .zip(&d)
