@@ -472,6 +472,10 @@ impl<'a> DeviceOperator<'a> {
     pub fn measurement(&self) -> &Tensor {
         &self.y
     }
+    /// The dtype it computes in.
+    pub fn dtype(&self) -> DType {
+        self.y.dtype()
+    }
 
     /// A(x).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

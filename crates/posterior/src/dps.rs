@@ -41,7 +41,7 @@ use crate::method::{
     Chains, MethodEntry, MethodProgress, PosteriorSampler, Problem, SamplerOutput,
 };
 use crate::options::{at_least_one, OptionDefault, OptionSpec, OptionType, Resolved};
-use crate::pcs::{device_backend, PcsBackend};
+use crate::pcs::{device_operator, PcsBackend};
 use crate::seeds;
 use genprior_inverse::device::DeviceOperator;
 
@@ -295,13 +295,12 @@ fn misfit_grad(
 /// on the chains' device, so nothing comes back to the host.
 fn misfit_grad_device(
     dop: &DeviceOperator<'_>,
-    dtype: candle_core::DType,
     x0: &Tensor,
     misfit: DpsMisfit,
     temperature: f64,
 ) -> Result<Tensor> {
     let op = dop.operator();
-    let (l, g) = dop.log_likelihood_and_grad(&x0.to_dtype(dtype)?)?;
+    let (l, g) = dop.log_likelihood_and_grad(&x0.to_dtype(dop.dtype())?)?;
     let b = l.dim(0)?;
     let m = op.temperature();
     let inv_t = 1.0 / temperature;
@@ -370,8 +369,7 @@ pub fn dps_indexed(
             cfg.zeta
         ));
     }
-    op.validate_measurement(y)?;
-    let by = y.dim(0)?;
+    let (by, ys) = op.measurement_to_host(y)?;
     if by != 1 && by != k {
         return invalid(format!(
             "DPS takes a measurement batch of 1 or of the chain count {k}, got {by}"
@@ -383,15 +381,9 @@ pub fn dps_indexed(
             cfg.temperature
         ));
     }
-    let device_form = match device_backend(op, model.device(), cfg.backend, None)? {
-        Some(dtype) => {
-            let (by, ys) = op.measurement_to_host(y)?;
-            DeviceOperator::new(op, &ys, by, model.device(), dtype, true)?.map(|d| (d, dtype))
-        }
-        None => None,
-    };
+    let device_form = device_operator(op, &ys, by, model.device(), cfg.backend, None, true)?;
     let mut guidance = |_: usize, x0: &Tensor| match &device_form {
-        Some((dop, dtype)) => misfit_grad_device(dop, *dtype, x0, cfg.misfit, cfg.temperature),
+        Some(dop) => misfit_grad_device(dop, x0, cfg.misfit, cfg.temperature),
         None => misfit_grad(op, x0, y, cfg.misfit, cfg.temperature),
     };
     let (samples, nfe) = guided_ddpm(

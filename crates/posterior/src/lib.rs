@@ -66,8 +66,8 @@ pub use method::{
 };
 pub use options::{MethodOptions, OptionDefault, OptionSpec, OptionType, OptionValue, Resolved};
 pub use pcs::{
-    device_backend, device_loop, exact_gaussian_host, misfit, pcs, pcs_host, pcs_seeded,
-    pcs_seeded_tempered, step_scale, PcsBackend, PcsConfig, PcsMethod, PcsOutput,
+    device_operator, exact_gaussian_host, misfit, pcs, pcs_host, pcs_seeded, pcs_seeded_tempered,
+    step_scale, PcsBackend, PcsConfig, PcsMethod, PcsOutput,
 };
 pub use protocol::{protocol, Protocol, PROTOCOLS};
 pub use stats::mean_and_std;

@@ -164,47 +164,38 @@ pub struct PcsOutput {
     pub acceptance: Vec<f64>,
 }
 
-/// Which loop [`pcs_seeded_tempered`] will run for `op` with chains on `device` under `cfg`:
-/// `Some(dtype)` for the device loop, `None` for the host loop; an error if the device loop is
-/// required but the task has none.
-pub fn device_loop(
-    op: &dyn Operator,
-    device: &candle_core::Device,
-    cfg: &PcsConfig,
-) -> Result<Option<candle_core::DType>> {
-    device_backend(op, device, cfg.backend, cfg.device_dtype)
-}
-
-/// Whether `backend` puts `op`'s likelihood on `device` (see [`PcsBackend`]): `Some(dtype)`
-/// (`dtype`, else f64 on the CPU and f32 on GPUs) or `None` for the host; an error if
-/// `Device` is asked for and the task has no device form. Shared by PCS and DPS.
-pub fn device_backend(
-    op: &dyn Operator,
+/// The device form of `op` against the host measurements `ys` (batch `by`) for a loop on
+/// `device` under `backend` (see [`PcsBackend`]), in `dtype` (`None`: f64 on the CPU, f32 on
+/// GPUs): `None` means the host loop (`Host`; `Auto` on the CPU or for a task without a
+/// device form); an error when `Device` is asked for and the task has none. Shared by PCS and
+/// DPS. `host_fft_on_cpu`: see [`PcsConfig::host_fft_on_cpu`].
+#[allow(clippy::too_many_arguments)]
+pub fn device_operator<'a>(
+    op: &'a dyn Operator,
+    ys: &[f64],
+    by: usize,
     device: &candle_core::Device,
     backend: PcsBackend,
     dtype: Option<candle_core::DType>,
-) -> Result<Option<candle_core::DType>> {
+    host_fft_on_cpu: bool,
+) -> Result<Option<DeviceOperator<'a>>> {
     use candle_core::DType;
+    if backend == PcsBackend::Host || (backend == PcsBackend::Auto && device.is_cpu()) {
+        return Ok(None);
+    }
     let dtype = dtype.unwrap_or(if device.is_cpu() {
         DType::F64
     } else {
         DType::F32
     });
-    match backend {
-        PcsBackend::Host => Ok(None),
-        PcsBackend::Auto if device.is_cpu() => Ok(None),
-        PcsBackend::Auto => Ok(DeviceOperator::available(op, device)?.then_some(dtype)),
-        PcsBackend::Device => {
-            if DeviceOperator::available(op, device)? {
-                Ok(Some(dtype))
-            } else {
-                Err(InverseError::Unsupported(format!(
-                    "task `{}` with {} noise has no device form; use --pcs-backend host (or auto)",
-                    op.name(),
-                    op.noise().name()
-                )))
-            }
-        }
+    match DeviceOperator::new(op, ys, by, device, dtype, host_fft_on_cpu)? {
+        Some(d) => Ok(Some(d)),
+        None if backend == PcsBackend::Device => Err(InverseError::Unsupported(format!(
+            "task `{}` with {} noise has no device form; use --pcs-backend host (or auto)",
+            op.name(),
+            op.noise().name()
+        ))),
+        None => Ok(None),
     }
 }
 
@@ -331,26 +322,30 @@ pub fn pcs_seeded_tempered(
             msg: format!("measurement batch {by} must be 1 or the chain count {b}"),
         });
     }
-    if let Some(dtype) = device_loop(op, x0.device(), cfg)? {
-        if let Some(dop) =
-            DeviceOperator::new(op, &ys, by, x0.device(), dtype, cfg.host_fft_on_cpu)?
-        {
-            let w = weight / cfg.likelihood_temperature;
-            let out = crate::pcs_device::pcs_device(
-                &dop,
-                &x0.to_dtype(dtype)?,
-                gamma,
-                m,
-                cfg,
-                step,
-                w,
-                chain_seeds,
-            )?;
-            return Ok(PcsOutput {
-                samples: out.samples.to_dtype(x0.dtype())?,
-                acceptance: out.acceptance,
-            });
-        }
+    if let Some(dop) = device_operator(
+        op,
+        &ys,
+        by,
+        x0.device(),
+        cfg.backend,
+        cfg.device_dtype,
+        cfg.host_fft_on_cpu,
+    )? {
+        let w = weight / cfg.likelihood_temperature;
+        let out = crate::pcs_device::pcs_device(
+            &dop,
+            &x0.to_dtype(dop.dtype())?,
+            gamma,
+            m,
+            cfg,
+            step,
+            w,
+            chain_seeds,
+        )?;
+        return Ok(PcsOutput {
+            samples: out.samples.to_dtype(x0.dtype())?,
+            acceptance: out.acceptance,
+        });
     }
     let xs = to_host(x0)?;
     let (n, ml) = (op.image_len(), op.measurement_len());

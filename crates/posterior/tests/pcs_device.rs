@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use genprior_inverse::{build_task, Operator, OptionValue, TaskOptions};
-use genprior_posterior::device_loop;
+use genprior_posterior::device_operator;
 use genprior_posterior::pcs::{pcs_seeded, PcsBackend, PcsConfig, PcsMethod};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -176,20 +176,21 @@ fn device_exact_sampler_matches_the_host() {
 #[test]
 fn backend_selection_and_its_errors() {
     let den = op("denoise", [1, 4, 4], &[]);
-    let cfg = PcsConfig::default();
-    // auto keeps the host loop on the CPU; device forces the device loop (f64 on the CPU).
-    assert_eq!(device_loop(den.as_ref(), &Device::Cpu, &cfg).unwrap(), None);
-    let dev = PcsConfig {
-        backend: PcsBackend::Device,
-        ..cfg.clone()
+    let ys = vec![0.0; den.measurement_len()];
+    let pick = |op: &dyn Operator, backend: PcsBackend| {
+        device_operator(op, &ys, 1, &Device::Cpu, backend, None, true).map(|d| d.map(|d| d.dtype()))
     };
+    // auto and host keep the host loop on the CPU; device forces the device loop (f64 on
+    // the CPU).
+    assert_eq!(pick(den.as_ref(), PcsBackend::Auto).unwrap(), None);
+    assert_eq!(pick(den.as_ref(), PcsBackend::Host).unwrap(), None);
     assert_eq!(
-        device_loop(den.as_ref(), &Device::Cpu, &dev).unwrap(),
+        pick(den.as_ref(), PcsBackend::Device).unwrap(),
         Some(DType::F64)
     );
     // Photon noise has no device likelihood: forcing the device loop is a clear error.
     let poisson = op("denoise", [1, 4, 4], &[("noise", "poisson")]);
-    let err = device_loop(poisson.as_ref(), &Device::Cpu, &dev)
+    let err = pick(poisson.as_ref(), PcsBackend::Device)
         .unwrap_err()
         .to_string();
     assert!(
