@@ -199,3 +199,33 @@ fn backend_selection_and_its_errors() {
     );
     assert!("gpu".parse::<PcsBackend>().is_err());
 }
+
+#[test]
+fn device_loop_with_a_fixed_step_and_a_weight_follows_the_host() {
+    // DAPS's use of PCS: a fixed Langevin step h and a likelihood weight β.
+    use genprior_posterior::pcs::pcs_seeded_tempered;
+    for op in operators() {
+        let [c, h, w] = op.image_shape();
+        let n = op.image_len();
+        let mut r = StdRng::seed_from_u64(3);
+        let truth: Vec<f64> = (0..n).map(|_| r.random_range(-0.8..0.8)).collect();
+        let truth = Tensor::from_vec(truth, (1, c, h, w), &Device::Cpu).unwrap();
+        let y = op.simulate(&truth, &mut StdRng::seed_from_u64(4)).unwrap();
+        let x0: Vec<f64> = (0..2 * n).map(|_| r.random_range(-1.0..1.0)).collect();
+        let x0 = Tensor::from_vec(x0, (2, c, h, w), &Device::Cpu).unwrap();
+        let mut out = Vec::new();
+        for backend in [PcsBackend::Host, PcsBackend::Device] {
+            let cfg = PcsConfig {
+                backend,
+                host_fft_on_cpu: false,
+                ..langevin(PcsMethod::Mala)
+            };
+            let o = pcs_seeded_tempered(op.as_ref(), &y, &x0, 0.4, &cfg, Some(1e-3), 0.7, &[5, 6])
+                .unwrap();
+            out.push((host(&o.samples), o.acceptance));
+        }
+        let d = max_diff(&out[0].0, &out[1].0);
+        assert!(d < 1e-9, "{}: fixed-step device vs host {d:e}", op.name());
+        assert_eq!(out[0].1, out[1].1, "{}: acceptance", op.name());
+    }
+}
