@@ -588,12 +588,7 @@ fn exact_gaussian_sigma(
             op.name()
         )));
     }
-    if !(sigma > 0.0 && sigma.is_finite()) {
-        return Err(InverseError::InvalidArgument(format!(
-            "exact PCS needs a positive likelihood σ, got {sigma} (task `{}`)",
-            op.name()
-        )));
-    }
+    check_exact_sigma(op, sigma)?;
     let (s2, g2) = (sigma * sigma, gamma * gamma);
     let ytil: Vec<f64> = y
         .iter()
@@ -615,6 +610,17 @@ fn exact_gaussian_sigma(
         Some(r) => r,
         None => shifted_gram_cg(op, &rhs, |g, v| g / s2 + v / g2, 1e-10, cg_max_iter),
     }
+}
+
+/// The exact sampler's likelihood σ must be positive and finite (host and device loops).
+pub(crate) fn check_exact_sigma(op: &dyn Operator, sigma: f64) -> Result<()> {
+    if !(sigma > 0.0 && sigma.is_finite()) {
+        return Err(InverseError::InvalidArgument(format!(
+            "exact PCS needs a positive likelihood σ, got {sigma} (task `{}`)",
+            op.name()
+        )));
+    }
+    Ok(())
 }
 
 /// f(x) = −2m²L(x) for reporting (pass L/T for a tempered target) (e.g. the data misfit ‖y − A(x)‖² of Gaussian tasks when m = σ).

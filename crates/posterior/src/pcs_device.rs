@@ -256,12 +256,7 @@ fn exact_device(
     seeds: &[u64],
 ) -> Result<PcsOutput> {
     let op = dop.operator();
-    if !(sigma > 0.0 && sigma.is_finite()) {
-        return Err(InverseError::InvalidArgument(format!(
-            "exact PCS needs a positive likelihood σ, got {sigma} (task `{}`)",
-            op.name()
-        )));
-    }
+    crate::pcs::check_exact_sigma(op, sigma)?;
     let (b, c, h, w) = x0.dims4()?;
     let (n, ml) = (c * h * w, op.measurement_len());
     let (dev, dtype) = (x0.device().clone(), x0.dtype());

@@ -709,7 +709,6 @@ impl Operator for Mri {
     ) -> Result<Option<Box<dyn crate::device::DeviceMap>>> {
         use crate::device::{dft_matrix, upload, Cx, CxMat, CxSeparable, DftKind};
         let [c, h, w] = self.shape;
-        let n = self.hw();
         let mask: Vec<f64> = self.mask.iter().map(|&m| m as u8 as f64).collect();
         let gram: &[f64] = if c == 1 { &self.sym_mask } else { &mask };
         let maps = match &self.maps {
@@ -724,7 +723,6 @@ impl Operator for Mri {
             }
             None => None,
         };
-        debug_assert_eq!(mask.len(), n);
         Ok(Some(Box::new(MriMap {
             complex: c == 2,
             dft: CxSeparable {

@@ -463,10 +463,9 @@ impl Operator for Tomography {
         let [_, h, w] = self.shape;
         let wp = w + 2;
         let rays = self.row_ptr.len() - 1;
+        // One triplet per stencil corner inside the image; SparseRows sums the duplicates.
         let mut triplets: Vec<(u32, u32, f64)> = Vec::new();
-        let mut row: Vec<(u32, f64)> = Vec::new();
         for r in 0..rays {
-            row.clear();
             for s in self.row_ptr[r]..self.row_ptr[r + 1] {
                 let b = self.base[s] as usize;
                 let [dr, dc] = self.frac[s];
@@ -478,20 +477,9 @@ impl Operator for Tomography {
                 ] {
                     let (i, j) = (p / wp, p % wp);
                     if wgt != 0.0 && (1..=h).contains(&i) && (1..=w).contains(&j) {
-                        row.push((((i - 1) * w + j - 1) as u32, wgt));
+                        triplets.push((r as u32, ((i - 1) * w + j - 1) as u32, wgt));
                     }
                 }
-            }
-            row.sort_by_key(|e| e.0);
-            let mut k = 0;
-            while k < row.len() {
-                let (p, mut acc) = row[k];
-                k += 1;
-                while k < row.len() && row[k].0 == p {
-                    acc += row[k].1;
-                    k += 1;
-                }
-                triplets.push((r as u32, p, acc));
             }
         }
         Ok(Some(Box::new(ProjectorMap {
